@@ -1,0 +1,202 @@
+"""Measure the judge's error rates by simulation, beside the naive rules it replaces.
+
+For each benchmark profile, per-item solve rates are fixed (spread to 0 and 1, as reasoning benchmarks
+are), a reference is drawn, and a candidate whose true per-item rates are ``R * rate`` is judged with
+sequential top-ups (start 20 samples per item, cap 64). Printed per true recovery ``R``: how often the
+judge fails, passes or stays inconclusive, the mean candidate samples it used, and the fail rate of
+the two naive rules on the first 20 samples: a fixed ``recovery >= floor`` and a one-sided 5 % rtol.
+
+Targets (issue 2): AIME-like false-fail <= 1 % at R = 1.00, detection >= 95 % at R = 0.90, mean
+samples <= 32 at R = 1.00; MATH-500-like false-fail <= 1 % at 1.00, detection >= 95 % at 0.95.
+
+    python benchmarks/judge_power.py [--runs 4000] [--seed 7] [--json FILE]
+
+Exit status 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantgate.judge import judge_recovery, minimum_detectable_drop
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    items: int
+    mean_rate: float
+    spread: float
+    reference_samples: int
+    start_samples: int
+    cap: int
+    floor: float
+    recoveries: tuple[float, ...]
+    targets: tuple[tuple[float, str, float], ...]
+
+
+PROFILES = (
+    Profile(
+        "AIME-like",
+        items=30,
+        mean_rate=0.5,
+        spread=0.4,
+        reference_samples=64,
+        start_samples=20,
+        cap=64,
+        floor=0.97,
+        recoveries=(1.05, 1.0, 0.97, 0.95, 0.93, 0.9, 0.85),
+        targets=((1.0, "false_fail_max", 0.01), (0.9, "detect_min", 0.95), (1.0, "mean_samples_max", 32)),
+    ),
+    Profile(
+        "AIME-like, weak model",
+        items=30,
+        mean_rate=0.3,
+        spread=0.4,
+        reference_samples=64,
+        start_samples=20,
+        cap=64,
+        floor=0.97,
+        recoveries=(1.0, 0.95, 0.9, 0.85, 0.8),
+        targets=(),
+    ),
+    Profile(
+        "MATH-500-like",
+        items=500,
+        mean_rate=0.85,
+        spread=0.4,
+        reference_samples=20,
+        start_samples=20,
+        cap=20,
+        floor=0.97,
+        recoveries=(1.0, 0.97, 0.96, 0.95, 0.93),
+        targets=((1.0, "false_fail_max", 0.01), (0.95, "detect_min", 0.95)),
+    ),
+)
+
+
+def item_rates(profile: Profile, rng: np.random.Generator) -> np.ndarray:
+    """Per-item solve rates: a U-shaped Beta with the profile's mean, so many items sit near 0 or 1."""
+    concentration = profile.spread
+    a = profile.mean_rate * concentration * 2
+    b = (1 - profile.mean_rate) * concentration * 2
+    rates = rng.beta(a, b, size=profile.items)
+    return np.clip(rates * profile.mean_rate / rates.mean(), 0.0, 1.0)
+
+
+def simulate(profile: Profile, recovery: float, runs: int, rng: np.random.Generator) -> dict[str, float]:
+    rates = item_rates(profile, np.random.default_rng(12345))
+    cand_rates = np.clip(rates * recovery, 0.0, 1.0)
+    names = [f"item-{i}" for i in range(profile.items)]
+    fails = passes = inconclusive = 0
+    naive_fixed = naive_rtol = 0
+    samples_used = 0
+    for _ in range(runs):
+        ref_correct = rng.binomial(profile.reference_samples, rates)
+        reference = {
+            n: (profile.reference_samples, int(c)) for n, c in zip(names, ref_correct, strict=True)
+        }
+        n = profile.start_samples
+        correct = rng.binomial(n, cand_rates)
+        first_recovery = (correct.sum() / n) / max(ref_correct.sum() / profile.reference_samples, 1e-12)
+        naive_fixed += first_recovery < profile.floor
+        naive_rtol += first_recovery < 0.95
+        while True:
+            candidate = {name: (n, int(c)) for name, c in zip(names, correct, strict=True)}
+            verdict = judge_recovery(reference, candidate, profile.floor, cap=profile.cap)
+            if verdict.more_samples == 0:
+                break
+            correct = correct + rng.binomial(verdict.more_samples, cand_rates)
+            n += verdict.more_samples
+        samples_used += n
+        fails += verdict.verdict == "fail"
+        passes += verdict.verdict == "pass"
+        inconclusive += verdict.verdict == "inconclusive"
+    return {
+        "recovery": recovery,
+        "fail": fails / runs,
+        "pass": passes / runs,
+        "inconclusive": inconclusive / runs,
+        "mean_samples": samples_used / runs,
+        "naive_fixed_fail": naive_fixed / runs,
+        "naive_rtol5_fail": naive_rtol / runs,
+    }
+
+
+def expected_reference(profile: Profile) -> dict[str, tuple[int, int]]:
+    rates = item_rates(profile, np.random.default_rng(12345))
+    n = profile.reference_samples
+    return {f"item-{i}": (n, round(r * n)) for i, r in enumerate(rates)}
+
+
+def check_targets(profile: Profile, rows: list[dict[str, float]]) -> list[str]:
+    problems = []
+    by_recovery = {row["recovery"]: row for row in rows}
+    for recovery, kind, limit in profile.targets:
+        row = by_recovery[recovery]
+        value = {"false_fail_max": row["fail"], "detect_min": row["fail"], "mean_samples_max": row["mean_samples"]}[
+            kind
+        ]
+        ok = value <= limit if kind.endswith("_max") else value >= limit
+        label = {"false_fail_max": "false-fail", "detect_min": "detection", "mean_samples_max": "mean samples"}[kind]
+        sign = "<=" if kind.endswith("_max") else ">="
+        status = "met" if ok else "MISSED"
+        problems.append(f"{status}: {profile.name} {label} at R={recovery:.2f} = {value:.4g} ({sign} {limit:g})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=4000, help="simulated runs per row. Default: %(default)r")
+    parser.add_argument("--seed", type=int, default=7, help="random seed. Default: %(default)r")
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    report: dict[str, object] = {"runs": args.runs, "seed": args.seed, "profiles": []}
+    all_ok = True
+    for profile in PROFILES:
+        started = time.perf_counter()
+        rows = [simulate(profile, r, args.runs, rng) for r in profile.recoveries]
+        reference = expected_reference(profile)
+        mdd_start = minimum_detectable_drop(reference, profile.floor, profile.start_samples)
+        mdd_cap = minimum_detectable_drop(reference, profile.floor, profile.cap)
+        print(
+            f"\n## {profile.name}: {profile.items} items, mean rate {profile.mean_rate}, reference "
+            f"{profile.reference_samples}/item, candidate {profile.start_samples}->{profile.cap}/item, "
+            f"floor {profile.floor}"
+        )
+        print(
+            f"minimum detectable drop (95 % power): {mdd_start:.3f} at {profile.start_samples} samples/item, "
+            f"{mdd_cap:.3f} at {profile.cap}"
+        )
+        print("| true R | judge fail | pass | inconclusive | mean samples | fixed >=floor fail | rtol 5% fail |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['recovery']:.2f} | {row['fail']:.4f} | {row['pass']:.4f} | {row['inconclusive']:.4f} "
+                f"| {row['mean_samples']:.1f} | {row['naive_fixed_fail']:.4f} | {row['naive_rtol5_fail']:.4f} |"
+            )
+        for line in check_targets(profile, rows):
+            print(line)
+            all_ok &= line.startswith("met")
+        print(f"({time.perf_counter() - started:.1f} s)")
+        profiles = report["profiles"]
+        assert isinstance(profiles, list)
+        profiles.append(
+            {"name": profile.name, "rows": rows, "mdd_start": mdd_start, "mdd_cap": mdd_cap}
+        )
+    print("\nall targets met" if all_ok else "\nSOME TARGETS MISSED")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=1)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""The statistical judge: is a quantized model's accuracy still at least ``floor`` times its reference's?
+
+Why not a fixed rule: AIME has 30 items. With 20 samples per item a fixed "recovery >= 0.97" rule fails
+about one run in five for a model that lost nothing, and a loose rule lets a 10 % drop through.
+
+How it decides (paired, one-sided, sequential):
+
+* Both models are scored on the *same* items, so the comparison is conditional on the items: the
+  difference between easy and hard items cancels, only the sampling noise of each model remains.
+  Per item, ``p = correct / samples``. The variance of each model's mean is estimated from the
+  per-item rate of both models pooled (steadier than either alone; shrunk by half a success and half
+  a failure so that items solved 0 or n times are not treated as noise-free).
+* Recovery ``R = mean(p_candidate) / mean(p_reference)``. Its interval is Fieller's: the values ``f``
+  for which ``D(f) = mean(p_c) - f * mean(p_r)`` is not significantly different from zero.
+* **fail** when the upper bound of ``R`` is below ``floor``: evidence of a loss beyond the floor.
+  Improvements can never fail.
+* **pass** when the lower bound of ``R`` is at or above ``floor - margin``. ``margin`` is the
+  benchmark's indifference zone: ``2 z SE / mean(p_r)`` with the standard error the candidate will
+  have at ``cap`` samples per item (predicted from the reference). With that margin the pass and fail
+  regions meet at the cap, so a run ends decided there, save in rare borderline cases.
+* otherwise **inconclusive**, and ``more_samples`` says how many further samples per item to draw
+  (x1.5 per look: 20 -> 32 -> 48 -> 64). Drawing them and judging again is the sequential top-up.
+  Because the same run is looked at several times, early looks use a stricter ``z / t`` where ``t``
+  is the fraction of the cap's information already in hand (an O'Brien-Fleming-like shape), so early
+  stops are rare unless the evidence is strong. ``confidence`` is the one-sided level at the cap; its
+  default (0.87) is calibrated by ``benchmarks/judge_power.py`` against the targets in its docstring.
+
+Published model cards give means only. ``judge_recovery_aggregate`` judges those too, but under an
+assumption it states in the verdict: a number of items and samples per item, and the worst-case
+(largest) sampling variance a mean can have, ``m (1 - m) / (items * samples)``; printed rounding is
+added to the interval. Deterministic scoring (log-likelihood, greedy) has no sampling noise, so only
+rounding is left.
+
+Everything here is pure standard-library code; ``benchmarks/judge_power.py`` measures the error rates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Literal
+
+from quantgate.errors import QuantgateError
+
+VerdictName = Literal["pass", "fail", "inconclusive"]
+VERDICTS: tuple[VerdictName, ...] = ("pass", "fail", "inconclusive")
+
+DEFAULT_CONFIDENCE = 0.87
+DEFAULT_CAP = 64
+SHRINK = 0.5
+
+ItemCounts = Mapping[str, "tuple[int, int] | Sequence[int]"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judge's answer for one cell; ``detail`` is one printable line."""
+
+    verdict: VerdictName
+    recovery: float
+    low: float
+    high: float
+    floor: float
+    margin: float
+    more_samples: int
+    items: int
+    candidate_samples: int
+    reference_samples: int
+    assumption: str | None
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form; infinite bounds become ``None``."""
+
+        def num(x: float) -> float | None:
+            return None if math.isinf(x) or math.isnan(x) else round(x, 6)
+
+        return {
+            "verdict": self.verdict,
+            "recovery": num(self.recovery),
+            "low": num(self.low),
+            "high": num(self.high),
+            "floor": self.floor,
+            "margin": num(self.margin),
+            "more_samples": self.more_samples,
+            "items": self.items,
+            "candidate_samples": self.candidate_samples,
+            "reference_samples": self.reference_samples,
+            "assumption": self.assumption,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A published mean with what is assumed about how it was measured."""
+
+    mean: float
+    items: int
+    samples: int
+    deterministic: bool = False
+    resolution: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (_finite(self.mean) and 0.0 <= self.mean <= 1.0):
+            raise QuantgateError(None, f"mean must be a fraction in [0, 1], got {self.mean!r}", "mean")
+        if self.items < 1 or self.samples < 1:
+            raise QuantgateError(None, "items and samples must be at least 1", "items")
+        if not (_finite(self.resolution) and self.resolution >= 0.0):
+            raise QuantgateError(None, f"resolution must be >= 0, got {self.resolution!r}", "resolution")
+
+    @property
+    def variance(self) -> float:
+        if self.deterministic:
+            return 0.0
+        return self.mean * (1.0 - self.mean) / (self.items * self.samples)
+
+
+@dataclass(frozen=True)
+class _Summary:
+    mean: float
+    variance: float
+    items: int
+    samples: int
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _z(confidence: float) -> float:
+    if not 0.5 < confidence < 1.0:
+        raise QuantgateError(None, f"confidence must be in (0.5, 1), got {confidence!r}", "confidence")
+    return NormalDist().inv_cdf(confidence)
+
+
+def _check_counts(name: str, counts: ItemCounts) -> dict[str, tuple[int, int]]:
+    if not isinstance(counts, Mapping) or not counts:
+        raise QuantgateError(None, "needs at least one item", name)
+    out: dict[str, tuple[int, int]] = {}
+    for item, pair in counts.items():
+        where = f"{name}[{item!r}]"
+        try:
+            samples, correct = pair
+        except (TypeError, ValueError):
+            raise QuantgateError(None, f"expected (samples, correct), got {pair!r}", where) from None
+        for label, value in (("samples", samples), ("correct", correct)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise QuantgateError(None, f"{label} must be an integer, got {value!r}", where)
+        if samples < 1:
+            raise QuantgateError(None, f"samples must be at least 1, got {samples}", where)
+        if not 0 <= correct <= samples:
+            raise QuantgateError(None, f"correct must be in [0, samples={samples}], got {correct}", where)
+        out[str(item)] = (samples, correct)
+    return out
+
+
+def _summarise(
+    counts: Mapping[str, tuple[int, int]],
+    rates: Mapping[str, float] | None = None,
+    samples_override: int | None = None,
+) -> _Summary:
+    """Mean of per-item rates and the variance of that mean, from ``rates`` when given."""
+    n_items = len(counts)
+    total_p = 0.0
+    total_var = 0.0
+    for item, (samples, correct) in counts.items():
+        rate = rates[item] if rates is not None else (correct + SHRINK) / (samples + 2 * SHRINK)
+        total_p += correct / samples
+        total_var += rate * (1.0 - rate) / (samples_override or samples)
+    return _Summary(
+        mean=total_p / n_items,
+        variance=total_var / n_items**2,
+        items=n_items,
+        samples=min(s for s, _ in counts.values()),
+    )
+
+
+def _pooled_rates(
+    reference: Mapping[str, tuple[int, int]], candidate: Mapping[str, tuple[int, int]]
+) -> dict[str, float]:
+    """Per-item rate of both models together: the variance estimate under "no loss" is steadier."""
+    rates = {}
+    for item, (n_r, c_r) in reference.items():
+        n_c, c_c = candidate[item]
+        rates[item] = (c_r + c_c + SHRINK) / (n_r + n_c + 2 * SHRINK)
+    return rates
+
+
+def _fieller(m_c: float, v_c: float, m_r: float, v_r: float, z: float, upper: bool) -> float:
+    """One Fieller bound of ``m_c / m_r``; +-inf when the reference is not clear of zero."""
+    denom = m_r * m_r - z * z * v_r
+    if denom <= 0.0:
+        return math.inf if upper else -math.inf
+    disc = m_c * m_c * v_r + m_r * m_r * v_c - z * z * v_c * v_r
+    root = math.sqrt(max(disc, 0.0))
+    return (m_c * m_r + (z * root if upper else -z * root)) / denom
+
+
+def _next_samples(current: int, cap: int) -> int:
+    return max(0, min(cap, -(-3 * current // 8) * 4) - current)
+
+
+def _decide(
+    cand: _Summary,
+    ref: _Summary,
+    floor: float,
+    *,
+    cap_variance: float,
+    confidence: float,
+    cap: int,
+    resolution: float = 0.0,
+    assumption: str | None = None,
+    can_sample: bool = True,
+) -> Verdict:
+    if not (_finite(floor) and 0.0 < floor <= 2.0):
+        raise QuantgateError(None, f"floor must be a ratio in (0, 2], got {floor!r}", "floor")
+    if cap < 1:
+        raise QuantgateError(None, f"cap must be at least 1, got {cap}", "cap")
+    if ref.mean - resolution <= 0.0:
+        raise QuantgateError(
+            None, "the reference solves no item (mean 0): recovery is undefined", "reference"
+        )
+    z_cap = _z(confidence)
+    se_at_cap = math.sqrt(cap_variance + floor * floor * ref.variance)
+    se_now = math.sqrt(cand.variance + floor * floor * ref.variance)
+    information = 1.0 if se_now == 0.0 or cand.samples >= cap else min(1.0, (se_at_cap / se_now) ** 2)
+    z_fail = z_pass = z_cap / information if information > 0.0 else math.inf
+    recovery = cand.mean / ref.mean
+    low = _fieller(
+        max(cand.mean - resolution, 0.0), cand.variance, ref.mean + resolution, ref.variance, z_pass, False
+    )
+    high = _fieller(cand.mean + resolution, cand.variance, ref.mean - resolution, ref.variance, z_fail, True)
+    margin = 2.0 * z_cap * se_at_cap / ref.mean + 2.0 * resolution / ref.mean
+
+    more = 0
+    if high < floor:
+        verdict: VerdictName = "fail"
+    elif low >= floor - margin:
+        verdict = "pass"
+    else:
+        verdict = "inconclusive"
+        if can_sample and cand.samples < cap:
+            more = _next_samples(cand.samples, cap)
+
+    def fmt(x: float) -> str:
+        return "inf" if math.isinf(x) else f"{x:.3f}"
+
+    parts = [
+        f"{verdict}: recovery {recovery:.3f} [{fmt(low)}, {fmt(high)}] vs floor {floor:.3f}"
+        f" (pass at >= {floor - margin:.3f})",
+        f"{cand.items} items paired, candidate {cand.samples}/item, reference {ref.samples}/item",
+    ]
+    if verdict == "inconclusive":
+        parts.append(f"draw {more} more samples/item" if more else "sample cap reached, undecided")
+    if assumption:
+        parts.append(f"assumes {assumption}")
+    return Verdict(
+        verdict=verdict,
+        recovery=recovery,
+        low=low,
+        high=high,
+        floor=floor,
+        margin=margin,
+        more_samples=more,
+        items=cand.items,
+        candidate_samples=cand.samples,
+        reference_samples=ref.samples,
+        assumption=assumption,
+        detail="; ".join(parts),
+    )
+
+
+def judge_recovery(
+    reference: ItemCounts,
+    candidate: ItemCounts,
+    floor: float,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    cap: int = DEFAULT_CAP,
+) -> Verdict:
+    """Judge per-item outcomes: ``reference`` and ``candidate`` map item id -> ``(samples, correct)``.
+
+    Both must cover the same items. ``confidence`` is the one-sided level of each bound; ``cap`` the
+    most candidate samples per item a sequential top-up may ask for.
+    """
+    ref = _check_counts("reference", reference)
+    cand = _check_counts("candidate", candidate)
+    if ref.keys() != cand.keys():
+        only_ref = sorted(ref.keys() - cand.keys())
+        only_cand = sorted(cand.keys() - ref.keys())
+        pieces = []
+        if only_ref:
+            pieces.append(f"{len(only_ref)} only in reference (e.g. {', '.join(only_ref[:3])})")
+        if only_cand:
+            pieces.append(f"{len(only_cand)} only in candidate (e.g. {', '.join(only_cand[:3])})")
+        raise QuantgateError(None, "item sets differ: " + "; ".join(pieces), "items")
+    rates = _pooled_rates(ref, cand)
+    ref_summary = _summarise(ref, rates)
+    cap_variance = _summarise(ref, rates, samples_override=cap).variance
+    return _decide(
+        _summarise(cand, rates), ref_summary, floor, cap_variance=cap_variance, confidence=confidence, cap=cap
+    )
+
+
+def judge_recovery_aggregate(
+    reference: Aggregate | Sequence[Aggregate],
+    candidate: Aggregate | Sequence[Aggregate],
+    floor: float,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    cap: int = DEFAULT_CAP,
+    can_sample: bool = True,
+) -> Verdict:
+    """Judge means only (e.g. a model card), stating the assumption in the verdict.
+
+    A sequence of aggregates is a composite: the equal-weight mean of its members (as the cards'
+    "average" rows are). ``can_sample=False`` when no more samples can be drawn (published numbers).
+    """
+    refs = [reference] if isinstance(reference, Aggregate) else list(reference)
+    cands = [candidate] if isinstance(candidate, Aggregate) else list(candidate)
+    if not refs or len(refs) != len(cands):
+        raise QuantgateError(None, "reference and candidate need the same number of members", "members")
+    k = len(refs)
+    for r, c in zip(refs, cands, strict=True):
+        if (r.items, r.deterministic) != (c.items, c.deterministic):
+            raise QuantgateError(None, "reference and candidate must describe the same items", "items")
+
+    def combine(parts: list[Aggregate], samples_override: int | None = None) -> _Summary:
+        variance = 0.0
+        for p in parts:
+            if p.deterministic:
+                continue
+            variance += p.mean * (1.0 - p.mean) / (p.items * (samples_override or p.samples))
+        return _Summary(
+            mean=sum(p.mean for p in parts) / k,
+            variance=variance / (k * k),
+            items=sum(p.items for p in parts),
+            samples=min(p.samples for p in parts),
+        )
+
+    resolution = max(p.resolution for p in [*refs, *cands])
+    ref_summary = combine(refs)
+    cap_variance = combine(refs, samples_override=cap).variance
+    sampled = [p for p in refs if not p.deterministic]
+    pieces = []
+    if sampled:
+        pieces.append(
+            "worst-case binomial noise of a mean over "
+            + ", ".join(f"{p.items} items x {p.samples} samples" for p in sampled)
+        )
+    if len(sampled) < k:
+        pieces.append("deterministic scoring (no sampling noise)")
+    if resolution:
+        pieces.append(f"printed values exact to +-{resolution:g}")
+    return _decide(
+        combine(cands),
+        ref_summary,
+        floor,
+        cap_variance=cap_variance,
+        confidence=confidence,
+        cap=cap,
+        resolution=resolution,
+        assumption="; ".join(pieces),
+        can_sample=can_sample and bool(sampled),
+    )
+
+
+def minimum_detectable_drop(
+    reference: ItemCounts,
+    floor: float,
+    candidate_samples: int,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    power: float = 0.95,
+) -> float:
+    """The recovery shortfall ``1 - R`` that fails with probability ``power`` at ``candidate_samples``.
+
+    Predicted from the reference's per-item rates, assuming the candidate's rates are like them.
+    """
+    counts = _check_counts("reference", reference)
+    ref = _summarise(counts)
+    cand_variance = _summarise(counts, samples_override=candidate_samples)
+    se = math.sqrt(cand_variance.variance + floor * floor * ref.variance)
+    detectable = floor - (_z(confidence) + NormalDist().inv_cdf(power)) * se / ref.mean
+    return 1.0 - detectable
+
+
+@dataclass(frozen=True)
+class SpeedVerdict:
+    """Speedup of a quantized deployment over BF16 on the same GPU kind, judged against a floor."""
+
+    verdict: VerdictName
+    speedup: float
+    low: float
+    high: float
+    floor: float
+    per_gpu_speedup: float | None
+    assumption: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "verdict": self.verdict,
+            "speedup": round(self.speedup, 6),
+            "low": round(self.low, 6),
+            "high": round(self.high, 6),
+            "floor": self.floor,
+            "per_gpu_speedup": None if self.per_gpu_speedup is None else round(self.per_gpu_speedup, 6),
+            "assumption": self.assumption,
+            "detail": self.detail,
+        }
+
+
+def judge_speedup(
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    floor: float,
+    *,
+    higher_is_better: bool,
+    resolution: float = 0.0,
+    reference_gpus: int = 1,
+    candidate_gpus: int = 1,
+    confidence: float = 0.95,
+) -> SpeedVerdict:
+    """Speedup = BF16 latency / quantized latency, or quantized throughput / BF16 throughput.
+
+    With two or more measurements on each side the interval is a Welch interval on the log ratio
+    (speed figures are multiplicative). With one measurement each, only the printed rounding
+    (``resolution``, half a unit of the last printed digit) bounds the ratio, and the verdict says so.
+    """
+    for name, values in (("reference", reference), ("candidate", candidate)):
+        if not values:
+            raise QuantgateError(None, "needs at least one measurement", name)
+        for v in values:
+            if not (_finite(v) and v > 0.0):
+                raise QuantgateError(None, f"measurements must be positive numbers, got {v!r}", name)
+    if not (_finite(floor) and floor > 0.0):
+        raise QuantgateError(None, f"floor must be positive, got {floor!r}", "floor")
+    if min(reference_gpus, candidate_gpus) < 1:
+        raise QuantgateError(None, "GPU counts must be at least 1", "gpus")
+
+    def ratio(ref: float, cand: float) -> float:
+        return cand / ref if higher_is_better else ref / cand
+
+    log_ref = [math.log(v) for v in reference]
+    log_cand = [math.log(v) for v in candidate]
+    mean_ref = sum(log_ref) / len(log_ref)
+    mean_cand = sum(log_cand) / len(log_cand)
+    speedup = ratio(math.exp(mean_ref), math.exp(mean_cand))
+    if len(reference) >= 2 and len(candidate) >= 2:
+        var_ref = sum((x - mean_ref) ** 2 for x in log_ref) / (len(log_ref) - 1) / len(log_ref)
+        var_cand = sum((x - mean_cand) ** 2 for x in log_cand) / (len(log_cand) - 1) / len(log_cand)
+        half = _z(confidence) * math.sqrt(var_ref + var_cand)
+        low, high = speedup * math.exp(-half), speedup * math.exp(half)
+        assumption = None
+        how = f"{len(reference)} vs {len(candidate)} measurements"
+    else:
+        ref_v, cand_v = math.exp(mean_ref), math.exp(mean_cand)
+        worst = ratio(ref_v + resolution, max(cand_v - resolution, 1e-12))
+        best = ratio(max(ref_v - resolution, 1e-12), cand_v + resolution)
+        if not higher_is_better:
+            worst = ratio(max(ref_v - resolution, 1e-12), cand_v + resolution)
+            best = ratio(ref_v + resolution, max(cand_v - resolution, 1e-12))
+        low, high = min(worst, best), max(worst, best)
+        assumption = "single figures, exact up to printed rounding" + (f" (+-{resolution:g})" if resolution else "")
+        how = "1 figure each"
+    if high < floor:
+        verdict: VerdictName = "fail"
+    elif low >= floor:
+        verdict = "pass"
+    else:
+        verdict = "inconclusive"
+    per_gpu = None
+    if reference_gpus != candidate_gpus:
+        per_gpu = speedup * reference_gpus / candidate_gpus
+    detail = f"{verdict}: speedup {speedup:.3f} [{low:.3f}, {high:.3f}] vs floor {floor:.2f}; {how}"
+    if per_gpu is not None:
+        detail += f"; per GPU {per_gpu:.3f} ({candidate_gpus} vs {reference_gpus} GPUs)"
+    if assumption:
+        detail += f"; assumes {assumption}"
+    return SpeedVerdict(verdict, speedup, low, high, floor, per_gpu, assumption, detail)
