@@ -6,6 +6,10 @@ sequential top-ups (start 20 samples per item, cap 64). Printed per true recover
 judge fails, passes or stays inconclusive, the mean candidate samples it used, and the fail rate of
 the two naive rules on the first 20 samples: a fixed ``recovery >= floor`` and a one-sided 5 % rtol.
 
+Profiles: "AIME-like" is Beta(0.3, 0.3) rates (mean 0.5); the "less spread" profile, Beta(0.5, 0.5),
+is printed for sensitivity without targets: the AIME targets are close to what 30 items and 64 samples
+per item can resolve at all, and they hold only when rates are as spread as on real reasoning runs.
+
 Targets (issue 2): AIME-like false-fail <= 1 % at R = 1.00, detection >= 95 % at R = 0.90, mean
 samples <= 32 at R = 1.00; MATH-500-like false-fail <= 1 % at 1.00, detection >= 95 % at 0.95.
 
@@ -46,7 +50,7 @@ PROFILES = (
         "AIME-like",
         items=30,
         mean_rate=0.5,
-        spread=0.4,
+        spread=0.3,
         reference_samples=64,
         start_samples=20,
         cap=64,
@@ -58,12 +62,24 @@ PROFILES = (
         "AIME-like, weak model",
         items=30,
         mean_rate=0.3,
-        spread=0.4,
+        spread=0.3,
         reference_samples=64,
         start_samples=20,
         cap=64,
         floor=0.97,
         recoveries=(1.0, 0.95, 0.9, 0.85, 0.8),
+        targets=(),
+    ),
+    Profile(
+        "AIME-like, rates less spread (sensitivity)",
+        items=30,
+        mean_rate=0.5,
+        spread=0.5,
+        reference_samples=64,
+        start_samples=20,
+        cap=64,
+        floor=0.97,
+        recoveries=(1.0, 0.95, 0.9, 0.85),
         targets=(),
     ),
     Profile(
@@ -82,10 +98,13 @@ PROFILES = (
 
 
 def item_rates(profile: Profile, rng: np.random.Generator) -> np.ndarray:
-    """Per-item solve rates: a U-shaped Beta with the profile's mean, so many items sit near 0 or 1."""
-    concentration = profile.spread
-    a = profile.mean_rate * concentration * 2
-    b = (1 - profile.mean_rate) * concentration * 2
+    """Per-item solve rates from a U-shaped Beta(a, b) with ``a + b = 2 * spread`` and the profile's mean.
+
+    With ``spread`` 0.3 at mean 0.5 (Beta(0.3, 0.3)) about a third of the items are solved by nearly
+    every sample or by nearly none, as on AIME for reasoning models; 0.5 (Jeffreys) is less extreme.
+    """
+    a = profile.mean_rate * profile.spread * 2
+    b = (1 - profile.mean_rate) * profile.spread * 2
     rates = rng.beta(a, b, size=profile.items)
     return np.clip(rates * profile.mean_rate / rates.mean(), 0.0, 1.0)
 

@@ -20,10 +20,10 @@ How it decides (paired, one-sided, sequential):
   regions meet at the cap, so a run ends decided there, save in rare borderline cases.
 * otherwise **inconclusive**, and ``more_samples`` says how many further samples per item to draw
   (x1.5 per look: 20 -> 32 -> 48 -> 64). Drawing them and judging again is the sequential top-up.
-  Because the same run is looked at several times, early looks use a stricter ``z / t`` where ``t``
-  is the fraction of the cap's information already in hand (an O'Brien-Fleming-like shape), so early
-  stops are rare unless the evidence is strong. ``confidence`` is the one-sided level at the cap; its
-  default (0.87) is calibrated by ``benchmarks/judge_power.py`` against the targets in its docstring.
+  Because the same run is looked at several times, early looks use stricter bounds, ``z / t**1.25``
+  to pass and ``z / t**1.5`` to fail, where ``t`` is the fraction of the cap's information already in
+  hand (an O'Brien-Fleming-like shape), so early stops need strong evidence. ``confidence`` is the
+  one-sided level at the cap; its default (0.88) is calibrated by ``benchmarks/judge_power.py`` against the targets in its docstring.
 
 Published model cards give means only. ``judge_recovery_aggregate`` judges those too, but under an
 assumption it states in the verdict: a number of items and samples per item, and the worst-case
@@ -47,9 +47,12 @@ from quantgate.errors import QuantgateError
 VerdictName = Literal["pass", "fail", "inconclusive"]
 VERDICTS: tuple[VerdictName, ...] = ("pass", "fail", "inconclusive")
 
-DEFAULT_CONFIDENCE = 0.87
+DEFAULT_CONFIDENCE = 0.88
 DEFAULT_CAP = 64
 SHRINK = 0.5
+# Early-look boundaries are z / t**shape, t = fraction of the cap's information in hand.
+PASS_SHAPE = 1.25
+FAIL_SHAPE = 1.5
 
 ItemCounts = Mapping[str, "tuple[int, int] | Sequence[int]"]
 
@@ -231,7 +234,8 @@ def _decide(
     se_at_cap = math.sqrt(cap_variance + floor * floor * ref.variance)
     se_now = math.sqrt(cand.variance + floor * floor * ref.variance)
     information = 1.0 if se_now == 0.0 or cand.samples >= cap else min(1.0, (se_at_cap / se_now) ** 2)
-    z_fail = z_pass = z_cap / information if information > 0.0 else math.inf
+    z_fail = z_cap / information**FAIL_SHAPE if information > 0.0 else math.inf
+    z_pass = z_cap / information**PASS_SHAPE if information > 0.0 else math.inf
     recovery = cand.mean / ref.mean
     low = _fieller(
         max(cand.mean - resolution, 0.0), cand.variance, ref.mean + resolution, ref.variance, z_pass, False
@@ -347,6 +351,8 @@ def judge_recovery_aggregate(
 
     resolution = max(p.resolution for p in [*refs, *cands])
     ref_summary = combine(refs)
+    if not can_sample:
+        cap = min(p.samples for p in cands)
     cap_variance = combine(refs, samples_override=cap).variance
     sampled = [p for p in refs if not p.deterministic]
     pieces = []

@@ -1,0 +1,125 @@
+"""pytest glue for the replay suite: ``pytest suites --qg-results DIR``.
+
+Options and hooks only. Cells come from ``quantgate.replay``; each becomes one test whose id is the
+cell id, and the test asserts on the cell's outcome. The run fails closed: a results directory that
+yields no cell, or a selection in which every cell was unknown, ends red.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quantgate.errors import QuantgateError
+
+RESULTS_HELP = "judge every result file under this directory (published cards or per-item runs)."
+INCONCLUSIVE_HELP = (
+    "how an inconclusive gating cell ends: 'fail' (red, the default: a gate does not pass on missing "
+    "evidence) or 'xfail' (reported, not red)."
+)
+SUMMARY_HELP = "write the Markdown summary of the replay to this file."
+
+CELLS_KEY = pytest.StashKey[list]()
+SESSION_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantgate")
+    group.addoption("--qg-results", metavar="DIR", default=None, help=RESULTS_HELP)
+    group.addoption("--qg-inconclusive", choices=("fail", "xfail"), default=None, help=INCONCLUSIVE_HELP)
+    group.addoption("--qg-summary", metavar="FILE", default=None, help=SUMMARY_HELP)
+    parser.addini("qg_inconclusive", INCONCLUSIVE_HELP, default="fail")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "accuracy: a recovery cell judged against its BF16 reference")
+    config.addinivalue_line("markers", "speed: a speedup cell judged against its BF16 reference")
+    config.addinivalue_line("markers", "informational: a cell whose rule reports but never gates")
+    config.stash[SESSION_KEY] = {"outcomes": {}}
+    results = config.getoption("qg_results")
+    if results:
+        from quantgate.replay import Replay
+
+        try:
+            cells = Replay().cells(results)
+        except QuantgateError as exc:
+            raise pytest.UsageError(f"quantgate: {exc}") from None
+        if not cells:
+            raise pytest.UsageError(f"quantgate: {results} yields no cell (fail closed)")
+        config.stash[CELLS_KEY] = cells
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    results = config.getoption("qg_results")
+    if not results:
+        return None
+    return f"quantgate: --qg-results={results} --qg-inconclusive={_inconclusive_mode(config)}"
+
+
+def _inconclusive_mode(config: pytest.Config) -> str:
+    return str(config.getoption("qg_inconclusive") or config.getini("qg_inconclusive"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "qg_cell" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    if CELLS_KEY not in config.stash:
+        raise pytest.UsageError("quantgate: the replay suite needs --qg-results DIR")
+    params = []
+    for cell in config.stash[CELLS_KEY]:
+        marks = [getattr(pytest.mark, cell.kind)]
+        if not cell.gating:
+            marks.append(pytest.mark.informational)
+        params.append(pytest.param(cell, id=cell.cell_id, marks=marks))
+    metafunc.parametrize("qg_cell", params)
+
+
+def judge_cell(cell, config: pytest.Config, record) -> None:  # type: ignore[no-untyped-def]
+    """Turn one cell's outcome into the test's result; used by ``suites/test_replay.py``."""
+    record("qg_outcome", cell.outcome)
+    record("qg_detail", cell.detail)
+    config.stash[SESSION_KEY]["outcomes"][cell.cell_id] = cell
+    if cell.outcome == "pass":
+        return
+    if not cell.gating:
+        if cell.outcome in {"fail", "inconclusive"}:
+            pytest.xfail(f"{cell.cell_id}: informational ({cell.decision.rule_id}): {cell.detail}")
+        pytest.skip(f"{cell.cell_id}: informational, {cell.detail}")
+    if cell.outcome == "unknown":
+        pytest.skip(f"{cell.cell_id}: {cell.detail}")
+    if cell.outcome == "inconclusive" and _inconclusive_mode(config) == "xfail":
+        pytest.xfail(f"{cell.cell_id}: {cell.detail}")
+    pytest.fail(f"{cell.cell_id}: {cell.detail}", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
+        return
+    from quantgate.replay import counts, summary_table
+
+    judged = list(config.stash[SESSION_KEY]["outcomes"].values())
+    if not judged:
+        return
+    terminalreporter.section("quantgate")
+    for key, bucket in sorted(counts(judged).items()):
+        terminalreporter.write_line(
+            f"{key}: " + ", ".join(f"{n} {outcome}" for outcome, n in bucket.items())
+        )
+    summary = config.getoption("qg_summary")
+    if summary:
+        from quantgate.datafile import atomic_write_text
+
+        atomic_write_text(Path(summary), summary_table(judged) + "\n")
+        terminalreporter.write_line(f"summary written to {summary}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
+        return
+    judged = list(config.stash[SESSION_KEY]["outcomes"].values())
+    if session.testscollected and judged and all(c.outcome == "unknown" for c in judged if c.gating):
+        if any(c.gating for c in judged):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

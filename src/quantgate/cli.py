@@ -1,0 +1,120 @@
+"""The ``quantgate`` command: ``judge``, ``inspect``, ``replay``.
+
+Bad input ends with one line ``quantgate: <file>: <field or line>: <what is wrong>`` on stderr and exit
+status 2, never a traceback. ``judge`` exits 0 on pass, 1 on fail, 3 on inconclusive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from quantgate.errors import QuantgateError
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+
+def _per_item(path: str) -> dict[str, tuple[int, int]]:
+    from quantgate.results import read_result
+
+    result = read_result(path)
+    with_items = [acc for acc in result.accuracy if acc.items is not None]
+    if len(with_items) != 1:
+        raise QuantgateError(path, f"expected per-item results for one task, found {len(with_items)}")
+    items = with_items[0].items
+    assert items is not None
+    return {i.item: (i.samples, i.correct) for i in items}
+
+
+def _run_judge(args: argparse.Namespace) -> int:
+    from quantgate.judge import judge_recovery
+
+    reference = _per_item(args.reference)
+    candidate = _per_item(args.candidate)
+    try:
+        verdict = judge_recovery(reference, candidate, args.floor, confidence=args.confidence, cap=args.cap)
+    except QuantgateError as exc:
+        raise QuantgateError(f"{args.reference} vs {args.candidate}", exc.message, exc.where) from None
+    if args.json:
+        print(json.dumps(verdict.as_dict(), indent=1))
+    else:
+        print(verdict.detail)
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[verdict.verdict]
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from quantgate.replay import Replay, counts, summary_table
+
+    cells = Replay().cells(args.results)
+    if args.json:
+        print(json.dumps({"cells": [c.as_dict() for c in cells], "counts": counts(cells)}, indent=1))
+    else:
+        print(summary_table(cells))
+    if args.markdown:
+        from quantgate.datafile import atomic_write_text
+
+        atomic_write_text(args.markdown, summary_table(cells) + "\n")
+    return EXIT_PASS
+
+
+def _floor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 2.0:
+        raise argparse.ArgumentTypeError(f"must be a recovery ratio in (0, 2], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantgate", description="Gate quantized LLMs on recovery and speed.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    judge = sub.add_parser("judge", help="judge per-item candidate results against a reference")
+    judge.add_argument("--reference", required=True, help="JSONL {item, samples, correct} or lighteval details")
+    judge.add_argument("--candidate", required=True, help="same format, same items")
+    judge.add_argument("--floor", required=True, type=_floor, help="recovery floor, e.g. 0.97")
+    judge.add_argument("--confidence", type=float, default=None, help="one-sided confidence at the sample cap")
+    judge.add_argument("--cap", type=int, default=None, help="most candidate samples per item a top-up may ask")
+    judge.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    judge.set_defaults(func=_run_judge)
+
+    replay = sub.add_parser("replay", help="judge every result file under a directory (e.g. baselines/published)")
+    replay.add_argument("results", help="directory or file of results")
+    replay.add_argument("--json", action="store_true", help="print cells and counts as JSON")
+    replay.add_argument("--markdown", help="also write the summary table to this file")
+    replay.set_defaults(func=_run_replay)
+
+    from quantgate import cli_inspect
+
+    cli_inspect.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "confidence", None) is None and args.command == "judge":
+        from quantgate.judge import DEFAULT_CAP, DEFAULT_CONFIDENCE
+
+        args.confidence = DEFAULT_CONFIDENCE
+        args.cap = args.cap or DEFAULT_CAP
+    elif args.command == "judge" and args.cap is None:
+        from quantgate.judge import DEFAULT_CAP
+
+        args.cap = DEFAULT_CAP
+    try:
+        return int(args.func(args))
+    except QuantgateError as exc:
+        print(f"quantgate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_PASS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Replay: turn stored result files into cells and judge each against its reference and rule.
+
+Two sources are understood:
+
+* published model-card figures (``quantgate-published`` files under ``baselines/published/``): means
+  only, so accuracy is judged with the aggregate judge under its stated assumption, and speed from
+  single printed figures with their rounding;
+* per-item run results laid out as ``DIR/<model>__<scheme>/<file>`` (quantgate JSONL or lighteval
+  details): the ``bf16`` directory of the same model is the reference, items are paired, and the
+  benchmark comes from the tool's task name or, for JSONL, the file name.
+
+Every cell ends with an outcome: pass, fail, inconclusive, or unknown (the data does not give it,
+with the reason). Nothing is dropped: a cell without data is counted as unknown, never as passed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.errors import QuantgateError
+from quantgate.judge import Aggregate, SpeedVerdict, Verdict, judge_recovery, judge_recovery_aggregate, judge_speedup
+from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
+
+Outcome = Literal["pass", "fail", "inconclusive", "unknown"]
+OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "inconclusive", "unknown")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One judged (or unjudgeable) cell of the matrix."""
+
+    cell_id: str
+    kind: Literal["accuracy", "speed"]
+    model: str
+    scheme: str
+    target: str
+    outcome: Outcome
+    decision: Decision | None
+    detail: str
+    sources: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+    verdict: Verdict | SpeedVerdict | None = None
+    values: Mapping[str, float | None] = field(default_factory=dict)
+
+    @property
+    def gating(self) -> bool:
+        return self.decision is not None and self.decision.gating
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell_id,
+            "kind": self.kind,
+            "model": self.model,
+            "scheme": self.scheme,
+            "target": self.target,
+            "outcome": self.outcome,
+            "mode": self.decision.mode if self.decision else None,
+            "rule": self.decision.rule_id if self.decision else None,
+            "floor": self.decision.floor if self.decision else None,
+            "detail": self.detail,
+            "flags": list(self.flags),
+            "sources": list(self.sources),
+            "values": dict(self.values),
+            "verdict": self.verdict.as_dict() if self.verdict else None,
+        }
+
+
+def _decimals(value: float) -> int:
+    text = repr(float(value))
+    if "e" in text or "E" in text:
+        return 6
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0")
+    return len(frac)
+
+
+def _half_unit(value: float) -> float:
+    return 0.5 * 10.0 ** (-_decimals(value))
+
+
+def _outcome(verdict: Verdict | SpeedVerdict) -> Outcome:
+    return verdict.verdict
+
+
+class Replay:
+    """Judges result files against the catalog and the rules."""
+
+    def __init__(self, catalog: Catalog | None = None, rules: Rules | None = None) -> None:
+        self.catalog = catalog or load_catalog()
+        self.rules = rules or load_rules()
+
+    # ---- published model-card figures -------------------------------------------------------
+
+    def published_cells(self, path: str | Path) -> list[Cell]:
+        from quantgate.published import load_published
+
+        published = load_published(path)
+        cells = self._published_accuracy(published.accuracy, str(path))
+        cells += self._published_speed(published.performance, str(path))
+        return cells
+
+    def _accuracy_decision(self, model: str, scheme: str, benchmark: str) -> Decision:
+        spec = self.catalog.models[model]
+        bench = self.catalog.benchmarks[benchmark]
+        key = AccuracyCellKey(model, spec.params_b, scheme, benchmark, bench.family)
+        return self.rules.recovery_for(key)
+
+    def _aggregate(self, benchmark: str, mean_pct: float) -> Aggregate:
+        bench = self.catalog.benchmarks[benchmark]
+        deterministic = bench.scoring == "deterministic"
+        samples = bench.sampling.samples if bench.sampling is not None else 1
+        return Aggregate(
+            mean=mean_pct / 100.0,
+            items=bench.items,
+            samples=samples,
+            deterministic=deterministic,
+            resolution=_half_unit(mean_pct) / 100.0,
+        )
+
+    def _published_accuracy(self, entries: Sequence[Any], source: str) -> list[Cell]:
+        by_key = {(e.model, e.scheme, e.benchmark): e for e in entries}
+        cells = []
+        for entry in entries:
+            cell_id = f"{entry.model}-{entry.scheme}-{entry.benchmark}"
+            decision = self._accuracy_decision(entry.model, entry.scheme, entry.benchmark)
+            flags = ("uncertain",) if entry.uncertain else ()
+            values = {"reference_pct": entry.reference, "candidate_pct": entry.candidate}
+            sources = (source, entry.source.url)
+            if entry.status != "published" or entry.reference is None or entry.candidate is None:
+                cells.append(
+                    Cell(cell_id, "accuracy", entry.model, entry.scheme, entry.benchmark, "unknown", decision,
+                         f"unknown: {entry.note or 'not published in the model card'}", sources, flags,
+                         values=values)
+                )
+                continue
+            bench = self.catalog.benchmarks[entry.benchmark]
+            try:
+                if bench.kind == "composite":
+                    members = [by_key.get((entry.model, entry.scheme, m)) for m in bench.members]
+                    usable = [m for m in members if m is not None and m.reference is not None
+                              and m.candidate is not None]
+                    if len(usable) != len(bench.members):
+                        raise QuantgateError(source, "a member of the average is not published", entry.benchmark)
+                    reference: Aggregate | list[Aggregate] = [self._aggregate(m.benchmark, m.reference) for m in usable]
+                    candidate: Aggregate | list[Aggregate] = [self._aggregate(m.benchmark, m.candidate) for m in usable]
+                else:
+                    reference = self._aggregate(entry.benchmark, entry.reference)
+                    candidate = self._aggregate(entry.benchmark, entry.candidate)
+                verdict = judge_recovery_aggregate(reference, candidate, decision.floor, can_sample=False)
+            except QuantgateError as exc:
+                cells.append(
+                    Cell(cell_id, "accuracy", entry.model, entry.scheme, entry.benchmark, "unknown", decision,
+                         f"unknown: {exc.message}", sources, flags, values=values)
+                )
+                continue
+            detail = verdict.detail
+            if entry.uncertain:
+                detail += f"; flagged uncertain in the source: {entry.note}"
+            cells.append(
+                Cell(cell_id, "accuracy", entry.model, entry.scheme, entry.benchmark, _outcome(verdict), decision,
+                     detail, sources, flags, verdict, values)
+            )
+        return cells
+
+    def _published_speed(self, entries: Sequence[Any], source: str) -> list[Cell]:
+        groups: dict[tuple[str, str, str, str], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+        for entry in entries:
+            groups[(entry.model, entry.gpu, entry.scenario, entry.workload)][entry.scheme].append(entry)
+        cells = []
+        for (model, gpu, scenario, workload), by_scheme in sorted(groups.items()):
+            scenario_spec = self.catalog.scenarios[scenario]
+            references = by_scheme.get("bf16", [])
+            for scheme, quantized in sorted(by_scheme.items()):
+                if scheme == "bf16":
+                    continue
+                for entry in quantized:
+                    cell_id = f"{model}-{scheme}-{gpu}-{scenario}-{workload}"
+                    spec = self.catalog.models[model]
+                    decision = self.rules.speedup_for(SpeedCellKey(model, spec.params_b, scheme, gpu, scenario,
+                                                                   workload))
+                    sources = (source, entry.source.url)
+                    if len(references) != 1:
+                        why = "no BF16 figure" if not references else "conflicting BF16 figures"
+                        cells.append(Cell(cell_id, "speed", model, scheme, f"{gpu}/{scenario}/{workload}", "unknown",
+                                          decision, f"unknown: {why} for this GPU, scenario and workload", sources))
+                        continue
+                    ref = references[0]
+                    resolution = max(_half_unit(ref.value), _half_unit(entry.value))
+                    verdict = judge_speedup(
+                        [ref.value], [entry.value], decision.floor,
+                        higher_is_better=scenario_spec.higher_is_better, resolution=resolution,
+                        reference_gpus=ref.gpu_count, candidate_gpus=entry.gpu_count,
+                    )
+                    flags = ("conflict",) if getattr(entry, "conflict", False) else ()
+                    values = {"reference": ref.value, "candidate": entry.value,
+                              "reference_gpus": float(ref.gpu_count), "candidate_gpus": float(entry.gpu_count)}
+                    cells.append(Cell(cell_id, "speed", model, scheme, f"{gpu}/{scenario}/{workload}",
+                                      _outcome(verdict), decision, verdict.detail, sources, flags, verdict, values))
+        return cells
+
+    # ---- per-item run results -----------------------------------------------------------------
+
+    def item_cells(self, directory: str | Path) -> list[Cell]:
+        from quantgate.results import read_result
+
+        root = Path(directory)
+        runs: dict[tuple[str, str], dict[str, tuple[str, dict[str, tuple[int, int]]]]] = defaultdict(dict)
+        for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and "__" in p.name):
+            model, _, scheme = run_dir.name.partition("__")
+            if model not in self.catalog.models:
+                raise QuantgateError(run_dir, f"unknown model {model!r}; known: {', '.join(self.catalog.models)}")
+            if scheme not in self.catalog.schemes:
+                raise QuantgateError(run_dir, f"unknown scheme {scheme!r}; known: {', '.join(self.catalog.schemes)}")
+            for path in sorted(run_dir.iterdir()):
+                if path.suffix not in {".jsonl", ".parquet"}:
+                    continue
+                result = read_result(path)
+                for acc in result.accuracy:
+                    if acc.items is None:
+                        continue
+                    benchmark = self._benchmark_key(acc.task, path)
+                    counts = {i.item: (i.samples, i.correct) for i in acc.items}
+                    if benchmark in runs[(model, scheme)]:
+                        raise QuantgateError(path, f"a second result for benchmark {benchmark!r} in {run_dir.name}")
+                    runs[(model, scheme)][benchmark] = (str(path), counts)
+        cells = []
+        for (model, scheme), benchmarks in sorted(runs.items()):
+            if scheme == "bf16":
+                continue
+            for benchmark, (path, counts) in sorted(benchmarks.items()):
+                cell_id = f"{model}-{scheme}-{benchmark}"
+                decision = self._accuracy_decision(model, scheme, benchmark)
+                reference = runs.get((model, "bf16"), {}).get(benchmark)
+                if reference is None:
+                    cells.append(Cell(cell_id, "accuracy", model, scheme, benchmark, "unknown", decision,
+                                      f"unknown: no bf16 reference for {model} {benchmark} under {root}", (path,)))
+                    continue
+                verdict = judge_recovery(reference[1], counts, decision.floor)
+                cells.append(Cell(cell_id, "accuracy", model, scheme, benchmark, _outcome(verdict), decision,
+                                  verdict.detail, (reference[0], path), (), verdict))
+        return cells
+
+    def _benchmark_key(self, task: str, path: Path) -> str:
+        bare = task.split("|")[0] if "|" in task else task
+        for key, bench in self.catalog.benchmarks.items():
+            if bare in {key, bench.lighteval_task}:
+                return key
+        stem = path.stem
+        if stem in self.catalog.benchmarks:
+            return stem
+        raise QuantgateError(path, f"task {task!r} is not a catalog benchmark; known: "
+                             f"{', '.join(self.catalog.benchmarks)}")
+
+    # ---- everything under a directory ---------------------------------------------------------
+
+    def cells(self, directory: str | Path) -> list[Cell]:
+        root = Path(directory)
+        if not root.exists():
+            raise QuantgateError(root, "no such results directory")
+        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        cells: list[Cell] = []
+        for path in files:
+            if _is_published(path):
+                cells += self.published_cells(path)
+        if root.is_dir():
+            cells += self.item_cells(root)
+        seen: set[str] = set()
+        for cell in cells:
+            if cell.cell_id in seen:
+                raise QuantgateError(root, f"cell {cell.cell_id} is given by more than one result")
+            seen.add(cell.cell_id)
+        return cells
+
+
+def _is_published(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return b'"quantgate-published"' in head
+
+
+def counts(cells: Iterable[Cell]) -> dict[str, dict[str, int]]:
+    """Outcome counts, split by kind and by whether the cell gates."""
+    out: dict[str, dict[str, int]] = {}
+    for cell in cells:
+        key = f"{cell.kind}/{'gate' if cell.gating else 'informational'}"
+        bucket = out.setdefault(key, dict.fromkeys(OUTCOMES, 0))
+        bucket[cell.outcome] += 1
+    return out
+
+
+def summary_table(cells: Sequence[Cell]) -> str:
+    """A Markdown table of every cell, then the counts."""
+    lines = ["| cell | kind | mode | rule (floor) | outcome | detail |", "|---|---|---|---|---|---|"]
+    for cell in cells:
+        mode = cell.decision.mode if cell.decision else "-"
+        rule = f"{cell.decision.rule_id} ({cell.decision.floor:g})" if cell.decision else "-"
+        detail = cell.detail.replace("|", "/")
+        lines.append(f"| {cell.cell_id} | {cell.kind} | {mode} | {rule} | **{cell.outcome}** | {detail} |")
+    lines.append("")
+    lines.append("| kind / mode | pass | fail | inconclusive | unknown |")
+    lines.append("|---|---|---|---|---|")
+    for key, bucket in sorted(counts(cells).items()):
+        lines.append(f"| {key} | " + " | ".join(str(bucket[o]) for o in OUTCOMES) + " |")
+    return "\n".join(lines)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

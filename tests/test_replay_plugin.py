@@ -1,0 +1,104 @@
+"""The replay suite through pytest itself (pytester): cells become tests, gates fail closed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "baselines" / "published"
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A throwaway project with quantgate's root conftest and replay suite."""
+    shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
+    shutil.copytree(REPO / "suites", pytester.path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "plugins", pytester.path / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider\n")
+    return pytester
+
+
+def write_items(path: Path, rates: list[float], samples: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"item": f"q{i}", "samples": samples, "correct": round(r * samples)})
+             for i, r in enumerate(rates)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+RATES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9,
+         0.95, 1.0, 1.0, 1.0, 0.0, 0.15, 0.25, 0.35, 0.65, 0.75, 0.9, 1.0, 0.5, 0.6, 0.3]
+
+
+def test_per_item_runs_pass_and_fail(suite: pytest.Pytester, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", RATES, 64)
+    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", RATES, 64)
+    write_items(runs / "Qwen-7B__fp8-w8a8" / "aime24.jsonl", [r * 0.6 for r in RATES], 20)
+    write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in RATES], 20)
+    result = suite.runpytest("suites", f"--qg-results={runs}", "-v")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "*test_cell?Qwen-7B-fp8-w8a8-aime24? FAILED*",
+        "*test_cell?Qwen-7B-int4-w4a16-aime24? PASSED*",
+        "*test_cell?Qwen-7B-int8-w8a8-aime24? FAILED*",
+        "*Qwen-7B-fp8-w8a8-aime24: fail: recovery 0.6*",
+        "*Qwen-7B-int8-w8a8-aime24: inconclusive: *draw 12 more samples/item*",
+        "*accuracy/gate: 1 pass, 1 fail, 1 inconclusive, 0 unknown*",
+    ])
+
+
+def test_inconclusive_can_be_reported_without_failing(suite: pytest.Pytester, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", RATES, 64)
+    write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in RATES], 20)
+    result = suite.runpytest("suites", f"--qg-results={runs}", "--qg-inconclusive=xfail")
+    result.assert_outcomes(xfailed=1)
+
+
+def test_missing_reference_is_not_green(suite: pytest.Pytester, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", RATES, 20)
+    result = suite.runpytest("suites", f"--qg-results={runs}")
+    result.assert_outcomes(skipped=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_empty_results_directory_is_a_usage_error(suite: pytest.Pytester, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = suite.runpytest("suites", f"--qg-results={tmp_path / 'empty'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*yields no cell (fail closed)*"])
+
+
+def test_bad_result_file_names_the_file(suite: pytest.Pytester, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    bad = runs / "Qwen-7B__bf16" / "aime24.jsonl"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"item": "q0", "samples": 20, "correct": 25}\n')
+    result = suite.runpytest("suites", f"--qg-results={runs}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*quantgate: {bad}*line 1*"])
+
+
+def test_replay_of_published_cards(suite: pytest.Pytester, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    result = suite.runpytest(
+        "suites", f"--qg-results={PUBLISHED}", "--qg-inconclusive=xfail", f"--qg-summary={summary}",
+        "-k", "Qwen-1.5B-int4-w4a16-aime24 or Qwen-7B-fp8-w8a8-aime24 or Qwen-32B-fp8-w8a8-reasoning_avg",
+        "-rA",
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("xfailed", 0) + outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 3
+    result.stdout.fnmatch_lines(["*Qwen-7B-fp8-w8a8-aime24*not published*"])
+    text = summary.read_text()
+    assert "| Qwen-1.5B-int4-w4a16-aime24 | accuracy | informational | small-models-per-benchmark" in text
+
+
+def test_without_results_option_the_suite_refuses(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("suites")
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*needs --qg-results DIR*"])
