@@ -8,6 +8,7 @@ yields no cell, or a selection in which every cell was unknown, ends red.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,8 @@ INCONCLUSIVE_HELP = (
 )
 SUMMARY_HELP = "write the Markdown summary of the replay to this file."
 
-CELLS_KEY = pytest.StashKey[list]()
-SESSION_KEY = pytest.StashKey[dict]()
+CELLS_KEY = pytest.StashKey[list[Any]]()
+SESSION_KEY = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -104,9 +105,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     terminalreporter.section("quantgate")
     for key, bucket in sorted(counts(judged).items()):
-        terminalreporter.write_line(
-            f"{key}: " + ", ".join(f"{n} {outcome}" for outcome, n in bucket.items())
-        )
+        terminalreporter.write_line(f"{key}: " + ", ".join(f"{n} {outcome}" for outcome, n in bucket.items()))
     summary = config.getoption("qg_summary")
     if summary:
         from quantgate.datafile import atomic_write_text
@@ -120,6 +119,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
         return
     judged = list(config.stash[SESSION_KEY]["outcomes"].values())
-    if session.testscollected and judged and all(c.outcome == "unknown" for c in judged if c.gating):
-        if any(c.gating for c in judged):
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    gating = [c for c in judged if c.gating]
+    if session.testscollected and gating and all(c.outcome == "unknown" for c in gating):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -23,8 +23,38 @@ def items(rates: list[float], samples: int) -> dict[str, tuple[int, int]]:
     return {f"q{i}": (samples, round(r * samples)) for i, r in enumerate(rates)}
 
 
-AIME_RATES = [0.0, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.5, 0.55, 0.6, 0.7, 0.8, 0.85,
-              0.9, 0.95, 1.0, 1.0, 1.0, 0.0, 0.15, 0.25, 0.35, 0.65, 0.75, 0.9, 1.0, 0.5, 0.6]
+AIME_RATES = [
+    0.0,
+    0.0,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.45,
+    0.5,
+    0.5,
+    0.55,
+    0.6,
+    0.7,
+    0.8,
+    0.85,
+    0.9,
+    0.95,
+    1.0,
+    1.0,
+    1.0,
+    0.0,
+    0.15,
+    0.25,
+    0.35,
+    0.65,
+    0.75,
+    0.9,
+    1.0,
+    0.5,
+    0.6,
+]
 
 
 class TestVerdicts:
@@ -106,7 +136,7 @@ class TestBadInput:
             judge_recovery({"q0": (20, 5)}, candidate, 0.97)  # type: ignore[arg-type]
 
     def test_mismatched_items_are_named(self) -> None:
-        with pytest.raises(QuantgateError, match="1 only in reference.*q1.*1 only in candidate.*q2"):
+        with pytest.raises(QuantgateError, match=r"1 only in reference.*q1.*1 only in candidate.*q2"):
             judge_recovery({"q0": (4, 1), "q1": (4, 1)}, {"q0": (4, 1), "q2": (4, 1)}, 0.97)
 
     def test_reference_solving_nothing_is_an_error(self) -> None:
@@ -122,7 +152,9 @@ class TestBadInput:
 class TestAggregate:
     def test_states_its_assumption(self) -> None:
         verdict = judge_recovery_aggregate(
-            Aggregate(0.3005, items=30, samples=20), Aggregate(0.2463, items=30, samples=20), 0.94,
+            Aggregate(0.3005, items=30, samples=20),
+            Aggregate(0.2463, items=30, samples=20),
+            0.94,
             can_sample=False,
         )
         assert verdict.assumption is not None
@@ -173,7 +205,9 @@ class TestSpeedup:
         assert verdict.verdict == "fail"
 
     def test_per_gpu_figure_when_counts_differ(self) -> None:
-        verdict = judge_speedup([14.9], [10.0], 1.0, higher_is_better=False, reference_gpus=4, candidate_gpus=2)
+        verdict = judge_speedup(
+            [14.9], [10.0], 1.0, higher_is_better=False, reference_gpus=4, candidate_gpus=2
+        )
         assert verdict.per_gpu_speedup == pytest.approx(14.9 / 10.0 * 2)
         assert "per GPU" in verdict.detail
 

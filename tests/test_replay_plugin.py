@@ -24,13 +24,45 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def write_items(path: Path, rates: list[float], samples: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"item": f"q{i}", "samples": samples, "correct": round(r * samples)})
-             for i, r in enumerate(rates)]
+    lines = [
+        json.dumps({"item": f"q{i}", "samples": samples, "correct": round(r * samples)})
+        for i, r in enumerate(rates)
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
-RATES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9,
-         0.95, 1.0, 1.0, 1.0, 0.0, 0.15, 0.25, 0.35, 0.65, 0.75, 0.9, 1.0, 0.5, 0.6, 0.3]
+RATES = [
+    0.0,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.45,
+    0.5,
+    0.5,
+    0.55,
+    0.6,
+    0.7,
+    0.8,
+    0.85,
+    0.9,
+    0.95,
+    1.0,
+    1.0,
+    1.0,
+    0.0,
+    0.15,
+    0.25,
+    0.35,
+    0.65,
+    0.75,
+    0.9,
+    1.0,
+    0.5,
+    0.6,
+    0.3,
+]
 
 
 def test_per_item_runs_pass_and_fail(suite: pytest.Pytester, tmp_path: Path) -> None:
@@ -41,14 +73,16 @@ def test_per_item_runs_pass_and_fail(suite: pytest.Pytester, tmp_path: Path) -> 
     write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in RATES], 20)
     result = suite.runpytest("suites", f"--qg-results={runs}", "-v")
     result.assert_outcomes(passed=1, failed=2)
-    result.stdout.fnmatch_lines([
-        "*test_cell?Qwen-7B-fp8-w8a8-aime24? FAILED*",
-        "*test_cell?Qwen-7B-int4-w4a16-aime24? PASSED*",
-        "*test_cell?Qwen-7B-int8-w8a8-aime24? FAILED*",
-        "*Qwen-7B-fp8-w8a8-aime24: fail: recovery 0.6*",
-        "*Qwen-7B-int8-w8a8-aime24: inconclusive: *draw 12 more samples/item*",
-        "*accuracy/gate: 1 pass, 1 fail, 1 inconclusive, 0 unknown*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_cell?Qwen-7B-fp8-w8a8-aime24? FAILED*",
+            "*test_cell?Qwen-7B-int4-w4a16-aime24? PASSED*",
+            "*test_cell?Qwen-7B-int8-w8a8-aime24? FAILED*",
+            "*Qwen-7B-fp8-w8a8-aime24: fail: recovery 0.6*",
+            "*Qwen-7B-int8-w8a8-aime24: inconclusive: *draw 12 more samples/item*",
+            "*accuracy/gate: 1 pass, 1 fail, 1 inconclusive, 0 unknown*",
+        ]
+    )
 
 
 def test_inconclusive_can_be_reported_without_failing(suite: pytest.Pytester, tmp_path: Path) -> None:
@@ -87,8 +121,12 @@ def test_bad_result_file_names_the_file(suite: pytest.Pytester, tmp_path: Path) 
 def test_replay_of_published_cards(suite: pytest.Pytester, tmp_path: Path) -> None:
     summary = tmp_path / "summary.md"
     result = suite.runpytest(
-        "suites", f"--qg-results={PUBLISHED}", "--qg-inconclusive=xfail", f"--qg-summary={summary}",
-        "-k", "Qwen-1.5B-int4-w4a16-aime24 or Qwen-7B-fp8-w8a8-aime24 or Qwen-32B-fp8-w8a8-reasoning_avg",
+        "suites",
+        f"--qg-results={PUBLISHED}",
+        "--qg-inconclusive=xfail",
+        f"--qg-summary={summary}",
+        "-k",
+        "Qwen-1.5B-int4-w4a16-aime24 or Qwen-7B-fp8-w8a8-aime24 or Qwen-32B-fp8-w8a8-reasoning_avg",
         "-rA",
     )
     outcomes = result.parseoutcomes()

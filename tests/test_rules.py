@@ -28,8 +28,11 @@ def speed_cells() -> list[SpeedCellKey]:
     return [
         SpeedCellKey(m, spec.params_b, s, g, sc, w)
         for (m, spec), s, g, sc, w in itertools.product(
-            CATALOG.models.items(), [s for s in CATALOG.schemes if s != "bf16"], CATALOG.gpus,
-            CATALOG.scenarios, CATALOG.workloads,
+            CATALOG.models.items(),
+            [s for s in CATALOG.schemes if s != "bf16"],
+            CATALOG.gpus,
+            CATALOG.scenarios,
+            CATALOG.workloads,
         )
     ]
 
@@ -45,9 +48,14 @@ def test_every_cell_is_decided_by_exactly_one_rule() -> None:
 
 def test_rule_selectors_name_catalog_keys() -> None:
     check_known_keys(
-        load_rules(), schemes=CATALOG.schemes, models=CATALOG.models, benchmarks=CATALOG.benchmarks,
-        families={b.family for b in CATALOG.benchmarks.values()}, gpus=CATALOG.gpus,
-        scenarios=CATALOG.scenarios, workloads=CATALOG.workloads,
+        load_rules(),
+        schemes=CATALOG.schemes,
+        models=CATALOG.models,
+        benchmarks=CATALOG.benchmarks,
+        families={b.family for b in CATALOG.benchmarks.values()},
+        gpus=CATALOG.gpus,
+        scenarios=CATALOG.scenarios,
+        workloads=CATALOG.workloads,
     )
 
 
@@ -78,10 +86,14 @@ def write_rules(tmp_path: Path, extra: str) -> Path:
 
 
 def test_a_new_model_threshold_is_one_entry_and_outranks_size_rules(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, "  - {id: qwen7b-tight, model: Qwen-7B, scheme: int4-w4a16, floor: 0.99, source: t}")
+    path = write_rules(
+        tmp_path, "  - {id: qwen7b-tight, model: Qwen-7B, scheme: int4-w4a16, floor: 0.99, source: t}"
+    )
     rules = load_rules(path)
     spec = CATALOG.models["Qwen-7B"]
-    decision = rules.recovery_for(AccuracyCellKey("Qwen-7B", spec.params_b, "int4-w4a16", "aime24", "reasoning"))
+    decision = rules.recovery_for(
+        AccuracyCellKey("Qwen-7B", spec.params_b, "int4-w4a16", "aime24", "reasoning")
+    )
     assert (decision.rule_id, decision.floor) == ("qwen7b-tight", 0.99)
 
 
@@ -89,17 +101,23 @@ def test_equally_specific_rules_are_an_error(tmp_path: Path) -> None:
     path = write_rules(tmp_path, "  - {id: clash, scheme: fp8-w8a8, floor: 0.5, source: t}")
     spec = CATALOG.models["Qwen-7B"]
     with pytest.raises(QuantgateError, match="'fp8-near-lossless' and 'clash' are equally specific"):
-        load_rules(path).recovery_for(AccuracyCellKey("Qwen-7B", spec.params_b, "fp8-w8a8", "aime24", "reasoning"))
+        load_rules(path).recovery_for(
+            AccuracyCellKey("Qwen-7B", spec.params_b, "fp8-w8a8", "aime24", "reasoning")
+        )
 
 
 @pytest.mark.parametrize(
     ("entry", "where", "message"),
     [
-        ("  - {id: x, scheme: fp8-w8a8, floor: 0.9, mode: maybe, source: t}", "recovery[6].mode", "'gate' or"),
-        ("  - {id: x, floor: -1, source: t}", "recovery[6].floor", "greater than 0"),
-        ("  - {id: x, floor: 0.9, source: t, colour: red}", "recovery[6].colour", "unknown field"),
-        ("  - {id: fp8-near-lossless, floor: 0.9, source: t}", "recovery[6].id", "duplicated rule id"),
-        ("  - {id: x, floor: 0.9, source: t, min_params_b: 9, max_params_b: 2}", "recovery[6]", "above"),
+        (
+            "  - {id: x, scheme: fp8-w8a8, floor: 0.9, mode: maybe, source: t}",
+            "recovery[7].mode",
+            "'gate' or",
+        ),
+        ("  - {id: x, floor: -1, source: t}", "recovery[7].floor", "greater than 0"),
+        ("  - {id: x, floor: 0.9, source: t, colour: red}", "recovery[7].colour", "unknown field"),
+        ("  - {id: fp8-near-lossless, floor: 0.9, source: t}", "recovery[7].id", "duplicated rule id"),
+        ("  - {id: x, floor: 0.9, source: t, min_params_b: 9, max_params_b: 2}", "recovery[7]", "above"),
     ],
 )
 def test_bad_rules_name_file_and_field(tmp_path: Path, entry: str, where: str, message: str) -> None:
@@ -113,10 +131,16 @@ def test_bad_rules_name_file_and_field(tmp_path: Path, entry: str, where: str, m
 
 def test_unknown_selector_value_is_refused(tmp_path: Path) -> None:
     path = write_rules(tmp_path, "  - {id: x, scheme: int3-w3a16, floor: 0.9, source: t}")
-    with pytest.raises(QuantgateError, match=r"recovery\[6\]\.scheme: unknown scheme 'int3-w3a16'"):
+    with pytest.raises(QuantgateError, match=r"recovery\[7\]\.scheme: unknown scheme 'int3-w3a16'"):
         check_known_keys(
-            load_rules(path), schemes=CATALOG.schemes, models=CATALOG.models, benchmarks=CATALOG.benchmarks,
-            families=set(), gpus=CATALOG.gpus, scenarios=CATALOG.scenarios, workloads=CATALOG.workloads,
+            load_rules(path),
+            schemes=CATALOG.schemes,
+            models=CATALOG.models,
+            benchmarks=CATALOG.benchmarks,
+            families={b.family for b in CATALOG.benchmarks.values()},
+            gpus=CATALOG.gpus,
+            scenarios=CATALOG.scenarios,
+            workloads=CATALOG.workloads,
         )
 
 

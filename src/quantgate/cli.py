@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from quantgate.errors import QuantgateError
 
@@ -71,19 +70,29 @@ def _floor(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantgate", description="Gate quantized LLMs on recovery and speed.")
+    parser = argparse.ArgumentParser(
+        prog="quantgate", description="Gate quantized LLMs on recovery and speed."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     judge = sub.add_parser("judge", help="judge per-item candidate results against a reference")
-    judge.add_argument("--reference", required=True, help="JSONL {item, samples, correct} or lighteval details")
+    judge.add_argument(
+        "--reference", required=True, help="JSONL {item, samples, correct} or lighteval details"
+    )
     judge.add_argument("--candidate", required=True, help="same format, same items")
     judge.add_argument("--floor", required=True, type=_floor, help="recovery floor, e.g. 0.97")
-    judge.add_argument("--confidence", type=float, default=None, help="one-sided confidence at the sample cap")
-    judge.add_argument("--cap", type=int, default=None, help="most candidate samples per item a top-up may ask")
+    judge.add_argument(
+        "--confidence", type=float, default=None, help="one-sided confidence at the sample cap"
+    )
+    judge.add_argument(
+        "--cap", type=int, default=None, help="most candidate samples per item a top-up may ask"
+    )
     judge.add_argument("--json", action="store_true", help="print the verdict as JSON")
     judge.set_defaults(func=_run_judge)
 
-    replay = sub.add_parser("replay", help="judge every result file under a directory (e.g. baselines/published)")
+    replay = sub.add_parser(
+        "replay", help="judge every result file under a directory (e.g. baselines/published)"
+    )
     replay.add_argument("results", help="directory or file of results")
     replay.add_argument("--json", action="store_true", help="print cells and counts as JSON")
     replay.add_argument("--markdown", help="also write the summary table to this file")

@@ -37,7 +37,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicated key {key!r}", key_node.start_mark
@@ -64,7 +64,7 @@ def load_document(path: str | Path) -> Any:
         raise QuantgateError(path, "not UTF-8 text") from None
     try:
         if path.suffix in {".yaml", ".yml"}:
-            return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(text, Loader=_UniqueKeyLoader)
         return json.loads(text, parse_constant=_reject_constant)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -82,14 +82,18 @@ def check_schema_version(doc: Any, path: str | Path, kind: str, supported: int) 
     if not isinstance(doc, Mapping):
         raise QuantgateError(path, f"a {kind} file must be a mapping at the top level, got {_type(doc)}")
     if "schema_version" not in doc:
-        raise QuantgateError(path, f"missing; this quantgate reads {kind} version {supported}", "schema_version")
+        raise QuantgateError(
+            path, f"missing; this quantgate reads {kind} version {supported}", "schema_version"
+        )
     version = doc["schema_version"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise QuantgateError(path, f"must be an integer, got {version!r}", "schema_version")
     if version != supported:
         hint = "upgrade quantgate" if version > supported else "migrate the file"
         raise QuantgateError(
-            path, f"version {version} is not supported (this quantgate reads {supported}; {hint})", "schema_version"
+            path,
+            f"version {version} is not supported (this quantgate reads {supported}; {hint})",
+            "schema_version",
         )
     return doc
 

@@ -23,7 +23,8 @@ How it decides (paired, one-sided, sequential):
   Because the same run is looked at several times, early looks use stricter bounds, ``z / t**1.25``
   to pass and ``z / t**1.5`` to fail, where ``t`` is the fraction of the cap's information already in
   hand (an O'Brien-Fleming-like shape), so early stops need strong evidence. ``confidence`` is the
-  one-sided level at the cap; its default (0.88) is calibrated by ``benchmarks/judge_power.py`` against the targets in its docstring.
+  one-sided level at the cap; its default (0.88) is calibrated by ``benchmarks/judge_power.py``
+  against the targets in its docstring.
 
 Published model cards give means only. ``judge_recovery_aggregate`` judges those too, but under an
 assumption it states in the verdict: a number of items and samples per item, and the worst-case
@@ -262,7 +263,12 @@ def _decide(
         f"{cand.items} items paired, candidate {cand.samples}/item, reference {ref.samples}/item",
     ]
     if verdict == "inconclusive":
-        parts.append(f"draw {more} more samples/item" if more else "sample cap reached, undecided")
+        if more:
+            parts.append(f"draw {more} more samples/item")
+        elif can_sample:
+            parts.append("sample cap reached, undecided")
+        else:
+            parts.append(f"undecided by the figures given; a run with {cap} samples/item could decide")
     if assumption:
         parts.append(f"assumes {assumption}")
     return Verdict(
@@ -351,8 +357,6 @@ def judge_recovery_aggregate(
 
     resolution = max(p.resolution for p in [*refs, *cands])
     ref_summary = combine(refs)
-    if not can_sample:
-        cap = min(p.samples for p in cands)
     cap_variance = combine(refs, samples_override=cap).variance
     sampled = [p for p in refs if not p.deterministic]
     pieces = []
@@ -475,7 +479,9 @@ def judge_speedup(
             worst = ratio(max(ref_v - resolution, 1e-12), cand_v + resolution)
             best = ratio(ref_v + resolution, max(cand_v - resolution, 1e-12))
         low, high = min(worst, best), max(worst, best)
-        assumption = "single figures, exact up to printed rounding" + (f" (+-{resolution:g})" if resolution else "")
+        assumption = "single figures, exact up to printed rounding" + (
+            f" (+-{resolution:g})" if resolution else ""
+        )
         how = "1 figure each"
     if high < floor:
         verdict: VerdictName = "fail"

@@ -24,7 +24,14 @@ from typing import Any, Literal
 
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.errors import QuantgateError
-from quantgate.judge import Aggregate, SpeedVerdict, Verdict, judge_recovery, judge_recovery_aggregate, judge_speedup
+from quantgate.judge import (
+    Aggregate,
+    SpeedVerdict,
+    Verdict,
+    judge_recovery,
+    judge_recovery_aggregate,
+    judge_speedup,
+)
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 
 Outcome = Literal["pass", "fail", "inconclusive", "unknown"]
@@ -75,7 +82,7 @@ def _decimals(value: float) -> int:
     text = repr(float(value))
     if "e" in text or "E" in text:
         return 6
-    whole, _, frac = text.partition(".")
+    _, _, frac = text.partition(".")
     frac = frac.rstrip("0")
     return len(frac)
 
@@ -115,6 +122,8 @@ class Replay:
         bench = self.catalog.benchmarks[benchmark]
         deterministic = bench.scoring == "deterministic"
         samples = bench.sampling.samples if bench.sampling is not None else 1
+        if bench.items is None:
+            raise QuantgateError(self.catalog.directory, "a task benchmark needs an item count", benchmark)
         return Aggregate(
             mean=mean_pct / 100.0,
             items=bench.items,
@@ -134,37 +143,79 @@ class Replay:
             sources = (source, entry.source.url)
             if entry.status != "published" or entry.reference is None or entry.candidate is None:
                 cells.append(
-                    Cell(cell_id, "accuracy", entry.model, entry.scheme, entry.benchmark, "unknown", decision,
-                         f"unknown: {entry.note or 'not published in the model card'}", sources, flags,
-                         values=values)
+                    Cell(
+                        cell_id,
+                        "accuracy",
+                        entry.model,
+                        entry.scheme,
+                        entry.benchmark,
+                        "unknown",
+                        decision,
+                        f"unknown: {entry.note or 'not published in the model card'}",
+                        sources,
+                        flags,
+                        values=values,
+                    )
                 )
                 continue
             bench = self.catalog.benchmarks[entry.benchmark]
             try:
                 if bench.kind == "composite":
                     members = [by_key.get((entry.model, entry.scheme, m)) for m in bench.members]
-                    usable = [m for m in members if m is not None and m.reference is not None
-                              and m.candidate is not None]
+                    usable = [
+                        m
+                        for m in members
+                        if m is not None and m.reference is not None and m.candidate is not None
+                    ]
                     if len(usable) != len(bench.members):
-                        raise QuantgateError(source, "a member of the average is not published", entry.benchmark)
-                    reference: Aggregate | list[Aggregate] = [self._aggregate(m.benchmark, m.reference) for m in usable]
-                    candidate: Aggregate | list[Aggregate] = [self._aggregate(m.benchmark, m.candidate) for m in usable]
+                        raise QuantgateError(
+                            source, "a member of the average is not published", entry.benchmark
+                        )
+                    reference: Aggregate | list[Aggregate] = [
+                        self._aggregate(m.benchmark, m.reference) for m in usable
+                    ]
+                    candidate: Aggregate | list[Aggregate] = [
+                        self._aggregate(m.benchmark, m.candidate) for m in usable
+                    ]
                 else:
                     reference = self._aggregate(entry.benchmark, entry.reference)
                     candidate = self._aggregate(entry.benchmark, entry.candidate)
                 verdict = judge_recovery_aggregate(reference, candidate, decision.floor, can_sample=False)
             except QuantgateError as exc:
                 cells.append(
-                    Cell(cell_id, "accuracy", entry.model, entry.scheme, entry.benchmark, "unknown", decision,
-                         f"unknown: {exc.message}", sources, flags, values=values)
+                    Cell(
+                        cell_id,
+                        "accuracy",
+                        entry.model,
+                        entry.scheme,
+                        entry.benchmark,
+                        "unknown",
+                        decision,
+                        f"unknown: {exc.message}",
+                        sources,
+                        flags,
+                        values=values,
+                    )
                 )
                 continue
             detail = verdict.detail
             if entry.uncertain:
                 detail += f"; flagged uncertain in the source: {entry.note}"
             cells.append(
-                Cell(cell_id, "accuracy", entry.model, entry.scheme, entry.benchmark, _outcome(verdict), decision,
-                     detail, sources, flags, verdict, values)
+                Cell(
+                    cell_id,
+                    "accuracy",
+                    entry.model,
+                    entry.scheme,
+                    entry.benchmark,
+                    _outcome(verdict),
+                    decision,
+                    detail,
+                    sources,
+                    flags,
+                    verdict,
+                    values,
+                )
             )
         return cells
 
@@ -182,26 +233,60 @@ class Replay:
                 for entry in quantized:
                     cell_id = f"{model}-{scheme}-{gpu}-{scenario}-{workload}"
                     spec = self.catalog.models[model]
-                    decision = self.rules.speedup_for(SpeedCellKey(model, spec.params_b, scheme, gpu, scenario,
-                                                                   workload))
+                    decision = self.rules.speedup_for(
+                        SpeedCellKey(model, spec.params_b, scheme, gpu, scenario, workload)
+                    )
                     sources = (source, entry.source.url)
                     if len(references) != 1:
                         why = "no BF16 figure" if not references else "conflicting BF16 figures"
-                        cells.append(Cell(cell_id, "speed", model, scheme, f"{gpu}/{scenario}/{workload}", "unknown",
-                                          decision, f"unknown: {why} for this GPU, scenario and workload", sources))
+                        cells.append(
+                            Cell(
+                                cell_id,
+                                "speed",
+                                model,
+                                scheme,
+                                f"{gpu}/{scenario}/{workload}",
+                                "unknown",
+                                decision,
+                                f"unknown: {why} for this GPU, scenario and workload",
+                                sources,
+                            )
+                        )
                         continue
                     ref = references[0]
                     resolution = max(_half_unit(ref.value), _half_unit(entry.value))
                     verdict = judge_speedup(
-                        [ref.value], [entry.value], decision.floor,
-                        higher_is_better=scenario_spec.higher_is_better, resolution=resolution,
-                        reference_gpus=ref.gpu_count, candidate_gpus=entry.gpu_count,
+                        [ref.value],
+                        [entry.value],
+                        decision.floor,
+                        higher_is_better=scenario_spec.higher_is_better,
+                        resolution=resolution,
+                        reference_gpus=ref.gpu_count,
+                        candidate_gpus=entry.gpu_count,
                     )
                     flags = ("conflict",) if getattr(entry, "conflict", False) else ()
-                    values = {"reference": ref.value, "candidate": entry.value,
-                              "reference_gpus": float(ref.gpu_count), "candidate_gpus": float(entry.gpu_count)}
-                    cells.append(Cell(cell_id, "speed", model, scheme, f"{gpu}/{scenario}/{workload}",
-                                      _outcome(verdict), decision, verdict.detail, sources, flags, verdict, values))
+                    values = {
+                        "reference": ref.value,
+                        "candidate": entry.value,
+                        "reference_gpus": float(ref.gpu_count),
+                        "candidate_gpus": float(entry.gpu_count),
+                    }
+                    cells.append(
+                        Cell(
+                            cell_id,
+                            "speed",
+                            model,
+                            scheme,
+                            f"{gpu}/{scenario}/{workload}",
+                            _outcome(verdict),
+                            decision,
+                            verdict.detail,
+                            sources,
+                            flags,
+                            verdict,
+                            values,
+                        )
+                    )
         return cells
 
     # ---- per-item run results -----------------------------------------------------------------
@@ -214,9 +299,13 @@ class Replay:
         for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and "__" in p.name):
             model, _, scheme = run_dir.name.partition("__")
             if model not in self.catalog.models:
-                raise QuantgateError(run_dir, f"unknown model {model!r}; known: {', '.join(self.catalog.models)}")
+                raise QuantgateError(
+                    run_dir, f"unknown model {model!r}; known: {', '.join(self.catalog.models)}"
+                )
             if scheme not in self.catalog.schemes:
-                raise QuantgateError(run_dir, f"unknown scheme {scheme!r}; known: {', '.join(self.catalog.schemes)}")
+                raise QuantgateError(
+                    run_dir, f"unknown scheme {scheme!r}; known: {', '.join(self.catalog.schemes)}"
+                )
             for path in sorted(run_dir.iterdir()):
                 if path.suffix not in {".jsonl", ".parquet"}:
                     continue
@@ -227,23 +316,49 @@ class Replay:
                     benchmark = self._benchmark_key(acc.task, path)
                     counts = {i.item: (i.samples, i.correct) for i in acc.items}
                     if benchmark in runs[(model, scheme)]:
-                        raise QuantgateError(path, f"a second result for benchmark {benchmark!r} in {run_dir.name}")
+                        raise QuantgateError(
+                            path, f"a second result for benchmark {benchmark!r} in {run_dir.name}"
+                        )
                     runs[(model, scheme)][benchmark] = (str(path), counts)
         cells = []
         for (model, scheme), benchmarks in sorted(runs.items()):
             if scheme == "bf16":
                 continue
-            for benchmark, (path, counts) in sorted(benchmarks.items()):
+            for benchmark, (result_path, counts) in sorted(benchmarks.items()):
                 cell_id = f"{model}-{scheme}-{benchmark}"
                 decision = self._accuracy_decision(model, scheme, benchmark)
                 reference = runs.get((model, "bf16"), {}).get(benchmark)
                 if reference is None:
-                    cells.append(Cell(cell_id, "accuracy", model, scheme, benchmark, "unknown", decision,
-                                      f"unknown: no bf16 reference for {model} {benchmark} under {root}", (path,)))
+                    cells.append(
+                        Cell(
+                            cell_id,
+                            "accuracy",
+                            model,
+                            scheme,
+                            benchmark,
+                            "unknown",
+                            decision,
+                            f"unknown: no bf16 reference for {model} {benchmark} under {root}",
+                            (result_path,),
+                        )
+                    )
                     continue
                 verdict = judge_recovery(reference[1], counts, decision.floor)
-                cells.append(Cell(cell_id, "accuracy", model, scheme, benchmark, _outcome(verdict), decision,
-                                  verdict.detail, (reference[0], path), (), verdict))
+                cells.append(
+                    Cell(
+                        cell_id,
+                        "accuracy",
+                        model,
+                        scheme,
+                        benchmark,
+                        _outcome(verdict),
+                        decision,
+                        verdict.detail,
+                        (reference[0], result_path),
+                        (),
+                        verdict,
+                    )
+                )
         return cells
 
     def _benchmark_key(self, task: str, path: Path) -> str:
@@ -254,8 +369,9 @@ class Replay:
         stem = path.stem
         if stem in self.catalog.benchmarks:
             return stem
-        raise QuantgateError(path, f"task {task!r} is not a catalog benchmark; known: "
-                             f"{', '.join(self.catalog.benchmarks)}")
+        raise QuantgateError(
+            path, f"task {task!r} is not a catalog benchmark; known: {', '.join(self.catalog.benchmarks)}"
+        )
 
     # ---- everything under a directory ---------------------------------------------------------
 

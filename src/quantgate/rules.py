@@ -47,7 +47,11 @@ class _Rule(Strict):
 
     @model_validator(mode="after")
     def _size_range(self) -> _Rule:
-        if self.min_params_b is not None and self.max_params_b is not None and self.min_params_b > self.max_params_b:
+        if (
+            self.min_params_b is not None
+            and self.max_params_b is not None
+            and self.min_params_b > self.max_params_b
+        ):
             raise ValueError("min_params_b is above max_params_b")
         return self
 
@@ -161,7 +165,8 @@ class Rules:
         label = f"{cell.model}/{cell.scheme}/{cell.gpu}/{cell.scenario}/{cell.workload}"
         return self._pick(matches, "speedup", label)
 
-    def _pick(self, matches: list[tuple[tuple[bool, ...], _Rule]], kind: str, label: str) -> Decision:
+    def _pick(self, found: Sequence[tuple[tuple[bool, ...], _Rule]], kind: str, label: str) -> Decision:
+        matches = list(found)
         if not matches:
             raise QuantgateError(self.path, f"no {kind} rule decides cell {label}", kind)
         matches.sort(key=lambda pair: pair[0], reverse=True)
@@ -170,7 +175,8 @@ class Rules:
         if tied:
             raise QuantgateError(
                 self.path,
-                f"rules {best.id!r} and {tied[0]!r} are equally specific for cell {label}; make one more specific",
+                f"rules {best.id!r} and {tied[0]!r} are equally specific for cell {label}; "
+                "make one more specific",
                 kind,
             )
         return Decision(best.id, best.floor, best.mode, best.source, self.path)
@@ -200,13 +206,26 @@ def load_rules(path: str | Path | None = None) -> Rules:
     return _load(Path(path or default_rules_path()).resolve())
 
 
-def check_known_keys(rules: Rules, *, schemes: Iterable[str], models: Iterable[str], benchmarks: Iterable[str],
-                     families: Iterable[str], gpus: Iterable[str], scenarios: Iterable[str],
-                     workloads: Iterable[str]) -> None:
+def check_known_keys(
+    rules: Rules,
+    *,
+    schemes: Iterable[str],
+    models: Iterable[str],
+    benchmarks: Iterable[str],
+    families: Iterable[str],
+    gpus: Iterable[str],
+    scenarios: Iterable[str],
+    workloads: Iterable[str],
+) -> None:
     """Refuse selectors that name nothing in the catalog (a typo would otherwise match no cell)."""
     known = {
-        "scheme": set(schemes), "model": set(models), "benchmark": set(benchmarks), "family": set(families),
-        "gpu": set(gpus), "scenario": set(scenarios), "workload": set(workloads),
+        "scheme": set(schemes),
+        "model": set(models),
+        "benchmark": set(benchmarks),
+        "family": set(families),
+        "gpu": set(gpus),
+        "scenario": set(scenarios),
+        "workload": set(workloads),
     }
     for kind, group in (("recovery", rules.recovery), ("speedup", rules.speedup)):
         for index, rule in enumerate(group):
