@@ -98,19 +98,22 @@ def judge_cell(cell, config: pytest.Config, record) -> None:  # type: ignore[no-
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
     if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
         return
-    from quantgate.replay import counts, summary_table
+    from quantgate.replay import accuracy_pivot, counts, report_markdown
 
     judged = list(config.stash[SESSION_KEY]["outcomes"].values())
     if not judged:
         return
     terminalreporter.section("quantgate")
+    if any(c.kind == "accuracy" for c in judged):
+        for line in accuracy_pivot(judged).splitlines():
+            terminalreporter.write_line(line)
     for key, bucket in sorted(counts(judged).items()):
         terminalreporter.write_line(f"{key}: " + ", ".join(f"{n} {outcome}" for outcome, n in bucket.items()))
     summary = config.getoption("qg_summary")
     if summary:
         from quantgate.datafile import atomic_write_text
 
-        atomic_write_text(Path(summary), summary_table(judged) + "\n")
+        atomic_write_text(Path(summary), report_markdown(judged, "quantgate replay") + "\n")
         terminalreporter.write_line(f"summary written to {summary}")
 
 

@@ -42,7 +42,7 @@ def test_every_cell_is_decided_by_exactly_one_rule() -> None:
     decided = [rules.recovery_for(cell) for cell in accuracy_cells()]
     decided += [rules.speedup_for(cell) for cell in speed_cells()]
     assert len(decided) == len(accuracy_cells()) + len(speed_cells())
-    used = {d.rule_id for d in decided}
+    used = {part for d in decided for part in d.rule_id.split("+")}
     assert used == {r.id for r in rules.recovery} | {r.id for r in rules.speedup}, "a rule decides no cell"
 
 
@@ -67,7 +67,8 @@ def test_rule_selectors_name_catalog_keys() -> None:
         ("Llama-8B", "int8-w8a8", "gpqa_diamond", "int8-near-lossless", 0.99),
         ("Qwen-7B", "int4-w4a16", "aime24", "int4-7b-plus", 0.97),
         ("Qwen-1.5B", "int4-w4a16", "reasoning_avg", "int4-small", 0.94),
-        ("Qwen-1.5B", "int4-w4a16", "aime24", "small-models-per-benchmark", 0.94),
+        ("Qwen-1.5B", "int4-w4a16", "aime24", "small-models-per-benchmark+int4-small", 0.94),
+        ("Qwen-1.5B", "int8-w8a8", "gsm8k", "openllm-v1-per-task+int8-small", 0.97),
     ],
 )
 def test_the_seed_claims(model: str, scheme: str, bench: str, rule: str, floor: float) -> None:
@@ -76,6 +77,7 @@ def test_the_seed_claims(model: str, scheme: str, bench: str, rule: str, floor: 
         AccuracyCellKey(model, spec.params_b, scheme, bench, CATALOG.benchmarks[bench].family)
     )
     assert (decision.rule_id, decision.floor) == (rule, floor)
+    assert decision.gating == ("+" not in rule)
 
 
 def write_rules(tmp_path: Path, extra: str) -> Path:

@@ -45,17 +45,17 @@ def _run_judge(args: argparse.Namespace) -> int:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from quantgate.replay import Replay, counts, summary_table
+    from quantgate.replay import Replay, counts, report_markdown
 
     cells = Replay().cells(args.results)
     if args.json:
         print(json.dumps({"cells": [c.as_dict() for c in cells], "counts": counts(cells)}, indent=1))
     else:
-        print(summary_table(cells))
+        print(report_markdown(cells, f"quantgate replay of {args.results}"))
     if args.markdown:
         from quantgate.datafile import atomic_write_text
 
-        atomic_write_text(args.markdown, summary_table(cells) + "\n")
+        atomic_write_text(args.markdown, report_markdown(cells, f"quantgate replay of {args.results}") + "\n")
     return EXIT_PASS
 
 

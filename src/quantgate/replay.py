@@ -431,3 +431,62 @@ def summary_table(cells: Sequence[Cell]) -> str:
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+_MARK = {"pass": "pass", "fail": "FAIL", "inconclusive": "?", "unknown": "-"}
+
+
+def accuracy_pivot(cells: Sequence[Cell]) -> str:
+    """Model x scheme rows, benchmark columns; informational cells are shown in parentheses."""
+    accuracy = [c for c in cells if c.kind == "accuracy"]
+    targets = list(dict.fromkeys(c.target for c in accuracy))
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for cell in accuracy:
+        mark = _MARK[cell.outcome]
+        if cell.verdict is not None:
+            mark += f" {cell.verdict.as_dict()['recovery']:.3f}"
+        if not cell.gating:
+            mark = f"({mark})"
+        rows.setdefault((cell.model, cell.scheme), {})[cell.target] = mark
+    lines = ["| model | scheme | " + " | ".join(targets) + " |", "|---|---|" + "---|" * len(targets)]
+    for (model, scheme), marks in rows.items():
+        lines.append(f"| {model} | {scheme} | " + " | ".join(marks.get(t, "") for t in targets) + " |")
+    return "\n".join(lines)
+
+
+def speed_pivot(cells: Sequence[Cell]) -> str:
+    """Per GPU kind, scheme and scenario: how many workloads pass, fail, stay open."""
+    groups: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for cell in cells:
+        if cell.kind != "speed":
+            continue
+        gpu, scenario, _ = cell.target.split("/")
+        mode = "gate" if cell.gating else "info"
+        bucket = groups.setdefault((gpu, cell.scheme, scenario, mode), dict.fromkeys(OUTCOMES, 0))
+        bucket[cell.outcome] += 1
+    lines = [
+        "| gpu | scheme | scenario | mode | pass | fail | inconclusive | unknown |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (gpu, scheme, scenario, mode), bucket in sorted(groups.items()):
+        lines.append(
+            f"| {gpu} | {scheme} | {scenario} | {mode} | "
+            + " | ".join(str(bucket[o]) for o in OUTCOMES)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def report_markdown(cells: Sequence[Cell], title: str) -> str:
+    parts = [f"# {title}", ""]
+    if any(c.kind == "accuracy" for c in cells):
+        parts += [
+            "## Recovery (pass / FAIL / ? inconclusive / - unknown; (informational))",
+            "",
+            accuracy_pivot(cells),
+            "",
+        ]
+    if any(c.kind == "speed" for c in cells):
+        parts += ["## Speedup vs BF16, workloads per verdict", "", speed_pivot(cells), ""]
+    parts += ["## Every cell", "", summary_table(cells), ""]
+    return "\n".join(parts)

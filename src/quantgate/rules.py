@@ -2,9 +2,11 @@
 
 Rules live in ``baselines/rules.yaml``. Each rule has selectors (scheme, model, parameter-count
 range, benchmark or workload, family, GPU kind, scenario; a list means "any of") and a floor. For a
-cell, the most specific matching rule decides; equally specific matches are an ambiguity error and a
-cell with no match is an error, so no cell is ever judged by accident or silently left out. Adding a
-threshold for a new model is one entry with ``model:``, which outranks every size-based rule.
+cell, the most specific matching rule decides; a rule without ``floor`` changes only the mode
+(e.g. "informational") and takes the floor of the most specific matching rule that has one. Equally
+specific matches are an ambiguity error and a cell with no match is an error, so no cell is ever
+judged by accident or silently left out. Adding a threshold for a new model is one entry with
+``model:``, which outranks every size-based rule.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _as_tuple(value: object) -> object:
 
 class _Rule(Strict):
     id: str = Field(min_length=1)
-    floor: float = Field(gt=0.0, le=10.0)
+    floor: float | None = Field(default=None, gt=0.0, le=10.0)
     mode: Mode = "gate"
     source: str = Field(min_length=1)
     scheme: tuple[str, ...] | None = None
@@ -166,9 +168,23 @@ class Rules:
         return self._pick(matches, "speedup", label)
 
     def _pick(self, found: Sequence[tuple[tuple[bool, ...], _Rule]], kind: str, label: str) -> Decision:
-        matches = list(found)
-        if not matches:
+        """The most specific match decides the mode; the most specific match with a floor, the floor."""
+        if not found:
             raise QuantgateError(self.path, f"no {kind} rule decides cell {label}", kind)
+        top = self._most_specific(list(found), kind, label)
+        floored = (
+            top
+            if top.floor is not None
+            else self._most_specific([pair for pair in found if pair[1].floor is not None], kind, label)
+        )
+        assert floored.floor is not None
+        rule_id = top.id if floored is top else f"{top.id}+{floored.id}"
+        source = top.source if floored is top else f"{top.source}; floor: {floored.source}"
+        return Decision(rule_id, floored.floor, top.mode, source, self.path)
+
+    def _most_specific(self, matches: list[tuple[tuple[bool, ...], _Rule]], kind: str, label: str) -> _Rule:
+        if not matches:
+            raise QuantgateError(self.path, f"no {kind} rule with a floor decides cell {label}", kind)
         matches.sort(key=lambda pair: pair[0], reverse=True)
         best_key, best = matches[0]
         tied = [r.id for key, r in matches[1:] if key == best_key]
@@ -179,7 +195,7 @@ class Rules:
                 "make one more specific",
                 kind,
             )
-        return Decision(best.id, best.floor, best.mode, best.source, self.path)
+        return best
 
 
 def _check_unique_ids(rules: Iterable[_Rule], path: Path, kind: str) -> None:
