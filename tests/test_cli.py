@@ -89,6 +89,19 @@ def test_judge_missing_file(tmp_path: Path, reference: Path, capsys: pytest.Capt
     assert str(missing) in capsys.readouterr().err
 
 
+def test_judge_reads_lighteval_details(capsys: pytest.CaptureFixture[str]) -> None:
+    details = str(Path(__file__).parent / "data" / "results" / "lighteval_details_aime24_new.parquet")
+    assert (
+        main(["judge", "--reference", details, "--candidate", details, "--floor", "0.5", "--cap", "8"]) == 0
+    )
+    assert "10 items paired, candidate 8/item" in capsys.readouterr().out
+    assert (
+        main(["judge", "--reference", details, "--candidate", details, "--floor", "0.5", "--metric", "nope"])
+        == 2
+    )
+    assert "found aime24:extractive_match, aime24:pass@k:k=1&n=8" in capsys.readouterr().err
+
+
 def test_replay_published_json(capsys: pytest.CaptureFixture[str]) -> None:
     published = Path(__file__).resolve().parents[1] / "baselines" / "published"
     assert main(["replay", str(published), "--json"]) == 0

@@ -16,13 +16,21 @@ from quantgate.errors import QuantgateError
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
-def _per_item(path: str) -> dict[str, tuple[int, int]]:
+def _per_item(path: str, metric: str | None) -> dict[str, tuple[int, int]]:
+    """Per-item counts of one task; with several metrics, ``metric`` or the most-sampled one."""
     from quantgate.results import read_result
 
     result = read_result(path)
     with_items = [acc for acc in result.accuracy if acc.items is not None]
+    if metric is not None:
+        with_items = [acc for acc in with_items if acc.metric == metric]
+    elif len(with_items) > 1:
+        most = max(acc.samples_per_item or 1 for acc in with_items)
+        with_items = [acc for acc in with_items if (acc.samples_per_item or 1) == most]
     if len(with_items) != 1:
-        raise QuantgateError(path, f"expected per-item results for one task, found {len(with_items)}")
+        found = ", ".join(sorted(f"{acc.task}:{acc.metric}" for acc in result.accuracy)) or "none"
+        wanted = f" with metric {metric!r}" if metric else ""
+        raise QuantgateError(path, f"expected per-item results for one task{wanted}; found {found}")
     items = with_items[0].items
     assert items is not None
     return {i.item: (i.samples, i.correct) for i in items}
@@ -31,8 +39,8 @@ def _per_item(path: str) -> dict[str, tuple[int, int]]:
 def _run_judge(args: argparse.Namespace) -> int:
     from quantgate.judge import judge_recovery
 
-    reference = _per_item(args.reference)
-    candidate = _per_item(args.candidate)
+    reference = _per_item(args.reference, args.metric)
+    candidate = _per_item(args.candidate, args.metric)
     try:
         verdict = judge_recovery(reference, candidate, args.floor, confidence=args.confidence, cap=args.cap)
     except QuantgateError as exc:
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "--cap", type=int, default=None, help="most candidate samples per item a top-up may ask"
     )
+    judge.add_argument("--metric", help="which per-item metric to judge when a file has several")
     judge.add_argument("--json", action="store_true", help="print the verdict as JSON")
     judge.set_defaults(func=_run_judge)
 
