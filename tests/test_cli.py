@@ -8,25 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from qg_testdata import AIME_RATES, write_items
 
 from quantgate.cli import main
-
-RATES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9,
-         0.95, 1.0, 1.0, 1.0, 0.0, 0.15, 0.25, 0.35, 0.65, 0.75, 0.9, 1.0, 0.5, 0.6, 0.3]  # fmt: skip
-
-
-def write(path: Path, rates: list[float], samples: int) -> Path:
-    lines = [
-        json.dumps({"item": f"q{i}", "samples": samples, "correct": round(r * samples)})
-        for i, r in enumerate(rates)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
 def reference(tmp_path: Path) -> Path:
-    return write(tmp_path / "ref.jsonl", RATES, 64)
+    return write_items(tmp_path / "ref.jsonl", AIME_RATES, 64)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +31,7 @@ def test_judge_exit_codes(
     code: int,
     word: str,
 ) -> None:
-    candidate = write(tmp_path / "cand.jsonl", [r * factor for r in RATES], samples)
+    candidate = write_items(tmp_path / "cand.jsonl", [r * factor for r in AIME_RATES], samples)
     assert (
         main(["judge", "--reference", str(reference), "--candidate", str(candidate), "--floor", "0.97"])
         == code
@@ -53,7 +42,7 @@ def test_judge_exit_codes(
 
 
 def test_judge_json(tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    candidate = write(tmp_path / "cand.jsonl", RATES, 20)
+    candidate = write_items(tmp_path / "cand.jsonl", AIME_RATES, 20)
     main(["judge", "--reference", str(reference), "--candidate", str(candidate), "--floor", "0.97", "--json"])
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["verdict"] == "inconclusive"
@@ -76,7 +65,7 @@ def test_judge_bad_line_names_file_and_line(
 
 
 def test_judge_mismatched_items(tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    candidate = write(tmp_path / "cand.jsonl", RATES[:10], 20)
+    candidate = write_items(tmp_path / "cand.jsonl", AIME_RATES[:10], 20)
     assert (
         main(["judge", "--reference", str(reference), "--candidate", str(candidate), "--floor", "0.97"]) == 2
     )

@@ -7,6 +7,8 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qg_testdata import AIME_RATES
+from qg_testdata import counts as items
 
 from quantgate.errors import QuantgateError
 from quantgate.judge import (
@@ -17,44 +19,6 @@ from quantgate.judge import (
     judge_speedup,
     minimum_detectable_drop,
 )
-
-
-def items(rates: list[float], samples: int) -> dict[str, tuple[int, int]]:
-    return {f"q{i}": (samples, round(r * samples)) for i, r in enumerate(rates)}
-
-
-AIME_RATES = [
-    0.0,
-    0.0,
-    0.05,
-    0.1,
-    0.2,
-    0.3,
-    0.4,
-    0.45,
-    0.5,
-    0.5,
-    0.55,
-    0.6,
-    0.7,
-    0.8,
-    0.85,
-    0.9,
-    0.95,
-    1.0,
-    1.0,
-    1.0,
-    0.0,
-    0.15,
-    0.25,
-    0.35,
-    0.65,
-    0.75,
-    0.9,
-    1.0,
-    0.5,
-    0.6,
-]
 
 
 class TestVerdicts:

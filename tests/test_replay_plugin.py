@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
+from qg_testdata import AIME_RATES, write_items
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "baselines" / "published"
@@ -22,55 +22,12 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def write_items(path: Path, rates: list[float], samples: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        json.dumps({"item": f"q{i}", "samples": samples, "correct": round(r * samples)})
-        for i, r in enumerate(rates)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-RATES = [
-    0.0,
-    0.05,
-    0.1,
-    0.2,
-    0.3,
-    0.4,
-    0.45,
-    0.5,
-    0.5,
-    0.55,
-    0.6,
-    0.7,
-    0.8,
-    0.85,
-    0.9,
-    0.95,
-    1.0,
-    1.0,
-    1.0,
-    0.0,
-    0.15,
-    0.25,
-    0.35,
-    0.65,
-    0.75,
-    0.9,
-    1.0,
-    0.5,
-    0.6,
-    0.3,
-]
-
-
 def test_per_item_runs_pass_and_fail(suite: pytest.Pytester, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", RATES, 64)
-    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", RATES, 64)
-    write_items(runs / "Qwen-7B__fp8-w8a8" / "aime24.jsonl", [r * 0.6 for r in RATES], 20)
-    write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in RATES], 20)
+    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", AIME_RATES, 64)
+    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", AIME_RATES, 64)
+    write_items(runs / "Qwen-7B__fp8-w8a8" / "aime24.jsonl", [r * 0.6 for r in AIME_RATES], 20)
+    write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in AIME_RATES], 20)
     result = suite.runpytest("suites", f"--qg-results={runs}", "-v")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(
@@ -87,15 +44,15 @@ def test_per_item_runs_pass_and_fail(suite: pytest.Pytester, tmp_path: Path) -> 
 
 def test_inconclusive_can_be_reported_without_failing(suite: pytest.Pytester, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", RATES, 64)
-    write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in RATES], 20)
+    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", AIME_RATES, 64)
+    write_items(runs / "Qwen-7B__int8-w8a8" / "aime24.jsonl", [r * 0.97 for r in AIME_RATES], 20)
     result = suite.runpytest("suites", f"--qg-results={runs}", "--qg-inconclusive=xfail")
     result.assert_outcomes(xfailed=1)
 
 
 def test_missing_reference_is_not_green(suite: pytest.Pytester, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", RATES, 20)
+    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", AIME_RATES, 20)
     result = suite.runpytest("suites", f"--qg-results={runs}")
     result.assert_outcomes(skipped=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -17,23 +17,10 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
 def _per_item(path: str, metric: str | None) -> dict[str, tuple[int, int]]:
-    """Per-item counts of one task; with several metrics, ``metric`` or the most-sampled one."""
+    from quantgate.replay import item_counts, per_item_result
     from quantgate.results import read_result
 
-    result = read_result(path)
-    with_items = [acc for acc in result.accuracy if acc.items is not None]
-    if metric is not None:
-        with_items = [acc for acc in with_items if acc.metric == metric]
-    elif len(with_items) > 1:
-        most = max(acc.samples_per_item or 1 for acc in with_items)
-        with_items = [acc for acc in with_items if (acc.samples_per_item or 1) == most]
-    if len(with_items) != 1:
-        found = ", ".join(sorted(f"{acc.task}:{acc.metric}" for acc in result.accuracy)) or "none"
-        wanted = f" with metric {metric!r}" if metric else ""
-        raise QuantgateError(path, f"expected per-item results for one task{wanted}; found {found}")
-    items = with_items[0].items
-    assert items is not None
-    return {i.item: (i.samples, i.correct) for i in items}
+    return item_counts(per_item_result(read_result(path), metric))
 
 
 def _run_judge(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from quantgate.judge import (
     judge_recovery_aggregate,
     judge_speedup,
 )
+from quantgate.results import AccuracyResult, ResultFile
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 
 Outcome = Literal["pass", "fail", "inconclusive", "unknown"]
@@ -91,10 +93,6 @@ def _half_unit(value: float) -> float:
     return 0.5 * 10.0 ** (-_decimals(value))
 
 
-def _outcome(verdict: Verdict | SpeedVerdict) -> Outcome:
-    return verdict.verdict
-
-
 class Replay:
     """Judges result files against the catalog and the rules."""
 
@@ -136,88 +134,52 @@ class Replay:
         by_key = {(e.model, e.scheme, e.benchmark): e for e in entries}
         cells = []
         for entry in entries:
-            cell_id = f"{entry.model}-{entry.scheme}-{entry.benchmark}"
-            decision = self._accuracy_decision(entry.model, entry.scheme, entry.benchmark)
-            flags = ("uncertain",) if entry.uncertain else ()
-            values = {"reference_pct": entry.reference, "candidate_pct": entry.candidate}
-            sources = (source, entry.source.url)
+            cell = partial(
+                Cell,
+                cell_id=f"{entry.model}-{entry.scheme}-{entry.benchmark}",
+                kind="accuracy",
+                model=entry.model,
+                scheme=entry.scheme,
+                target=entry.benchmark,
+                decision=self._accuracy_decision(entry.model, entry.scheme, entry.benchmark),
+                sources=(source, entry.source.url),
+                flags=("uncertain",) if entry.uncertain else (),
+                values={"reference_pct": entry.reference, "candidate_pct": entry.candidate},
+            )
             if entry.status != "published" or entry.reference is None or entry.candidate is None:
-                cells.append(
-                    Cell(
-                        cell_id,
-                        "accuracy",
-                        entry.model,
-                        entry.scheme,
-                        entry.benchmark,
-                        "unknown",
-                        decision,
-                        f"unknown: {entry.note or 'not published in the model card'}",
-                        sources,
-                        flags,
-                        values=values,
-                    )
-                )
+                detail = f"unknown: {entry.note or 'not published in the model card'}"
+                cells.append(cell(outcome="unknown", detail=detail))
                 continue
-            bench = self.catalog.benchmarks[entry.benchmark]
             try:
-                if bench.kind == "composite":
-                    members = [by_key.get((entry.model, entry.scheme, m)) for m in bench.members]
-                    usable = [
-                        m
-                        for m in members
-                        if m is not None and m.reference is not None and m.candidate is not None
-                    ]
-                    if len(usable) != len(bench.members):
-                        raise QuantgateError(
-                            source, "a member of the average is not published", entry.benchmark
-                        )
-                    reference: Aggregate | list[Aggregate] = [
-                        self._aggregate(m.benchmark, m.reference) for m in usable
-                    ]
-                    candidate: Aggregate | list[Aggregate] = [
-                        self._aggregate(m.benchmark, m.candidate) for m in usable
-                    ]
-                else:
-                    reference = self._aggregate(entry.benchmark, entry.reference)
-                    candidate = self._aggregate(entry.benchmark, entry.candidate)
-                verdict = judge_recovery_aggregate(reference, candidate, decision.floor, can_sample=False)
+                verdict = self._published_verdict(entry, by_key, source)
             except QuantgateError as exc:
-                cells.append(
-                    Cell(
-                        cell_id,
-                        "accuracy",
-                        entry.model,
-                        entry.scheme,
-                        entry.benchmark,
-                        "unknown",
-                        decision,
-                        f"unknown: {exc.message}",
-                        sources,
-                        flags,
-                        values=values,
-                    )
-                )
+                cells.append(cell(outcome="unknown", detail=f"unknown: {exc.message}"))
                 continue
             detail = verdict.detail
             if entry.uncertain:
                 detail += f"; flagged uncertain in the source: {entry.note}"
-            cells.append(
-                Cell(
-                    cell_id,
-                    "accuracy",
-                    entry.model,
-                    entry.scheme,
-                    entry.benchmark,
-                    _outcome(verdict),
-                    decision,
-                    detail,
-                    sources,
-                    flags,
-                    verdict,
-                    values,
-                )
-            )
+            cells.append(cell(outcome=verdict.verdict, detail=detail, verdict=verdict))
         return cells
+
+    def _published_verdict(
+        self, entry: Any, by_key: Mapping[tuple[str, str, str], Any], source: str
+    ) -> Verdict:
+        bench = self.catalog.benchmarks[entry.benchmark]
+        decision = self._accuracy_decision(entry.model, entry.scheme, entry.benchmark)
+        if bench.kind != "composite":
+            reference = self._aggregate(entry.benchmark, entry.reference)
+            candidate = self._aggregate(entry.benchmark, entry.candidate)
+            return judge_recovery_aggregate(reference, candidate, decision.floor, can_sample=False)
+        members = [by_key.get((entry.model, entry.scheme, m)) for m in bench.members]
+        usable = [m for m in members if m is not None and m.reference is not None and m.candidate is not None]
+        if len(usable) != len(bench.members):
+            raise QuantgateError(source, "a member of the average is not published", entry.benchmark)
+        return judge_recovery_aggregate(
+            [self._aggregate(m.benchmark, m.reference) for m in usable],
+            [self._aggregate(m.benchmark, m.candidate) for m in usable],
+            decision.floor,
+            can_sample=False,
+        )
 
     def _published_speed(self, entries: Sequence[Any], source: str) -> list[Cell]:
         groups: dict[tuple[str, str, str, str], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
@@ -225,46 +187,43 @@ class Replay:
             groups[(entry.model, entry.gpu, entry.scenario, entry.workload)][entry.scheme].append(entry)
         cells = []
         for (model, gpu, scenario, workload), by_scheme in sorted(groups.items()):
-            scenario_spec = self.catalog.scenarios[scenario]
+            higher_is_better = self.catalog.scenarios[scenario].higher_is_better
             references = by_scheme.get("bf16", [])
+            params_b = self.catalog.models[model].params_b
             for scheme, quantized in sorted(by_scheme.items()):
                 if scheme == "bf16":
                     continue
+                decision = self.rules.speedup_for(
+                    SpeedCellKey(model, params_b, scheme, gpu, scenario, workload)
+                )
                 for entry in quantized:
-                    cell_id = f"{model}-{scheme}-{gpu}-{scenario}-{workload}"
-                    spec = self.catalog.models[model]
-                    decision = self.rules.speedup_for(
-                        SpeedCellKey(model, spec.params_b, scheme, gpu, scenario, workload)
+                    cell = partial(
+                        Cell,
+                        cell_id=f"{model}-{scheme}-{gpu}-{scenario}-{workload}",
+                        kind="speed",
+                        model=model,
+                        scheme=scheme,
+                        target=f"{gpu}/{scenario}/{workload}",
+                        decision=decision,
+                        sources=(source, entry.source.url),
+                        flags=("conflict",) if getattr(entry, "conflict", False) else (),
                     )
-                    sources = (source, entry.source.url)
                     if len(references) != 1:
                         why = "no BF16 figure" if not references else "conflicting BF16 figures"
                         cells.append(
-                            Cell(
-                                cell_id,
-                                "speed",
-                                model,
-                                scheme,
-                                f"{gpu}/{scenario}/{workload}",
-                                "unknown",
-                                decision,
-                                f"unknown: {why} for this GPU, scenario and workload",
-                                sources,
-                            )
+                            cell(outcome="unknown", detail=f"unknown: {why} for this GPU, scenario, workload")
                         )
                         continue
                     ref = references[0]
-                    resolution = max(_half_unit(ref.value), _half_unit(entry.value))
                     verdict = judge_speedup(
                         [ref.value],
                         [entry.value],
                         decision.floor,
-                        higher_is_better=scenario_spec.higher_is_better,
-                        resolution=resolution,
+                        higher_is_better=higher_is_better,
+                        resolution=max(_half_unit(ref.value), _half_unit(entry.value)),
                         reference_gpus=ref.gpu_count,
                         candidate_gpus=entry.gpu_count,
                     )
-                    flags = ("conflict",) if getattr(entry, "conflict", False) else ()
                     values = {
                         "reference": ref.value,
                         "candidate": entry.value,
@@ -272,20 +231,7 @@ class Replay:
                         "candidate_gpus": float(entry.gpu_count),
                     }
                     cells.append(
-                        Cell(
-                            cell_id,
-                            "speed",
-                            model,
-                            scheme,
-                            f"{gpu}/{scenario}/{workload}",
-                            _outcome(verdict),
-                            decision,
-                            verdict.detail,
-                            sources,
-                            flags,
-                            verdict,
-                            values,
-                        )
+                        cell(outcome=verdict.verdict, detail=verdict.detail, verdict=verdict, values=values)
                     )
         return cells
 
@@ -309,55 +255,37 @@ class Replay:
             for path in sorted(run_dir.iterdir()):
                 if path.suffix not in {".jsonl", ".parquet"}:
                     continue
-                result = read_result(path)
-                for acc in result.accuracy:
-                    if acc.items is None:
-                        continue
-                    benchmark = self._benchmark_key(acc.task, path)
-                    counts = {i.item: (i.samples, i.correct) for i in acc.items}
-                    if benchmark in runs[(model, scheme)]:
-                        raise QuantgateError(
-                            path, f"a second result for benchmark {benchmark!r} in {run_dir.name}"
-                        )
-                    runs[(model, scheme)][benchmark] = (str(path), counts)
+                result = per_item_result(read_result(path))
+                benchmark = self._benchmark_key(result.task, path)
+                if benchmark in runs[(model, scheme)]:
+                    raise QuantgateError(
+                        path, f"a second result for benchmark {benchmark!r} in {run_dir.name}"
+                    )
+                runs[(model, scheme)][benchmark] = (str(path), item_counts(result))
         cells = []
         for (model, scheme), benchmarks in sorted(runs.items()):
             if scheme == "bf16":
                 continue
             for benchmark, (result_path, counts) in sorted(benchmarks.items()):
-                cell_id = f"{model}-{scheme}-{benchmark}"
                 decision = self._accuracy_decision(model, scheme, benchmark)
                 reference = runs.get((model, "bf16"), {}).get(benchmark)
+                cell = partial(
+                    Cell,
+                    cell_id=f"{model}-{scheme}-{benchmark}",
+                    kind="accuracy",
+                    model=model,
+                    scheme=scheme,
+                    target=benchmark,
+                    decision=decision,
+                )
                 if reference is None:
-                    cells.append(
-                        Cell(
-                            cell_id,
-                            "accuracy",
-                            model,
-                            scheme,
-                            benchmark,
-                            "unknown",
-                            decision,
-                            f"unknown: no bf16 reference for {model} {benchmark} under {root}",
-                            (result_path,),
-                        )
-                    )
+                    detail = f"unknown: no bf16 reference for {model} {benchmark} under {root}"
+                    cells.append(cell(outcome="unknown", detail=detail, sources=(result_path,)))
                     continue
                 verdict = judge_recovery(reference[1], counts, decision.floor)
+                sources = (reference[0], result_path)
                 cells.append(
-                    Cell(
-                        cell_id,
-                        "accuracy",
-                        model,
-                        scheme,
-                        benchmark,
-                        _outcome(verdict),
-                        decision,
-                        verdict.detail,
-                        (reference[0], result_path),
-                        (),
-                        verdict,
-                    )
+                    cell(outcome=verdict.verdict, detail=verdict.detail, sources=sources, verdict=verdict)
                 )
         return cells
 
@@ -392,6 +320,25 @@ class Replay:
                 raise QuantgateError(root, f"cell {cell.cell_id} is given by more than one result")
             seen.add(cell.cell_id)
         return cells
+
+
+def per_item_result(result: ResultFile, metric: str | None = None) -> AccuracyResult:
+    """The one per-item result of a file; with several metrics, ``metric`` or the most-sampled one."""
+    with_items = [acc for acc in result.accuracy if acc.items is not None]
+    if metric is not None:
+        with_items = [acc for acc in with_items if acc.metric == metric]
+    elif len(with_items) > 1:
+        most = max(acc.samples_per_item or 1 for acc in with_items)
+        with_items = [acc for acc in with_items if (acc.samples_per_item or 1) == most]
+    if len(with_items) != 1:
+        found = ", ".join(sorted(f"{acc.task}:{acc.metric}" for acc in result.accuracy)) or "none"
+        wanted = f" with metric {metric!r}" if metric else ""
+        raise QuantgateError(result.path, f"expected per-item results for one task{wanted}; found {found}")
+    return with_items[0]
+
+
+def item_counts(result: AccuracyResult) -> dict[str, tuple[int, int]]:
+    return {i.item: (i.samples, i.correct) for i in result.items or ()}
 
 
 def _is_published(path: Path) -> bool:
