@@ -1,4 +1,4 @@
-"""The ``quantgate`` command: ``judge``, ``inspect``, ``replay``.
+"""The ``quantgate`` command: ``judge``, ``inspect``, ``replay``, ``gpus``.
 
 Bad input ends with one line ``quantgate: <file>: <field or line>: <what is wrong>`` on stderr and exit
 status 2, never a traceback. ``judge`` exits 0 on pass, 1 on fail, 3 on inconclusive.
@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--markdown", help="also write the summary table to this file")
     replay.set_defaults(func=_run_replay)
 
-    from quantgate import cli_inspect
+    from quantgate import cli_gpus, cli_inspect
 
     cli_inspect.add_parser(sub)
+    cli_gpus.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,801 @@
+"""pytest glue for GPUs: markers, the inventory, placement of tests on devices, plan, shards, coverage.
+
+Options and hooks only; the decisions are ``quantgate.gpus``'s. What a run does:
+
+* **markers** ``h100``, ``a100``, ``a6000``, ``h200``, ``l40s``, ``cpu`` (one per catalog GPU kind) and
+  ``gpu(kind, count=1, memory_gb=0.0)``, registered with their signatures; their arguments are checked
+  strictly at collection (an unknown keyword is an error naming it).
+* **inventory**: ``--qg-gpus h100:8`` declares one (plans, dry runs); otherwise NVML is asked. The
+  report header says which was used and what it holds.
+* **placement**: every test that needs GPUs (matrix cells, ``gpu``-marked tests) becomes a ``Task`` of
+  a job (its served model). Jobs no device set could hold are skipped with the reason. Items are
+  reordered so that jobs run longest first, each job's items back to back.
+* **devices reach the test** per item: in ``pytest_runtest_setup``, after skip marks and before any
+  fixture starts a tool, the worker takes a lease on the job's devices and sets
+  ``CUDA_VISIBLE_DEVICES`` (with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``); after the job's last item the
+  lease's ``on_release`` callbacks run (a served-model fixture stops its server there) and the devices
+  go back. A fixed per-worker slice (``pytest_configure_node``) was rejected: a worker that runs a
+  4-GPU 70B job and then 1-GPU jobs would idle three GPUs, and a slice fixed before collection cannot
+  know the jobs.
+* **under pytest-xdist** (``-n N``): cells of one served model must share a worker. Each cell
+  carries ``xdist_group(<served model>)``; the workers suffix node ids with it (xdist's own
+  loadgroup rewrite, switched on through ``workerinput`` for ``--dist load``, the default, and
+  ``loadgroup``), and ``plugins.scheduling.ServedModelScheduling`` hands each served model to one
+  worker as one unit, in our longest-first order; runs without cells keep plain ``load``. The
+  controller never sees markers (pytest-dev/pytest-xdist#709), so the id suffix is the channel.
+  Which worker gets a unit does not matter: devices are leased at run time from a file all
+  workers share (``quantgate.gpus.DeviceLeases``: first come first served, EASY backfilling), not
+  fixed per worker. Other ``--dist`` modes with matrix cells are a collection error.
+* ``--qg-plan FILE`` writes the simulated plan (JSON) and prints it as a table; ``--qg-shard K/N``
+  keeps one of N duration-balanced shards of served models.
+* **fail closed**: if matrix cells were selected and every one was skipped, the session fails unless
+  ``--qg-allow-empty``. The coverage matrix (each selected cell: outcome, reason, devices) is written
+  after every run that collected cells, to ``--qg-coverage`` (default ``.quantgate/coverage.json``).
+  Measured durations go to ``--qg-durations`` and plan the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.datafile import atomic_write_text
+from quantgate.errors import QuantgateError
+from quantgate.gpus import (
+    DEFAULT_DURATIONS_PATH,
+    DeviceLeases,
+    Durations,
+    Inventory,
+    InventoryUnavailable,
+    Job,
+    Lease,
+    LongestFirstPlacement,
+    Plan,
+    Task,
+    build_jobs,
+    declared_inventory,
+    load_durations,
+    make_plan,
+    nvml_inventory,
+    parse_shard,
+    save_durations,
+    shard_of_groups,
+)
+
+GPUS_HELP = (
+    "GPU inventory to place tests on, as KIND:COUNT[,KIND:COUNT...] (e.g. h100:8 or h100:4,a6000:4) "
+    "or 'none'; declared inventories are for plans and dry runs. Default: ask NVML"
+)
+PLAN_HELP = (
+    "write the run plan (which served model runs on which devices, when) to this JSON file and print "
+    "it as a table; also with --collect-only. Default: no plan"
+)
+SHARD_HELP = (
+    "run shard K of N (e.g. 2/4): whole served models, balanced by their catalog-estimated duration, "
+    "identical on every machine. Default: everything"
+)
+ALLOW_EMPTY_HELP = (
+    "let a session pass in which every selected matrix cell was skipped (e.g. -m h100 on a machine "
+    "without H100). Default: fail closed"
+)
+COVERAGE_HELP = (
+    "where to write the coverage matrix: every selected cell with its outcome, skip reason and devices "
+    "(JSON). Default: .quantgate/coverage.json in the rootdir"
+)
+DURATIONS_HELP = (
+    "learned durations of cells and served-model start-ups (JSON); read to plan, updated after a run. "
+    "Default: .quantgate/durations.json in the rootdir"
+)
+LEASE_TIMEOUT_HELP = "seconds a test waits for its GPUs before it errors. Default: 21600"
+
+COVERAGE_SCHEMA_VERSION = 1
+DEFAULT_COVERAGE = ".quantgate/coverage.json"
+DEFAULT_LEASE_TIMEOUT_S = 21600.0
+DEFAULT_TASK_SECONDS = 60.0
+GPU_MARKER_KWARGS = ("kind", "count", "memory_gb")
+SEED_KINDS = ("a6000", "a100", "h100", "h200", "l40s", "cpu")
+GROUPING_DISTS = ("load", "loadgroup")
+RAN = ("passed", "failed", "error", "xfailed", "xpassed")
+
+TASK_KEY = pytest.StashKey[Task]()
+MARKER_ERROR = pytest.StashKey[str]()
+STATE = pytest.StashKey["GpuSession"]()
+
+
+@dataclass
+class GpuSession:
+    """Per-process state of this plugin (``config.stash[STATE]``)."""
+
+    inventory: Inventory
+    catalog: Catalog | None
+    worker_id: str | None
+    workers: int
+    lease_dir: Path | None
+    owns_lease_dir: bool
+    durations: Durations
+    saved_env: dict[str, str | None]
+    leases: DeviceLeases | None = None
+    current: Lease | None = None
+    jobs: dict[str, Job] = field(default_factory=dict)
+    plan: Plan | None = None
+    plan_text: str | None = None
+    selected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deselected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    empty_failure: str | None = None
+    coverage_written: Path | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_id is not None
+
+
+# -- options and configuration -----------------------------------------------------------------------
+
+
+def _shard_type(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except QuantgateError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _seconds_type(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantgate")
+    group.addoption("--qg-gpus", metavar="SPEC", default=None, help=GPUS_HELP)
+    parser.addini("qg_gpus", GPUS_HELP, default="")
+    group.addoption("--qg-plan", metavar="FILE", default=None, help=PLAN_HELP)
+    group.addoption("--qg-shard", metavar="K/N", default=None, type=_shard_type, help=SHARD_HELP)
+    group.addoption("--qg-allow-empty", action="store_true", default=None, help=ALLOW_EMPTY_HELP)
+    parser.addini("qg_allow_empty", ALLOW_EMPTY_HELP, type="bool", default=False)
+    group.addoption("--qg-coverage", metavar="FILE", default=None, help=COVERAGE_HELP)
+    parser.addini("qg_coverage", COVERAGE_HELP, default=DEFAULT_COVERAGE)
+    group.addoption("--qg-durations", metavar="FILE", default=None, help=DURATIONS_HELP)
+    parser.addini("qg_durations", DURATIONS_HELP, default=str(DEFAULT_DURATIONS_PATH))
+    group.addoption(
+        "--qg-lease-timeout", metavar="SECONDS", default=None, type=_seconds_type, help=LEASE_TIMEOUT_HELP
+    )
+    parser.addini("qg_lease_timeout", LEASE_TIMEOUT_HELP, default=str(DEFAULT_LEASE_TIMEOUT_S))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``load`` (the default of ``-n``) and ``loadgroup`` go through ``plugins.scheduling``."""
+    dist = config.getoption("dist", "no")
+    if dist not in GROUPING_DISTS:
+        return None
+    from plugins.scheduling import ServedModelScheduling
+
+    return ServedModelScheduling(config, log, dist)
+
+
+def _path_option(config: pytest.Config, name: str) -> Path:
+    given = config.getoption(name)
+    if given:
+        return Path(given)
+    return config.rootpath / str(config.getini(name))
+
+
+def _distributing(config: pytest.Config) -> bool:
+    return (
+        not config.getoption("collectonly")
+        and config.getoption("dist", "no") != "no"
+        and bool(config.getoption("tx", None))
+    )
+
+
+def _load_catalog() -> tuple[Catalog | None, str | None]:
+    try:
+        return load_catalog(), None
+    except QuantgateError as exc:
+        return None, str(exc)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    catalog, catalog_error = _load_catalog()
+    _register_markers(config, catalog)
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    try:
+        durations = load_durations(_path_option(config, "qg_durations"))
+    except QuantgateError as exc:
+        raise pytest.UsageError(f"quantgate: {exc}") from None
+    saved = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+    if workerinput is not None and "qg_inventory" in workerinput:
+        # Suffix node ids with xdist_group names (xdist's own rewrite) under load as under loadgroup,
+        # so that plugins.scheduling can keep each served model on one worker.
+        config.option.loadgroup = workerinput.get("qg_dist") in GROUPING_DISTS
+        state = GpuSession(
+            inventory=Inventory.from_dict(workerinput["qg_inventory"]),
+            catalog=catalog,
+            worker_id=str(workerinput["workerid"]),
+            workers=int(workerinput["workercount"]),
+            lease_dir=Path(workerinput["qg_lease_dir"]),
+            owns_lease_dir=False,
+            durations=durations,
+            saved_env=saved,
+        )
+    else:
+        inventory = _resolve_inventory(config, catalog, catalog_error)
+        distributing = _distributing(config)
+        numprocesses = getattr(config.option, "numprocesses", None)
+        workers = int(numprocesses) if isinstance(numprocesses, int) and numprocesses > 0 else 1
+        lease_dir = Path(tempfile.mkdtemp(prefix="quantgate-leases-")) if distributing else None
+        state = GpuSession(
+            inventory=inventory,
+            catalog=catalog,
+            worker_id=None,
+            workers=workers,
+            lease_dir=lease_dir,
+            owns_lease_dir=lease_dir is not None,
+            durations=durations,
+            saved_env=saved,
+        )
+    config.stash[STATE] = state
+    if not state.is_worker:
+        config.pluginmanager.register(OutcomeRecorder(state), "quantgate-outcomes")
+
+
+def _resolve_inventory(
+    config: pytest.Config, catalog: Catalog | None, catalog_error: str | None
+) -> Inventory:
+    spec = config.getoption("qg_gpus") or str(config.getini("qg_gpus") or "")
+    if catalog is None:
+        return Inventory((), "nothing (the catalog did not load)", catalog_error)
+    if spec:
+        source = "--qg-gpus" if config.getoption("qg_gpus") else "ini qg_gpus"
+        try:
+            return declared_inventory(spec, catalog, source=f"{source} {spec}")
+        except QuantgateError as exc:
+            raise pytest.UsageError(f"quantgate: {exc}") from None
+    try:
+        return nvml_inventory(catalog)
+    except InventoryUnavailable as exc:
+        return Inventory((), "NVML", exc.message)
+
+
+def _register_markers(config: pytest.Config, catalog: Catalog | None) -> None:
+    if catalog is not None:
+        for key, gpu in catalog.gpus.items():
+            if gpu.memory_gb is None:
+                config.addinivalue_line(
+                    "markers",
+                    f"{key}: runs on the CPU lane with no GPU visible (CUDA_VISIBLE_DEVICES is emptied)",
+                )
+            else:
+                config.addinivalue_line(
+                    "markers",
+                    f"{key}: needs an {gpu.name} ({gpu.memory_gb:g} GiB, compute capability "
+                    f"{gpu.compute_capability:.1f}); matrix cells of this kind carry it, select them with "
+                    f"-m {key}",
+                )
+    else:
+        for key in SEED_KINDS:
+            config.addinivalue_line("markers", f"{key}: a GPU kind of the catalog (catalog did not load)")
+    config.addinivalue_line(
+        "markers",
+        "gpu(kind, count=1, memory_gb=0.0): needs `count` adjacent GPUs of `kind` (a catalog key) with "
+        "`memory_gb` GiB each (0: the whole GPU); quantgate leases them per test, sets "
+        "CUDA_VISIBLE_DEVICES, and skips the test when the inventory cannot hold it",
+    )
+    if not config.pluginmanager.hasplugin("xdist"):
+        config.addinivalue_line(
+            "markers", "xdist_group(name): tests of one group run on one worker (pytest-xdist's marker)"
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand every xdist worker the controller's inventory and the shared lease directory."""
+    state = node.config.stash[STATE]
+    node.workerinput["qg_inventory"] = state.inventory.as_dict()
+    node.workerinput["qg_lease_dir"] = str(state.lease_dir)
+    node.workerinput["qg_dist"] = node.config.getoption("dist", "no")
+
+
+def dist_mode(config: pytest.Config) -> str:
+    """The controller's ``--dist`` (workers re-parse the command line and see the default)."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None and "qg_dist" in workerinput:
+        return str(workerinput["qg_dist"])
+    return str(config.getoption("dist", "no"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    state = config.stash[STATE]
+    line = f"quantgate: GPU inventory: {state.inventory.describe()}"
+    if _distributing(config) and config.getoption("dist", "no") in GROUPING_DISTS:
+        line += "; xdist: each served model on one worker, longest first"
+    return line
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    _release(state)
+    if state.owns_lease_dir and state.lease_dir is not None:
+        shutil.rmtree(state.lease_dir, ignore_errors=True)
+
+
+# -- collection --------------------------------------------------------------------------------------
+
+
+def _gpu_need(item: pytest.Item, kinds: Sequence[str]) -> tuple[str, int, float] | None:
+    """(kind, count, memory_gb) from an item's ``gpu`` or kind marker; ``ValueError`` when malformed."""
+    marked = sorted({m.name for m in item.iter_markers() if m.name in kinds})
+    for name in marked:
+        if any(m.args or m.kwargs for m in item.iter_markers(name)):
+            raise ValueError(f"the {name} marker takes no arguments")
+    mark = item.get_closest_marker("gpu")
+    if mark is None:
+        if len(marked) > 1:
+            raise ValueError(f"marked for several GPU kinds ({', '.join(marked)}); use one")
+        return (marked[0], 1, 0.0) if marked else None
+    unknown = [k for k in mark.kwargs if k not in GPU_MARKER_KWARGS]
+    if unknown:
+        raise ValueError(
+            f"gpu marker got unknown keyword argument {unknown[0]!r} "
+            f"(allowed: {', '.join(GPU_MARKER_KWARGS)})"
+        )
+    if len(mark.args) > len(GPU_MARKER_KWARGS):
+        raise ValueError(f"gpu marker takes at most {len(GPU_MARKER_KWARGS)} arguments")
+    values: dict[str, Any] = dict(zip(GPU_MARKER_KWARGS, mark.args, strict=False))
+    twice = sorted(set(values) & set(mark.kwargs))
+    if twice:
+        raise ValueError(f"gpu marker got {twice[0]!r} twice")
+    values.update(mark.kwargs)
+    kind, count, memory = values.get("kind"), values.get("count", 1), values.get("memory_gb", 0.0)
+    gpu_kinds = [k for k in kinds if k != "cpu"]
+    if not isinstance(kind, str) or kind not in gpu_kinds:
+        raise ValueError(f"gpu marker kind must be one of {', '.join(gpu_kinds)}, got {kind!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"gpu marker count must be a positive integer, got {count!r}")
+    if isinstance(memory, bool) or not isinstance(memory, int | float) or memory < 0:
+        raise ValueError(f"gpu marker memory_gb must be a number >= 0, got {memory!r}")
+    if marked and marked != [kind]:
+        raise ValueError(f"marked {', '.join(marked)} but gpu(kind={kind!r})")
+    return kind, count, float(memory)
+
+
+def _marker_task(item: pytest.Item, state: GpuSession) -> Task | None:
+    """The task of a test marked ``gpu(...)`` or with a kind (``h100``, ``cpu``), or None."""
+    need = _gpu_need(item, list(state.catalog.gpus) if state.catalog is not None else list(SEED_KINDS))
+    if need is None:
+        return None
+    kind, count, memory = need
+    if kind == "cpu":
+        return Task(item.nodeid, item.nodeid, "cpu", 0, 0.0, True, 0.0, 0.0)
+    group = item.get_closest_marker("xdist_group")
+    job = item.nodeid
+    if group is not None:
+        job = str(group.args[0] if group.args else group.kwargs.get("name", item.nodeid))
+    seconds = state.durations.cells.get(_plain_id(item.nodeid), DEFAULT_TASK_SECONDS)
+    return Task(item.nodeid, job, kind, count, memory, False, seconds, DEFAULT_TASK_SECONDS)
+
+
+def _plain_id(node_id: str) -> str:
+    """A node id without the ``@group`` suffix xdist's loadgroup adds."""
+    at = node_id.rfind("@")
+    return node_id[:at] if at > node_id.rfind("]") and at > node_id.rfind("::") else node_id
+
+
+def _cell_of(item: pytest.Item) -> dict[str, Any] | None:
+    for name, value in item.user_properties:
+        if name == "qg_cell" and isinstance(value, dict):
+            return value
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Check the function's GPU markers strictly; a bad one is a collection error naming it."""
+    try:
+        _marker_task(metafunc.definition, metafunc.config.stash[STATE])
+        return
+    except ValueError as exc:
+        problem = f"quantgate: {metafunc.definition.nodeid}: {exc}"
+    pytest.fail(problem, pytrace=False)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    state = config.stash[STATE]
+    tasks: dict[str, Task] = {}
+    for item in items:
+        task = item.stash.get(TASK_KEY, None)
+        if task is None:
+            try:
+                task = _marker_task(item, state)
+            except ValueError as exc:  # marks added after pytest_generate_tests checked the function's
+                item.stash[MARKER_ERROR] = f"quantgate: {item.nodeid}: {exc}"
+                continue
+            if task is not None:
+                item.stash[TASK_KEY] = task
+        if task is not None:
+            tasks[item.nodeid] = task
+
+    shard = config.getoption("qg_shard")
+    if shard is not None:
+        items[:] = _apply_shard(config, state, items, tasks, shard)
+
+    policy = LongestFirstPlacement(state.inventory)
+    runnable = [
+        i
+        for i in items
+        if i.nodeid in tasks and tasks[i.nodeid].kind != "cpu" and not i.get_closest_marker("skip")
+    ]
+    jobs = build_jobs(tasks[i.nodeid] for i in runnable)
+    skipped: list[tuple[str, str, str]] = []
+    by_job = {job.key: job for job in jobs}
+    for item in runnable:
+        job = by_job[tasks[item.nodeid].job]
+        reason = policy.unplaceable(job)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=f"quantgate: {reason}"))
+            skipped.append((item.nodeid, job.key, reason))
+    placeable = [job for job in jobs if policy.unplaceable(job) is None]
+    state.jobs = {job.key: job for job in placeable}
+    rank = {job.key: n for n, job in enumerate(policy.order(placeable))}
+
+    def position(pair: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        index, item = pair
+        task = tasks.get(item.nodeid)
+        if task is None or task.job not in rank or item.get_closest_marker("skip"):
+            return (0, 0, index)
+        return (1, rank[task.job], index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=position)]
+
+    unplaced = {node_id for node_id, _, _ in skipped}
+    for item in items:
+        cell = _cell_of(item)
+        if cell is None:
+            continue
+        mark = item.get_closest_marker("skip")
+        reason = None
+        if mark is not None:
+            reason = str(mark.kwargs.get("reason", mark.args[0] if mark.args else "")).removeprefix(
+                "quantgate: "
+            )
+            if item.nodeid not in unplaced:
+                skipped.append((item.nodeid, cell["served_model"], reason))
+        state.selected[item.nodeid] = {**cell, "reason": reason}
+
+    if config.getoption("qg_plan") and (not state.is_worker or state.worker_id == "gw0"):
+        placed = [t for job in placeable for t in job.tasks]
+        state.plan = make_plan(placed, state.inventory, state.workers, skipped)
+        state.plan_text = state.plan.table()
+        atomic_write_text(
+            Path(config.getoption("qg_plan")), json.dumps(state.plan.as_dict(), indent=1) + "\n"
+        )
+        if state.is_worker and state.lease_dir is not None:
+            atomic_write_text(state.lease_dir / "plan.txt", state.plan_text + "\n")
+    if state.worker_id == "gw0" and state.lease_dir is not None:
+        manifest = {"selected": state.selected, "deselected": state.deselected}
+        atomic_write_text(state.lease_dir / "collection.json", json.dumps(manifest))
+
+
+def _apply_shard(
+    config: pytest.Config,
+    state: GpuSession,
+    items: list[pytest.Item],
+    tasks: dict[str, Task],
+    shard: tuple[int, int],
+) -> list[pytest.Item]:
+    k, n = shard
+    groups: dict[str, float] = {}
+    group_of: dict[str, str] = {}
+    for item in sorted(items, key=lambda i: _plain_id(i.nodeid)):
+        task = tasks.get(item.nodeid)
+        key = task.job if task is not None else _plain_id(item.nodeid)
+        group_of[item.nodeid] = key
+        groups[key] = groups.get(key, 0.0) + (task.estimate_s if task is not None else 1.0)
+    assignment = shard_of_groups(groups, n)
+    keep = [i for i in items if assignment[group_of[i.nodeid]] == k]
+    drop = [i for i in items if assignment[group_of[i.nodeid]] != k]
+    for item in drop:
+        cell = _cell_of(item)
+        if cell is not None:
+            state.deselected[item.nodeid] = {**cell, "reason": f"not in shard {k}/{n}"}
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    return keep
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    for item in items:
+        cell = _cell_of(item)
+        if cell is not None:
+            state = item.config.stash[STATE]
+            state.deselected.setdefault(item.nodeid, {**cell, "reason": "deselected (-m/-k or similar)"})
+
+
+# -- running -----------------------------------------------------------------------------------------
+
+
+def _set_env(devices: Sequence[int] | None, state: GpuSession) -> None:
+    if devices is None:
+        for name, value in state.saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+
+
+def _timeout(config: pytest.Config) -> float:
+    given = config.getoption("qg_lease_timeout")
+    return float(given) if given else float(str(config.getini("qg_lease_timeout")))
+
+
+def _release(state: GpuSession) -> None:
+    lease, state.current = state.current, None
+    try:
+        if lease is not None and state.leases is not None:
+            state.leases.release(lease)
+    finally:
+        _set_env(None, state)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Lease the item's devices (after skip marks, before fixtures) and make them the visible ones."""
+    state = item.config.stash[STATE]
+    if MARKER_ERROR in item.stash:
+        pytest.fail(item.stash[MARKER_ERROR], pytrace=False)
+    task = item.stash.get(TASK_KEY, None)
+    if task is None:
+        return
+    if task.kind == "cpu":
+        _set_env([], state)
+        return
+    if state.current is not None and state.current.job == task.job:
+        item.user_properties.append(("qg_devices", list(state.current.devices)))
+        return
+    job = state.jobs.get(task.job)
+    if job is None:
+        pytest.fail(f"quantgate: {task.job} was not placed at collection", pytrace=False)
+    _release(state)
+    if state.leases is None:
+        if state.lease_dir is None:
+            state.lease_dir = Path(tempfile.mkdtemp(prefix="quantgate-leases-"))
+            state.owns_lease_dir = True
+        owner = state.worker_id or f"main-{os.getpid()}"
+        state.leases = DeviceLeases(state.lease_dir, state.inventory, owner)
+    try:
+        lease = state.leases.acquire(job, _timeout(item.config))
+    except QuantgateError as exc:
+        pytest.fail(f"quantgate: {exc}", pytrace=False)
+    state.current = lease
+    _set_env(lease.devices, state)
+    item.user_properties.append(("qg_devices", list(lease.devices)))
+    item.user_properties.append(("qg_lease_wait_s", round(lease.waited_s, 3)))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the last item of a job: stop what the lease's callbacks stop, then free the devices."""
+    try:
+        return (yield)
+    finally:
+        state = item.config.stash[STATE]
+        task = item.stash.get(TASK_KEY, None)
+        following = nextitem.stash.get(TASK_KEY, None) if nextitem is not None else None
+        if task is not None and task.kind == "cpu":
+            _set_env(None, state)
+        elif state.current is not None and (following is None or following.job != state.current.job):
+            _release(state)
+
+
+@pytest.fixture
+def qg_lease(request: pytest.FixtureRequest) -> Lease:
+    """The devices leased for this test's served model; register the server's stop with ``on_release``."""
+    state = request.config.stash[STATE]
+    task = request.node.stash.get(TASK_KEY, None)
+    if task is None or state.current is None or state.current.job != task.job:
+        pytest.fail("quantgate: qg_lease is for matrix cells and gpu-marked tests", pytrace=False)
+    return state.current
+
+
+@pytest.fixture
+def qg_devices(request: pytest.FixtureRequest) -> list[int]:
+    """Indices of the GPUs assigned to this test (what CUDA_VISIBLE_DEVICES holds); [] when none."""
+    state = request.config.stash[STATE]
+    task = request.node.stash.get(TASK_KEY, None)
+    if task is None or state.current is None or state.current.job != task.job:
+        return []
+    return list(state.current.devices)
+
+
+# -- outcomes, coverage, fail-closed, durations ------------------------------------------------------
+
+
+class OutcomeRecorder:
+    """Registered on the controller (or the only process): turns reports of cells into coverage rows.
+
+    A plugin object rather than a module hook because ``pytest_runtest_logreport`` gets no config;
+    under xdist the reports arrive here from the workers, with the ``qg_cell`` and ``qg_devices``
+    user properties set on the worker.
+    """
+
+    def __init__(self, state: GpuSession) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        cell = props.get("qg_cell")
+        if not isinstance(cell, dict):
+            return
+        record = self.state.outcomes.setdefault(
+            report.nodeid, {**cell, "node_id": report.nodeid, "status": None, "reason": None, "devices": None}
+        )
+        if "qg_devices" in props:
+            record["devices"] = props["qg_devices"]
+        if report.when == "setup":
+            waited = props.get("qg_lease_wait_s", 0.0)
+            record["setup_s"] = max(
+                0.0, report.duration - (waited if isinstance(waited, float | int) else 0.0)
+            )
+        if report.when == "call":
+            record["duration_s"] = report.duration
+        wasxfail = hasattr(report, "wasxfail")
+        if report.failed:
+            record["status"] = "failed" if report.when == "call" else "error"
+        elif report.skipped and record["status"] is None:
+            record["status"] = "xfailed" if wasxfail else "skipped"
+            record["reason"] = _skip_reason(report)
+        elif report.passed and report.when == "call" and record["status"] is None:
+            record["status"] = "xpassed" if wasxfail else "passed"
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ").removeprefix("quantgate: ")
+    return str(longrepr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash[STATE]
+    if state.is_worker:
+        return
+    _merge_worker_manifest(state)
+    cells = _coverage_cells(state)
+    given = config.getoption("qg_coverage")
+    if cells or given:
+        path = _path_option(config, "qg_coverage")
+        atomic_write_text(path, _coverage_json(_coverage_doc(config, state, cells)))
+        state.coverage_written = path
+    ran = [c for c in cells if c["status"] in RAN]
+    selected = [c for c in cells if c["status"] != "deselected"]
+    tried = [c for c in selected if c["status"] not in (None, "collected")]
+    allow = bool(config.getoption("qg_allow_empty") or config.getini("qg_allow_empty"))
+    if tried and not ran and not allow:
+        reasons = _top_reasons(tried)
+        state.empty_failure = (
+            f"all {len(tried)} selected matrix cells were skipped ({reasons}); failing closed. "
+            "Pass --qg-allow-empty to accept a run in which no cell ran."
+        )
+        session.exitstatus = max(int(session.exitstatus), int(pytest.ExitCode.TESTS_FAILED))
+    if ran:
+        _learn_durations(config, state, ran)
+
+
+def _merge_worker_manifest(state: GpuSession) -> None:
+    if state.lease_dir is None:
+        return
+    manifest = state.lease_dir / "collection.json"
+    if manifest.exists():
+        doc = json.loads(manifest.read_text())
+        state.selected.update(doc.get("selected", {}))
+        for node_id, cell in doc.get("deselected", {}).items():
+            state.deselected.setdefault(node_id, cell)
+    plan = state.lease_dir / "plan.txt"
+    if plan.exists() and state.plan_text is None:
+        state.plan_text = plan.read_text().rstrip("\n")
+
+
+def _coverage_cells(state: GpuSession) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for node_id, cell in state.selected.items():
+        record = state.outcomes.get(node_id)
+        out.append(
+            record
+            if record is not None
+            else {**cell, "node_id": node_id, "status": "collected", "devices": None}
+        )
+        seen.add(node_id)
+    for node_id, record in state.outcomes.items():
+        if node_id not in seen:
+            out.append(record)
+            seen.add(node_id)
+    for node_id, cell in state.deselected.items():
+        if node_id not in seen:
+            out.append({**cell, "node_id": node_id, "status": "deselected", "devices": None})
+    return out
+
+
+def _coverage_doc(config: pytest.Config, state: GpuSession, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for cell in cells:
+        status = str(cell["status"])
+        counts[status] = counts.get(status, 0) + 1
+    shard = config.getoption("qg_shard")
+    return {
+        "schema_version": COVERAGE_SCHEMA_VERSION,
+        "kind": "quantgate-coverage",
+        "inventory": state.inventory.describe(),
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "counts": dict(sorted(counts.items())),
+        "cells": cells,
+    }
+
+
+def _coverage_json(doc: dict[str, Any]) -> str:
+    """The document with one cell per line: readable, diffable, and fast for thousands of cells."""
+    head = {k: v for k, v in doc.items() if k != "cells"}
+    lines = ",\n".join("  " + json.dumps(cell, sort_keys=True) for cell in doc["cells"])
+    return json.dumps(head, indent=1)[:-2] + ',\n "cells": [\n' + lines + "\n ]\n}\n"
+
+
+def _top_reasons(cells: Sequence[dict[str, Any]], limit: int = 3) -> str:
+    reasons: dict[str, int] = {}
+    for cell in cells:
+        reason = str(cell.get("reason") or cell["status"])
+        reasons[reason] = reasons.get(reason, 0) + 1
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = "; ".join(f"{n}x {reason}" for reason, n in ranked[:limit])
+    return text + (f"; {len(ranked) - limit} more reasons" if len(ranked) > limit else "")
+
+
+def _learn_durations(config: pytest.Config, state: GpuSession, ran: Sequence[dict[str, Any]]) -> None:
+    learned = Durations(dict(state.durations.cells), dict(state.durations.served_models))
+    startup: dict[str, float] = {}
+    for cell in ran:
+        if "duration_s" in cell:
+            learned.cells[str(cell["cell_id"])] = float(cell["duration_s"])
+        served = str(cell["served_model"])
+        startup[served] = max(startup.get(served, 0.0), float(cell.get("setup_s", 0.0)))
+    learned.served_models.update(startup)
+    save_durations(_path_option(config, "qg_durations"), learned)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash[STATE]
+    if state.plan_text is None and state.coverage_written is None and state.empty_failure is None:
+        return
+    terminalreporter.section("quantgate")
+    if state.plan_text is not None:
+        for line in state.plan_text.splitlines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"plan written to {config.getoption('qg_plan')}")
+    if state.coverage_written is not None:
+        doc = json.loads(state.coverage_written.read_text())
+        counts = ", ".join(f"{n} {status}" for status, n in doc["counts"].items())
+        terminalreporter.write_line(f"coverage: {counts} -> {state.coverage_written}")
+    if state.empty_failure is not None:
+        terminalreporter.write_line(f"quantgate: {state.empty_failure}", red=True, bold=True)

@@ -1,0 +1,94 @@
+"""pytest glue for the matrix: any test that asks for ``qg_accuracy_cell`` or ``qg_performance_cell``
+runs once per cell of ``quantgate.matrix``, with the cell id as its test id.
+
+Each parameter carries the GPU kind's marker (so ``pytest -m h100`` selects exactly the H100 cells),
+``gpu(kind=, count=, memory_gb=)`` from the fit, and ``xdist_group(<served model>)`` so that all cells
+of one served model stay on one xdist worker. Cells that cannot run anywhere (a scheme below its
+compute capability, a model that fits at no tensor-parallel size) are skipped with the reason. The
+placement of the rest (inventory, devices, order) is ``plugins.gpu``'s; this plugin hands it one
+``Task`` per cell, with the duration learned from earlier runs or estimated from the catalog.
+
+A suite test looks like::
+
+    def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease) -> None:
+        ...  # serve qg_accuracy_cell.served_model on qg_lease.devices, evaluate, judge
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.gpu import GROUPING_DISTS, STATE, TASK_KEY, dist_mode
+from quantgate.catalog import load_catalog
+from quantgate.errors import QuantgateError
+from quantgate.matrix import MatrixCell, expand, task_for_cell
+
+FIXTURES = {"qg_accuracy_cell": "accuracy", "qg_performance_cell": "performance"}
+CELL_KEY = pytest.StashKey[MatrixCell]()
+
+
+def _check_dist(config: pytest.Config) -> None:
+    dist = dist_mode(config)
+    if dist not in ("no", *GROUPING_DISTS) and not config.getoption("collectonly"):
+        pytest.fail(
+            f"quantgate: --dist {dist} would spread the cells of one served model over several workers; "
+            "leave --dist out (-n then keeps each served model on one worker) or pass --dist loadgroup",
+            pytrace=False,
+        )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize a test asking for a cell fixture; problems are one-line collection errors."""
+    wanted = [name for name in FIXTURES if name in metafunc.fixturenames]
+    if not wanted:
+        return
+    if len(wanted) > 1:
+        pytest.fail(
+            f"quantgate: {metafunc.definition.nodeid} asks for both {' and '.join(wanted)}", pytrace=False
+        )
+    _check_dist(metafunc.config)
+    problem: QuantgateError | None = None
+    try:
+        cells = expand(load_catalog(), FIXTURES[wanted[0]])  # type: ignore[arg-type]
+    except QuantgateError as exc:
+        problem = exc
+    if problem is not None:
+        pytest.fail(f"quantgate: {problem}", pytrace=False)
+    marks: dict[str, list[pytest.MarkDecorator]] = {}
+    params = []
+    for cell in cells:
+        if cell.served_model not in marks:  # all cells of a served model carry the same marks
+            marks[cell.served_model] = _marks(cell)
+        params.append(pytest.param(cell, id=cell.cell_id, marks=marks[cell.served_model]))
+    metafunc.parametrize(wanted[0], params)
+
+
+def _marks(cell: MatrixCell) -> list[pytest.MarkDecorator]:
+    marks = [
+        getattr(pytest.mark, cell.gpu),
+        pytest.mark.gpu(kind=cell.gpu, count=cell.requirement.count, memory_gb=cell.requirement.memory_gb),
+        pytest.mark.xdist_group(cell.served_model),
+    ]
+    if cell.skip_reason is not None:
+        marks.append(pytest.mark.skip(reason=f"quantgate: {cell.skip_reason}"))
+    return marks
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every cell item its cell and its placement task before anything deselects or reorders."""
+    state = config.stash[STATE]
+    catalog = None
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        params = callspec.params
+        cell = next((params[n] for n in FIXTURES if n in params), None)
+        if not isinstance(cell, MatrixCell):
+            continue
+        item.stash[CELL_KEY] = cell
+        item.user_properties.append(("qg_cell", cell.as_dict()))
+        if cell.skip_reason is None:
+            catalog = catalog or load_catalog()
+            item.stash[TASK_KEY] = task_for_cell(catalog, cell, item.nodeid, state.durations)

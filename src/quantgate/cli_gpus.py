@@ -1,0 +1,154 @@
+"""``quantgate gpus``: which GPUs are here, and what of the matrix they can run.
+
+Before a GPU run a user should see what quantgate will see: the devices NVML reports (restricted by
+``CUDA_VISIBLE_DEVICES``) mapped to catalog kinds, or, when there are none, why. With ``--declare
+h100:8`` (no hardware needed) or when devices are found, it also prints the fit of every model x
+scheme on each kind present: the served model's tensor-parallel size, per-GPU memory (weights,
+activations and runtime, KV cache) against the 0.9 budget, and whether the inventory can hold it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.gpus import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
+
+EXIT_OK = 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register the ``gpus`` subcommand; its handler is ``run`` (set as ``func``)."""
+    parser = subparsers.add_parser(
+        "gpus",
+        help="show the GPU inventory and which served models fit on it",
+        description=(
+            "List the GPUs NVML reports (honouring CUDA_VISIBLE_DEVICES) or say why there are none; "
+            "with --declare, or when GPUs are found, show the fit of every model x scheme on them."
+        ),
+    )
+    parser.add_argument(
+        "--declare",
+        metavar="SPEC",
+        help="plan for this inventory instead of asking NVML, e.g. h100:8,a6000:4",
+    )
+    parser.add_argument("--json", action="store_true", help="print the inventory and fit as JSON")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the inventory (and fit); 0, or (through ``quantgate.cli``) 2 on a bad ``--declare``."""
+    catalog = load_catalog()
+    if args.declare is not None:
+        inventory = declared_inventory(args.declare, catalog, source=f"--declare {args.declare}")
+    else:
+        try:
+            inventory = nvml_inventory(catalog)
+        except InventoryUnavailable as exc:
+            inventory = Inventory((), "NVML", exc.message)
+    rows = fit_rows(catalog, inventory)
+    if args.json:
+        json.dump({"inventory": inventory.as_dict(), "fit": rows}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    _print_inventory(inventory, sys.stdout)
+    if rows:
+        sys.stdout.write("\n")
+        _write_rows(_fit_table(rows), sys.stdout)
+    return EXIT_OK
+
+
+def fit_rows(catalog: Catalog, inventory: Inventory) -> list[dict[str, Any]]:
+    """One row per model x scheme x GPU kind present in ``inventory``."""
+    from quantgate.matrix import served_models
+
+    present = {d.kind for d in inventory.devices if d.kind is not None}
+    rows: list[dict[str, Any]] = []
+    for (model, scheme, gpu), served in served_models(catalog).items():
+        if gpu not in present:
+            continue
+        estimate = served.fit.estimate
+        count = served.requirement.count
+        have = inventory.count(gpu)
+        if served.skip_reason is not None:
+            status = f"skip: {served.skip_reason}"
+        elif have < count:
+            status = f"needs {count}x {gpu}, {have} here"
+        else:
+            status = f"runs on {count} of {have}"
+        rows.append(
+            {
+                "model": model,
+                "scheme": scheme,
+                "gpu": gpu,
+                "served_model": served.key,
+                "tp": served.fit.tp,
+                "weights_gb": round(estimate.weights_gb, 2) if estimate else None,
+                "activation_gb": round(estimate.activation_gb + estimate.runtime_gb, 2) if estimate else None,
+                "kv_gb": round(estimate.kv_gb, 2) if estimate else None,
+                "need_gb": round(estimate.need_gb, 2) if estimate else None,
+                "budget_gb": round(estimate.capacity_gb, 2) if estimate else None,
+                "status": status,
+            }
+        )
+    return rows
+
+
+def _print_inventory(inventory: Inventory, out: TextIO) -> None:
+    if not inventory.devices:
+        out.write(
+            f"no GPU inventory: {inventory.source}" + (f": {inventory.note}" if inventory.note else "") + "\n"
+        )
+        return
+    out.write(f"GPU inventory: {inventory.describe()}\n")
+    rows: list[tuple[str, ...]] = [("INDEX", "KIND", "NAME", "MEMORY GiB", "FREE GiB", "CC", "UUID")]
+    for d in inventory.devices:
+        rows.append(
+            (
+                str(d.index),
+                d.kind or "-",
+                d.name,
+                f"{d.memory_gb:.1f}",
+                f"{d.free_gb:.1f}",
+                f"{d.compute_capability:.1f}" if d.compute_capability else "-",
+                d.uuid or "-",
+            )
+        )
+    _write_rows(rows, out)
+
+
+def _fit_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    table: list[tuple[str, ...]] = [
+        ("MODEL", "SCHEME", "GPU", "TP", "WEIGHTS", "ACT+RT", "KV", "NEED/GPU", "BUDGET", "STATUS")
+    ]
+
+    def gib(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    for r in rows:
+        table.append(
+            (
+                r["model"],
+                r["scheme"],
+                r["gpu"],
+                str(r["tp"] or "-"),
+                gib(r["weights_gb"]),
+                gib(r["activation_gb"]),
+                gib(r["kv_gb"]),
+                gib(r["need_gb"]),
+                gib(r["budget_gb"]),
+                r["status"],
+            )
+        )
+    return table
+
+
+def _write_rows(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")

@@ -1,0 +1,248 @@
+"""The matrix: the catalog expanded into cells, one per model x scheme x GPU kind x target.
+
+A cell is what one test checks: an **accuracy** cell is a task benchmark (``aime24``, ``mmlu`` ...;
+composites such as ``reasoning_avg`` are computed from their members, never run), a **performance**
+cell is a scenario on a workload (``single-stream-multi-turn-chat``). BF16 cells are in the matrix
+too: they are the references every quantized cell is judged against, measured on the same GPU kind.
+
+Cell ids are stable and readable, ``<model>-<scheme>-<gpu>-<target>``::
+
+    Qwen-7B-int4-w4a16-h100-aime24
+    Qwen-7B-int4-w4a16-h100-single-stream-multi-turn-chat
+
+Every cell of one (model, scheme, GPU kind) shares one **served model**, keyed
+``<model>/<scheme>/<gpu>/tp<N>``: vLLM loads it once and all its accuracy and performance cells
+query it (loading a 70B checkpoint costs minutes). Its tensor-parallel size is the smallest at which
+the most demanding of its cells fits (``quantgate.gpus.fit_served_model``), computed over the whole
+catalog so that a cell's id, its served model and its GPU count do not change with what a run selects.
+
+KV-cache budget per cell (tokens the server must be able to hold at once):
+
+* reasoning benchmarks (sampled): context 32,768 tokens (the generation limit of DeepSeek's R1
+  evaluations), two sequences at full length = 65,536 tokens. Typical answers are 3k-12k tokens, so
+  that pool keeps about 8-16 of them in flight; vLLM itself only needs one full-length sequence.
+* few-shot benchmarks (Open LLM v1): context 4,096 (ARC's 25-shot prompts are the longest, ~3.5k),
+  four sequences = 16,384 tokens.
+* performance: one request of the workload (prompt + output tokens), the minimum vLLM starts with.
+  Throughput is then measured on whatever KV cache the deployment has, as the cards did.
+
+The ``cpu`` kind is left out for these models: the CPU lane serves tiny local models instead
+(``fixtures/tinymodel``). A 1.5B-70B reasoning model on vLLM's CPU build would take days per
+benchmark, and the FP8 and Marlin INT4 kernels the schemes are about exist only for GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.gpus import (
+    Durations,
+    Fit,
+    Task,
+    compute_path_problem,
+    estimate_cell_seconds,
+    estimate_startup_seconds,
+    fit_served_model,
+)
+
+CellKind = Literal["accuracy", "performance"]
+
+REASONING_CONTEXT_TOKENS = 32_768
+REASONING_SEQUENCES = 2
+FEWSHOT_CONTEXT_TOKENS = 4_096
+FEWSHOT_SEQUENCES = 4
+PERFORMANCE_SEQUENCES = 1
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """GPUs a cell's served model needs: ``count`` of its kind with ``memory_gb`` GiB each."""
+
+    count: int
+    memory_gb: float
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One vLLM server: a model under a scheme on ``tp`` GPUs of one kind."""
+
+    key: str
+    model: str
+    scheme: str
+    gpu: str
+    fit: Fit
+    context_tokens: int
+    skip_reason: str | None
+
+    @property
+    def requirement(self) -> Requirement:
+        estimate = self.fit.estimate
+        count = self.fit.tp or (estimate.tp if estimate is not None else 1)
+        return Requirement(count, round(estimate.need_gb, 2) if estimate is not None else 0.0)
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """One cell of the matrix; ``skip_reason`` is set when it cannot run on any inventory."""
+
+    kind: CellKind
+    model: str
+    scheme: str
+    gpu: str
+    target: str
+    served_model: str
+    requirement: Requirement
+    context_tokens: int
+    kv_tokens: int
+    skip_reason: str | None = None
+    benchmark: str | None = None
+    scenario: str | None = None
+    workload: str | None = None
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model}-{self.scheme}-{self.gpu}-{self.target}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cell_id": self.cell_id,
+            "kind": self.kind,
+            "model": self.model,
+            "scheme": self.scheme,
+            "gpu": self.gpu,
+            "target": self.target,
+            "served_model": self.served_model,
+            "count": self.requirement.count,
+            "memory_gb": self.requirement.memory_gb,
+        }
+
+
+def gpu_kinds(catalog: Catalog) -> list[str]:
+    """GPU kinds the matrix covers: every catalog kind with memory (``cpu`` excluded, see above)."""
+    return [key for key, gpu in catalog.gpus.items() if gpu.memory_gb is not None]
+
+
+def excluded_kinds(catalog: Catalog) -> dict[str, str]:
+    """Kinds left out of the matrix, with why."""
+    return {
+        key: "the CPU lane serves tiny local models; these 1.5B-70B models and their GPU kernels are not "
+        "gated there"
+        for key, gpu in catalog.gpus.items()
+        if gpu.memory_gb is None
+    }
+
+
+def _budgets(catalog: Catalog) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """(context, KV tokens) of each accuracy target and each performance target."""
+    accuracy: dict[str, tuple[int, int]] = {}
+    for key, bench in catalog.benchmarks.items():
+        if bench.kind != "task":
+            continue
+        if bench.family == "reasoning":
+            accuracy[key] = (REASONING_CONTEXT_TOKENS, REASONING_CONTEXT_TOKENS * REASONING_SEQUENCES)
+        else:
+            accuracy[key] = (FEWSHOT_CONTEXT_TOKENS, FEWSHOT_CONTEXT_TOKENS * FEWSHOT_SEQUENCES)
+    performance: dict[str, tuple[int, int]] = {}
+    for scenario in catalog.scenarios:
+        for wkey, workload in catalog.workloads.items():
+            context = workload.prompt_tokens + workload.output_tokens
+            performance[f"{scenario}-{wkey}"] = (context, context * PERFORMANCE_SEQUENCES)
+    return accuracy, performance
+
+
+_CACHE: dict[int, tuple[Catalog, dict[tuple[str, str, str], ServedModel], tuple[MatrixCell, ...]]] = {}
+
+
+def served_models(catalog: Catalog) -> dict[tuple[str, str, str], ServedModel]:
+    """The served model of every (model, scheme, GPU kind) of the matrix."""
+    return _cached(catalog)[1]
+
+
+def _cached(
+    catalog: Catalog,
+) -> tuple[Catalog, dict[tuple[str, str, str], ServedModel], tuple[MatrixCell, ...]]:
+    entry = _CACHE.get(id(catalog))
+    if entry is None or entry[0] is not catalog:
+        served = _served_models(catalog)
+        entry = (catalog, served, _expand(catalog, served))
+        if len(_CACHE) >= 8:
+            _CACHE.clear()
+        _CACHE[id(catalog)] = entry
+    return entry
+
+
+def _served_models(catalog: Catalog) -> dict[tuple[str, str, str], ServedModel]:
+    accuracy, performance = _budgets(catalog)
+    budgets = [*accuracy.values(), *performance.values()]
+    context = max(c for c, _ in budgets)
+    kv_tokens = max(k for _, k in budgets)
+    out: dict[tuple[str, str, str], ServedModel] = {}
+    for model in catalog.models:
+        for scheme in catalog.schemes:
+            for gpu in gpu_kinds(catalog):
+                fit = fit_served_model(catalog, model, scheme, gpu, kv_tokens)
+                reason = compute_path_problem(catalog.schemes[scheme], catalog.gpus[gpu], gpu) or fit.reason
+                tp = f"tp{fit.tp}" if fit.tp is not None else "tp-none"
+                out[(model, scheme, gpu)] = ServedModel(
+                    f"{model}/{scheme}/{gpu}/{tp}", model, scheme, gpu, fit, context, reason
+                )
+    return out
+
+
+def _cell(server: ServedModel, kind: CellKind, target: str, budget: tuple[int, int]) -> MatrixCell:
+    return MatrixCell(
+        kind=kind,
+        model=server.model,
+        scheme=server.scheme,
+        gpu=server.gpu,
+        target=target,
+        served_model=server.key,
+        requirement=server.requirement,
+        context_tokens=budget[0],
+        kv_tokens=budget[1],
+        skip_reason=server.skip_reason,
+    )
+
+
+def _expand(catalog: Catalog, served: dict[tuple[str, str, str], ServedModel]) -> tuple[MatrixCell, ...]:
+    accuracy, performance = _budgets(catalog)
+    cells: list[MatrixCell] = []
+    for server in served.values():
+        for target, budget in accuracy.items():
+            cells.append(replace(_cell(server, "accuracy", target, budget), benchmark=target))
+        for scenario in catalog.scenarios:
+            for workload in catalog.workloads:
+                target = f"{scenario}-{workload}"
+                cell = _cell(server, "performance", target, performance[target])
+                cells.append(replace(cell, scenario=scenario, workload=workload))
+    return tuple(cells)
+
+
+def expand(catalog: Catalog | None = None, kind: CellKind | None = None) -> list[MatrixCell]:
+    """All cells (or those of one ``kind``), ordered by model, scheme, GPU kind, then target."""
+    cells = _cached(catalog if catalog is not None else load_catalog())[2]
+    return [c for c in cells if kind is None or c.kind == kind]
+
+
+def task_for_cell(catalog: Catalog, cell: MatrixCell, node_id: str, durations: Durations) -> Task:
+    """The placement task of one cell: its served model, GPUs, and durations (learned, else estimated).
+
+    Accuracy cells are shareable (a GPU may hold two servers within memory); performance cells are
+    not, and neither is the served model they belong to (``quantgate.gpus.build_jobs``).
+    """
+    estimate = estimate_cell_seconds(catalog, cell)
+    served = served_models(catalog)[(cell.model, cell.scheme, cell.gpu)]
+    weights = served.fit.estimate.weights_gb * cell.requirement.count if served.fit.estimate else 0.0
+    return Task(
+        node_id=node_id,
+        job=cell.served_model,
+        kind=cell.gpu,
+        count=cell.requirement.count,
+        memory_gb=cell.requirement.memory_gb,
+        shareable=cell.kind == "accuracy",
+        seconds=durations.cells.get(cell.cell_id, estimate),
+        estimate_s=estimate,
+        startup_s=durations.served_models.get(cell.served_model, estimate_startup_seconds(weights)),
+    )
