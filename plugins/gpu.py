@@ -17,15 +17,16 @@ Options and hooks only; the decisions are ``quantgate.gpus``'s. What a run does:
   go back. A fixed per-worker slice (``pytest_configure_node``) was rejected: a worker that runs a
   4-GPU 70B job and then 1-GPU jobs would idle three GPUs, and a slice fixed before collection cannot
   know the jobs.
-* **under pytest-xdist** (``-n N``): cells of one served model must share a worker. Each cell
-  carries ``xdist_group(<served model>)``; the workers suffix node ids with it (xdist's own
-  loadgroup rewrite, switched on through ``workerinput`` for ``--dist load``, the default, and
-  ``loadgroup``), and ``plugins.scheduling.ServedModelScheduling`` hands each served model to one
-  worker as one unit, in our longest-first order; runs without cells keep plain ``load``. The
-  controller never sees markers (pytest-dev/pytest-xdist#709), so the id suffix is the channel.
-  Which worker gets a unit does not matter: devices are leased at run time from a file all
-  workers share (``quantgate.gpus.DeviceLeases``: first come first served, EASY backfilling), not
-  fixed per worker. Other ``--dist`` modes with matrix cells are a collection error.
+* **under pytest-xdist** (``-n N``): cells of one served model must share a worker. The controller
+  sees only node ids (pytest-dev/pytest-xdist#709), so worker ``gw0`` writes the node id -> served
+  model map of its collection into the run's shared directory, and ``plugins.scheduling`` (installed
+  for ``--dist load``, the default, and ``loadgroup``) hands each served model to one worker as one
+  unit, in our longest-first order; runs without GPU tests keep xdist's plain ``load``. (Cells also
+  carry ``xdist_group(<served model>)``, but xdist's node-id rewrite behind ``loadgroup`` is a no-op
+  on pytest 9.2, so nothing depends on it.) Which worker gets a unit does not matter: devices are
+  leased at run time from a file all workers share (``quantgate.gpus.DeviceLeases``: first come
+  first served, EASY backfilling), not fixed per worker. Other ``--dist`` modes with matrix cells
+  are a collection error.
 * ``--qg-plan FILE`` writes the simulated plan (JSON) and prints it as a table; ``--qg-shard K/N``
   keeps one of N duration-balanced shards of served models.
 * **fail closed**: if matrix cells were selected and every one was skipped, the session fails unless
@@ -48,6 +49,7 @@ from typing import Any
 
 import pytest
 
+from plugins.scheduling import GROUPS_FILE
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import atomic_write_text
 from quantgate.errors import QuantgateError
@@ -186,7 +188,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from plugins.scheduling import ServedModelScheduling
 
-    return ServedModelScheduling(config, log, dist)
+    return ServedModelScheduling(config, log, dist, config.stash[STATE].lease_dir)
 
 
 def _path_option(config: pytest.Config, name: str) -> Path:
@@ -215,15 +217,11 @@ def pytest_configure(config: pytest.Config) -> None:
     catalog, catalog_error = _load_catalog()
     _register_markers(config, catalog)
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    try:
-        durations = load_durations(_path_option(config, "qg_durations"))
-    except QuantgateError as exc:
-        raise pytest.UsageError(f"quantgate: {exc}") from None
     saved = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
     if workerinput is not None and "qg_inventory" in workerinput:
-        # Suffix node ids with xdist_group names (xdist's own rewrite) under load as under loadgroup,
-        # so that plugins.scheduling can keep each served model on one worker.
-        config.option.loadgroup = workerinput.get("qg_dist") in GROUPING_DISTS
+        # Workers plan from the controller's inventory and durations: every worker must order its
+        # collection identically, whatever NVML or the durations file say a moment later.
+        durations = Durations(**workerinput["qg_durations"])
         state = GpuSession(
             inventory=Inventory.from_dict(workerinput["qg_inventory"]),
             catalog=catalog,
@@ -235,6 +233,10 @@ def pytest_configure(config: pytest.Config) -> None:
             saved_env=saved,
         )
     else:
+        try:
+            durations = load_durations(_path_option(config, "qg_durations"))
+        except QuantgateError as exc:
+            raise pytest.UsageError(f"quantgate: {exc}") from None
         inventory = _resolve_inventory(config, catalog, catalog_error)
         distributing = _distributing(config)
         numprocesses = getattr(config.option, "numprocesses", None)
@@ -310,6 +312,10 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["qg_inventory"] = state.inventory.as_dict()
     node.workerinput["qg_lease_dir"] = str(state.lease_dir)
     node.workerinput["qg_dist"] = node.config.getoption("dist", "no")
+    node.workerinput["qg_durations"] = {
+        "cells": state.durations.cells,
+        "served_models": state.durations.served_models,
+    }
 
 
 def dist_mode(config: pytest.Config) -> str:
@@ -446,15 +452,16 @@ def pytest_collection_modifyitems(
         if i.nodeid in tasks and tasks[i.nodeid].kind != "cpu" and not i.get_closest_marker("skip")
     ]
     jobs = build_jobs(tasks[i.nodeid] for i in runnable)
+    runnable_ids = {i.nodeid for i in runnable}
+    why_not = {job.key: policy.unplaceable(job) for job in jobs}
     skipped: list[tuple[str, str, str]] = []
-    by_job = {job.key: job for job in jobs}
     for item in runnable:
-        job = by_job[tasks[item.nodeid].job]
-        reason = policy.unplaceable(job)
+        key = tasks[item.nodeid].job
+        reason = why_not[key]
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=f"quantgate: {reason}"))
-            skipped.append((item.nodeid, job.key, reason))
-    placeable = [job for job in jobs if policy.unplaceable(job) is None]
+            skipped.append((item.nodeid, key, reason))
+    placeable = [job for job in jobs if why_not[job.key] is None]
     state.jobs = {job.key: job for job in placeable}
     rank = {job.key: n for n, job in enumerate(policy.order(placeable))}
 
@@ -492,8 +499,15 @@ def pytest_collection_modifyitems(
         if state.is_worker and state.lease_dir is not None:
             atomic_write_text(state.lease_dir / "plan.txt", state.plan_text + "\n")
     if state.worker_id == "gw0" and state.lease_dir is not None:
+        # For the controller, which sees only node ids: the coverage manifest, and the served model of
+        # every item that needs GPUs (plugins.scheduling keeps each on one worker). Written before
+        # this worker reports its collection, so the scheduler finds it.
         manifest = {"selected": state.selected, "deselected": state.deselected}
         atomic_write_text(state.lease_dir / "collection.json", json.dumps(manifest))
+        groups = {
+            i.nodeid: tasks[i.nodeid].job for i in items if tasks.get(i.nodeid) and i.nodeid in runnable_ids
+        }
+        atomic_write_text(state.lease_dir / GROUPS_FILE, json.dumps(groups))
 
 
 def _apply_shard(

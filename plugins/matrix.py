@@ -2,11 +2,13 @@
 runs once per cell of ``quantgate.matrix``, with the cell id as its test id.
 
 Each parameter carries the GPU kind's marker (so ``pytest -m h100`` selects exactly the H100 cells),
-``gpu(kind=, count=, memory_gb=)`` from the fit, and ``xdist_group(<served model>)`` so that all cells
-of one served model stay on one xdist worker. Cells that cannot run anywhere (a scheme below its
-compute capability, a model that fits at no tensor-parallel size) are skipped with the reason. The
-placement of the rest (inventory, devices, order) is ``plugins.gpu``'s; this plugin hands it one
-``Task`` per cell, with the duration learned from earlier runs or estimated from the catalog.
+``gpu(kind=, count=, memory_gb=)`` from the fit, and ``xdist_group(<served model>)`` (for readers and
+``--dist loadgroup``; quantgate's own xdist scheduler groups cells by the served model of the ``Task``
+this plugin gives each cell, see ``plugins.scheduling``). Cells that cannot run anywhere (a scheme
+below its compute capability, a model that fits at no tensor-parallel size) are skipped with the
+reason. The placement of the rest (inventory, devices, order) is ``plugins.gpu``'s; this plugin
+hands it one ``Task`` per cell, with the duration learned from earlier runs or estimated from the
+catalog.
 
 A suite test looks like::
 

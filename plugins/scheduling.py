@@ -1,49 +1,73 @@
 """The pytest-xdist scheduler quantgate installs for ``-n N`` (``--dist load``, the default, or loadgroup).
 
 Why a scheduler at all: all cells of one served model must run on one worker, back to back, in the
-plugin's longest-first collection order. xdist's ``loadgroup`` does the grouping, from node ids that
-the workers suffix with ``@<served model>`` (the controller sees nothing else of an item,
-pytest-dev/pytest-xdist#709), but it re-sorts groups by test count (``--loadscope-reorder``), and
-making every ``-n`` run ``loadgroup`` slowed quantgate's own CPU test suite from 31 s to 43 s on two
-cores (one test per round trip instead of ``load``'s batches).
+plugin's longest-first collection order, and the controller sees nothing of an item but its node id
+(pytest-dev/pytest-xdist#709). xdist's ``loadgroup`` gets groups into node ids by rewriting
+``item._nodeid`` on the workers; pytest 9.2 keeps node ids elsewhere (``Node._id``), so with
+pytest-xdist 3.8 that rewrite silently does nothing. And making every ``-n`` run ``loadgroup``
+slowed quantgate's own CPU test suite from 31 s to 43 s on two cores (one test per round trip
+instead of ``load``'s batches).
 
-So this class decides once, in ``schedule()``, when every worker's collection is in:
+So the grouping travels as data: during collection, worker ``gw0`` writes ``groups.json`` (node id ->
+served model, for every test that needs GPUs) into the run's shared lease directory, before it
+reports its collection. When every collection is in, ``ServedModelScheduling.schedule()`` reads it
+and picks:
 
-* no node id carries a group suffix -> xdist's ``LoadScheduling`` (or ``LoadGroupScheduling`` if
-  ``--dist loadgroup`` was asked for), exactly as without quantgate;
-* some do -> ``LoadGroupScheduling`` with reordering off, so served models go to workers in the
-  collection order.
+* no groups -> xdist's own ``LoadScheduling`` (``LoadGroupScheduling`` if ``--dist loadgroup`` was
+  asked for): exactly what the run would do without quantgate;
+* groups -> ``ServedModelScopes``, a ``LoadScopeScheduling`` whose only change is the scope of a node
+  id (its served model, or the node id itself), with reordering by test count off so that served
+  models are handed out longest first, as collected.
 
 Everything else is delegated; calls that arrive before the choice (workers coming up, their
-collections) are replayed into the chosen scheduler. Example node ids and the work units they form::
+collections) are replayed into the chosen scheduler. Example scopes::
 
-    tests/test_judge.py::test_pass                                     -> its own unit
-    suites/test_accuracy.py::test_cell[Qwen-7B-bf16-h100-aime24]@Qwen-7B/bf16/h100/tp1   -> unit
-    suites/test_performance.py::test_cell[Qwen-7B-bf16-h100-rag-...]@Qwen-7B/bf16/h100/tp1  -> same unit
+    tests/test_judge.py::test_pass                                  -> tests/test_judge.py::test_pass
+    suites/test_accuracy.py::test_cell[Qwen-7B-bf16-h100-aime24]    -> Qwen-7B/bf16/h100/tp1
+    suites/test_performance.py::test_cell[Qwen-7B-bf16-h100-rag]    -> Qwen-7B/bf16/h100/tp1
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+GROUPS_FILE = "groups.json"
 
-def has_group(node_id: str) -> bool:
-    """Whether xdist's loadgroup rewrite suffixed ``node_id`` with ``@<group>``."""
-    return node_id.rfind("@") > node_id.rfind("]")
+
+def read_groups(directory: Path | None) -> dict[str, str]:
+    """The node id -> served model map a worker wrote into ``directory`` (empty when there is none)."""
+    if directory is None or not (directory / GROUPS_FILE).exists():
+        return {}
+    groups: dict[str, str] = json.loads((directory / GROUPS_FILE).read_text())
+    return groups
+
+
+def scopes_scheduler(config: pytest.Config, log: Any, groups: Mapping[str, str]) -> Any:
+    """A ``LoadScopeScheduling`` whose scope of a node id is its served model (built lazily: xdist)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServedModelScopes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return groups.get(nodeid, nodeid)
+
+    return ServedModelScopes(config, log)
 
 
 class ServedModelScheduling:
-    """A ``xdist.scheduler.Scheduling`` that picks ``load`` or ``loadgroup`` from the collection."""
+    """A ``xdist.scheduler.Scheduling`` that picks plain ``load`` or served-model scopes at ``schedule()``."""
 
-    def __init__(self, config: pytest.Config, log: Any = None, dist: str = "load") -> None:
+    def __init__(self, config: pytest.Config, log: Any, dist: str, groups_dir: Path | None) -> None:
         from xdist.workermanage import parse_tx_spec_config
 
         self.config = config
         self.log = log
         self.dist = dist
+        self.groups_dir = groups_dir
         self.numnodes = len(parse_tx_spec_config(config))
         self.inner: Any = None
         self._nodes: list[Any] = []
@@ -103,10 +127,11 @@ class ServedModelScheduling:
     def _choose(self) -> Any:
         from xdist.scheduler import LoadGroupScheduling, LoadScheduling
 
-        grouped = any(has_group(n) for ids in self._collections.values() for n in ids)
-        if grouped:
+        collected = {n for ids in self._collections.values() for n in ids}
+        groups = {n: g for n, g in read_groups(self.groups_dir).items() if n in collected}
+        if groups:
             self.config.option.loadscopereorder = False  # keep the longest-first collection order
-            return LoadGroupScheduling(self.config, self.log)
+            return scopes_scheduler(self.config, self.log, groups)
         if self.dist == "loadgroup":
             return LoadGroupScheduling(self.config, self.log)
         return LoadScheduling(self.config, self.log)

@@ -263,7 +263,7 @@ def architectures(draw: st.DrawFn) -> ModelSpec:
     )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     model=architectures(),
     scheme=st.sampled_from(["bf16", "fp8-w8a8", "int8-w8a8", "int4-w4a16"]),

@@ -118,7 +118,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Inventory, list[Task], int]:
     return Inventory(tuple(devices), "drawn"), tasks, draw(st.integers(1, 6))
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_plan_never_oversubscribes_and_places_or_explains_everything(
     scenario: tuple[Inventory, list[Task], int],

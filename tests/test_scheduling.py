@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from plugins.scheduling import ServedModelScheduling, has_group
+from plugins.scheduling import GROUPS_FILE, ServedModelScheduling, read_groups
 
 
 class MockNode:
@@ -34,9 +36,16 @@ def config(workers: int) -> Any:
 
 
 def scheduled(
-    ids: list[str], workers: int = 2, dist: str = "load"
+    ids: list[str],
+    workers: int = 2,
+    dist: str = "load",
+    groups: dict[str, str] | None = None,
+    where: Path | None = None,
 ) -> tuple[ServedModelScheduling, list[MockNode]]:
-    sched = ServedModelScheduling(config(workers), None, dist)
+    if groups is not None:
+        assert where is not None
+        (where / GROUPS_FILE).write_text(json.dumps(groups))
+    sched = ServedModelScheduling(config(workers), None, dist, where)
     nodes = [MockNode(f"gw{n}") for n in range(workers)]
     for node in nodes:
         sched.add_node(node)
@@ -62,23 +71,25 @@ def test_plain_tests_keep_xdist_load() -> None:
     assert sorted(i for node in nodes for i in node.sent) == list(range(20))
 
 
-def test_cells_of_a_served_model_go_to_one_worker_in_collection_order() -> None:
+def test_cells_of_a_served_model_go_to_one_worker_in_collection_order(tmp_path: Path) -> None:
     # longest-first order from the plugin: g-long (2 cells) before g-many (4 cells) before g-short
     ids = [
-        "s/test_acc.py::test_cell[Llama-70B-bf16-h100-aime24]@g-long",
-        "s/test_perf.py::test_cell[Llama-70B-bf16-h100-rag]@g-long",
-        *[f"s/test_acc.py::test_cell[Qwen-1.5B-bf16-h100-t{n}]@g-many" for n in range(4)],
-        "s/test_acc.py::test_cell[Qwen-7B-bf16-h100-aime24]@g-short",
+        "s/test_acc.py::test_cell[Llama-70B-bf16-h100-aime24]",
+        "s/test_perf.py::test_cell[Llama-70B-bf16-h100-rag]",
+        *[f"s/test_acc.py::test_cell[Qwen-1.5B-bf16-h100-t{n}]" for n in range(4)],
+        "s/test_acc.py::test_cell[Qwen-7B-bf16-h100-aime24]",
+        "tests/test_plain.py::test_x",
     ]
-    sched, (first, second) = scheduled(ids)
-    assert type(sched.inner).__name__ == "LoadGroupScheduling"
+    groups = {n: ("g-long" if "70B" in n else "g-many" if "1.5B" in n else "g-short") for n in ids[:7]}
+    groups["s/test_other.py::not_collected"] = "g-ghost"
+    sched, (first, second) = scheduled(ids, groups=groups, where=tmp_path)
+    assert type(sched.inner).__name__ == "ServedModelScopes"
     assert sched.config.option.loadscopereorder is False
     assert first.sent[:2] == [0, 1]  # the longest served model first, not the one with most cells
     assert second.sent[:4] == [2, 3, 4, 5]
     for node in (first, second):
-        groups = {ids[i].rsplit("@", 1)[1] for i in node.sent}
-        for group in groups:
-            members = [i for i, n in enumerate(ids) if n.endswith("@" + group)]
+        for group in {groups.get(ids[i]) for i in node.sent} - {None}:
+            members = [i for i, n in enumerate(ids) if groups.get(n) == group]
             assert set(members) <= set(node.sent)
     sched.mark_test_complete(first, 0)
     sched.mark_test_complete(first, 1)
@@ -91,7 +102,7 @@ def test_explicit_loadgroup_without_cells_stays_loadgroup() -> None:
 
 
 def test_a_node_lost_before_scheduling_is_forgotten() -> None:
-    sched = ServedModelScheduling(config(2), None)
+    sched = ServedModelScheduling(config(2), None, "load", None)
     gone, kept = MockNode("gw0"), MockNode("gw1")
     sched.add_node(gone)
     sched.add_node(kept)
@@ -102,7 +113,6 @@ def test_a_node_lost_before_scheduling_is_forgotten() -> None:
     assert not sched.has_pending
 
 
-def test_group_suffix_detection() -> None:
-    assert has_group("t.py::test[x]@Qwen-7B/bf16/h100/tp1")
-    assert not has_group("t.py::test[a@b]")
-    assert not has_group("t.py::test_plain")
+def test_no_groups_file_means_no_groups(tmp_path: Path) -> None:
+    assert read_groups(None) == {}
+    assert read_groups(tmp_path) == {}
