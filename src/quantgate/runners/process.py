@@ -76,6 +76,7 @@ class ToolProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        stdin_pipe: bool = False,
     ) -> ToolProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -86,7 +87,7 @@ class ToolProcess:
                     list(command),
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
                     env=dict(env) if env is not None else None,
                     cwd=cwd,
                     start_new_session=True,
@@ -114,6 +115,9 @@ class ToolProcess:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.popen.pid, sig)

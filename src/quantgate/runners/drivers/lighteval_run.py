@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 
 
-def main() -> None:
+def custom_tasks_only_registry() -> None:
+    """Make lighteval's registry load the ``--custom-tasks`` file and nothing else."""
     from lighteval.tasks.registry import Registry
 
     def custom_tasks_only(custom_tasks=None, load_multilingual=False):  # type: ignore[no-untyped-def]
@@ -23,6 +24,9 @@ def main() -> None:
 
     Registry.load_all_task_configs = staticmethod(custom_tasks_only)  # type: ignore[method-assign]
 
+
+def main() -> None:
+    custom_tasks_only_registry()
     from lighteval.__main__ import app
 
     sys.argv = ["lighteval", *sys.argv[1:]]

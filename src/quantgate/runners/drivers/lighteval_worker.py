@@ -1,0 +1,60 @@
+"""A long-lived lighteval process that runs one evaluation per job; executed by the eval environment.
+
+Usage: python lighteval_worker.py   (jobs on stdin, one JSON object per line)
+
+Importing lighteval costs about 17 s on the CI machine, more than evaluating a tiny model; a lane
+evaluates eight checkpoints and tops some up, so it keeps one worker and sends it jobs. A job is
+``{"args": [lighteval CLI arguments], "env": {name: value}, "done": "path"}``: the worker sets the
+environment, runs lighteval's own command line in-process (custom tasks only, as ``lighteval_run.py``)
+and writes ``{"ok": true, "seconds": s}`` or ``{"ok": false, "error": ...}`` to ``done`` atomically.
+A job that crashes the interpreter leaves no ``done`` file; the caller sees the process gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lighteval_run import custom_tasks_only_registry  # noqa: E402
+
+
+def write_done(path: str, payload: dict[str, object]) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle)
+    os.replace(temporary, path)
+
+
+def main() -> None:
+    custom_tasks_only_registry()
+    import typer
+    from lighteval.__main__ import app
+
+    command = typer.main.get_command(app)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        os.environ.update({str(k): str(v) for k, v in job.get("env", {}).items()})
+        started = time.monotonic()
+        try:
+            command.main(args=list(job["args"]), prog_name="lighteval", standalone_mode=False)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            tail = "".join(traceback.format_exception(exc)[-6:])
+            print(tail, file=sys.stderr, flush=True)
+            write_done(job["done"], {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": tail})
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            continue
+        write_done(job["done"], {"ok": True, "seconds": round(time.monotonic() - started, 3)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Evaluate a served checkpoint with lighteval: one long-lived lighteval worker, one job per evaluation.
+
+lighteval runs in its own environment (``drivers/lighteval_worker.py``) with quantgate's custom-model
+backend (``fixtures/lane/lighteval_model.py``), which sends ``/v1/completions`` requests with ``n``
+samples per item to our server and raises on any error, and a local task file. The worker imports
+lighteval once (about 17 s here) and then runs one job per evaluation; a job that fails, times out or
+kills the worker is a ``ToolError`` with the log tail, and the next evaluation starts a new worker.
+What lighteval wrote (results JSON, per-item details parquet) is kept in the job's directory and read
+back through ``quantgate.results``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantgate.errors import QuantgateError
+from quantgate.results import read_result
+from quantgate.runners.process import ToolError, ToolProcess
+
+WORKER = Path(__file__).resolve().parent / "drivers" / "lighteval_worker.py"
+TOOL = "lighteval"
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation: which server, which task, how to sample, where to write."""
+
+    base_url: str
+    served_name: str
+    tokenizer: Path
+    task_file: Path
+    task: str
+    model_file: Path
+    data_dir: Path
+    samples: int
+    seed: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    out_dir: Path
+    concurrency: int = 8
+    timeout: float = 900.0
+
+    def endpoint(self) -> dict[str, object]:
+        return {
+            "base_url": self.base_url,
+            "served_name": self.served_name,
+            "tokenizer": str(self.tokenizer),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+        }
+
+    def args(self) -> list[str]:
+        return [
+            "custom",
+            self.served_name,
+            str(self.model_file),
+            f"{self.task}|0",
+            "--custom-tasks",
+            str(self.task_file),
+            "--output-dir",
+            str(self.out_dir),
+            "--save-details",
+        ]
+
+    @property
+    def metric(self) -> str:
+        return f"pass@k:k=1&n={self.samples}"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-item outcome of one job, and where lighteval wrote it."""
+
+    job: EvalJob
+    counts: Mapping[str, tuple[int, int]]
+    output_tokens: Mapping[str, float | None]
+    score: float
+    details: Path
+    results: Path
+    seconds: float
+
+
+class LightevalWorker:
+    """The eval environment's lighteval, kept running between jobs."""
+
+    def __init__(self, python: Path, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.python = python
+        self.log_path = log_dir / "lighteval-worker.log"
+        self.env = {**os.environ, **(env or {})}
+        self.process: ToolProcess | None = None
+        self.jobs = 0
+
+    def start(self) -> None:
+        """Start importing lighteval now, so that it is ready when the first job comes."""
+        if self.process is None or not self.process.alive():
+            self.process = ToolProcess.start(
+                TOOL, [str(self.python), str(WORKER)], self.log_path, self.env, stdin_pipe=True
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5.0)
+            self.process = None
+
+    def run(self, job: EvalJob) -> Evaluation:
+        """Run one job to its end; any failure is a ``ToolError`` naming the job and the log tail."""
+        self.start()
+        assert self.process is not None and self.process.popen.stdin is not None
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        endpoint = job.out_dir / "endpoint.json"
+        endpoint.write_text(json.dumps(job.endpoint(), indent=1), encoding="utf-8")
+        done = job.out_dir / "done.json"
+        done.unlink(missing_ok=True)
+        request = {
+            "args": job.args(),
+            "env": {
+                "QUANTGATE_ENDPOINT": str(endpoint),
+                "QUANTGATE_TASK_DATA": str(job.data_dir),
+                "QUANTGATE_SAMPLES": str(job.samples),
+                "QUANTGATE_MAX_TOKENS": str(job.max_tokens),
+            },
+            "done": str(done),
+        }
+        label = f"{TOOL} ({job.served_name}, {job.samples} samples, seed {job.seed})"
+        started = time.monotonic()
+        try:
+            self.process.popen.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.popen.stdin.flush()
+        except OSError:
+            self.stop()
+            raise ToolError(label, "the lighteval worker is gone", self.log_path) from None
+        deadline = started + job.timeout
+        while not done.exists():
+            if not self.process.alive():
+                code = self.process.popen.returncode
+                self.process = None
+                raise ToolError(label, f"the lighteval worker exited with status {code}", self.log_path)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ToolError(label, f"timed out after {job.timeout:g} s", self.log_path)
+            time.sleep(0.1)
+        self.jobs += 1
+        outcome = json.loads(done.read_text(encoding="utf-8"))
+        if not outcome.get("ok"):
+            raise ToolError(label, f"failed: {outcome.get('error')}", self.log_path)
+        return read_evaluation(job, time.monotonic() - started)
+
+    def __enter__(self) -> LightevalWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _only(paths: list[Path], what: str, where: Path) -> Path:
+    if len(paths) != 1:
+        raise QuantgateError(where, f"expected one {what} written by lighteval, found {len(paths)}")
+    return paths[0]
+
+
+def read_evaluation(job: EvalJob, seconds: float) -> Evaluation:
+    """Read back what lighteval wrote for ``job``: per-item counts from the details, the score."""
+    details = _only(sorted(job.out_dir.glob("details/**/details_*.parquet")), "details file", job.out_dir)
+    results = _only(sorted(job.out_dir.glob("results/**/results_*.json")), "results file", job.out_dir)
+    found = [
+        acc for acc in read_result(details).accuracy if acc.metric == job.metric and acc.items is not None
+    ]
+    if len(found) != 1:
+        raise QuantgateError(details, f"no per-item {job.metric!r} results", "metric")
+    items = found[0].items or ()
+    for item in items:
+        if item.samples != job.samples:
+            raise QuantgateError(
+                details, f"has {item.samples} samples, the job asked {job.samples}", f"{item.item}.samples"
+            )
+    return Evaluation(
+        job=job,
+        counts={i.item: (i.samples, i.correct) for i in items},
+        output_tokens={i.item: i.output_tokens for i in items},
+        score=found[0].value,
+        details=details,
+        results=results,
+        seconds=seconds,
+    )

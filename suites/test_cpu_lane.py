@@ -1,0 +1,91 @@
+"""The CPU lane as tests: ``pytest suites -m cpu`` (what ``./run main`` runs).
+
+Each (tiny model, scheme) is a cell served once: its quantization is checked against the scheme's
+signature, its accuracy judged against the stored BF16 reference, and its speed in each scenario
+judged against the same session's BF16 measurements.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plugins.lane import LaneSession, Served
+
+pytestmark = pytest.mark.cpu
+
+
+def _end(session: LaneSession, cell: str, verdict: str, gating: bool, detail: str) -> None:
+    if verdict == "pass":
+        return
+    if not gating:
+        pytest.xfail(f"{cell}: informational: {detail}")
+    if verdict == "inconclusive" and session.config.getoption("qg_inconclusive") == "xfail":
+        pytest.xfail(f"{cell}: {detail}")
+    pytest.fail(f"{cell}: {detail}", pytrace=False)
+
+
+def test_quantization(qg_served: Served, qg_lane_session: LaneSession) -> None:
+    """The served checkpoint is what the scheme says: its signature, or no quantization for BF16."""
+    checkpoint = qg_served.checkpoint
+    config = json.loads((checkpoint.path / "config.json").read_text(encoding="utf-8"))
+    if checkpoint.scheme == "bf16":
+        assert "quantization_config" not in config
+        built = json.loads((checkpoint.path / "build.json").read_text(encoding="utf-8"))
+        assert checkpoint.weights_sha256 == _single_file_hash(checkpoint.path, built["weights_sha256"])
+    else:
+        assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    assert qg_served.server.alive(), "the server died"
+
+
+def _single_file_hash(path, expected: str) -> str:  # type: ignore[no-untyped-def]
+    from quantgate.lane import sha256_file, sha256_files
+
+    files = sorted(path.glob("*.safetensors"))
+    assert len(files) == 1 and sha256_file(files[0]) == expected, "weights differ from build.json"
+    return sha256_files(files)
+
+
+def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
+    """Recovery against the stored BF16 reference, paired per item, topped up while inconclusive."""
+    lane = qg_lane_session.get_lane()
+    checkpoint = qg_served.checkpoint
+    outcome = lane.judge_accuracy(qg_served.server, checkpoint)
+    if outcome.reference_note:
+        qg_lane_session.references_written.append(outcome.reference_note)
+    cell = f"{checkpoint.model}-{checkpoint.scheme}"
+    qg_lane_session.record(
+        cell=cell,
+        kind="accuracy",
+        model=checkpoint.model,
+        scheme=checkpoint.scheme,
+        benchmark=lane.spec.accuracy.benchmark,
+        verdict=outcome.verdict.verdict,
+        gating=outcome.decision.gating,
+        rule=outcome.decision.rule_id,
+        floor=outcome.decision.floor,
+        score=outcome.score,
+        reference_score=outcome.reference_score,
+        recovery=outcome.verdict.recovery,
+        low=outcome.verdict.low,
+        high=outcome.verdict.high,
+        samples=outcome.verdict.candidate_samples,
+        looks=[look.job.samples for look in outcome.looks],
+        seconds=outcome.seconds,
+        detail=outcome.verdict.detail,
+    )
+    _end(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)
+
+
+def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession) -> None:
+    """Speedup over BF16 in one scenario, from repeated measurements of this session."""
+    lane = qg_lane_session.get_lane()
+    checkpoint = qg_served.checkpoint
+    outcome = lane.judge_speed(qg_served.server, checkpoint, qg_scenario, qg_lane_session.bench)
+    cell = f"{checkpoint.model}-{checkpoint.scheme}-{qg_scenario}"
+    qg_lane_session.record(cell=cell, kind="speed", model=checkpoint.model, scheme=checkpoint.scheme,
+                           scenario=qg_scenario, **outcome.as_record())
+    if outcome.verdict is None:
+        return
+    _end(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)
