@@ -11,7 +11,7 @@ session goes on. After the run the report (Markdown, cells JSON, pytest-benchmar
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,8 @@ class LaneSession:
     records: list[dict[str, Any]] = field(default_factory=list)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
-    server_starts: dict[str, float] = field(default_factory=dict)
+    server_starts: dict[str, list[float]] = field(default_factory=dict)
+    selected_cells: list[tuple[str, str]] = field(default_factory=list)
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -63,8 +64,9 @@ class LaneSession:
             try:
                 spec = load_lane(option("qg_lane") or self.config.rootpath / "suites" / "lane" / "cpu.yaml")
                 envs = Envs(Path(option("qg_envs"))) if option("qg_envs") else Envs.from_environment()
-                for name in ("vllm", "compress", "eval"):
-                    envs.python(name)  # type: ignore[arg-type]
+                envs.python("vllm")
+                envs.python("compress")
+                envs.python("eval")
                 workdir = Path(option("qg_lane_work") or self.config.rootpath / ".quantgate" / "lane")
                 self.lane = Lane(spec, envs, workdir, update_baselines=bool(option("qg_update_baselines")))
             except QuantgateError as exc:
@@ -109,7 +111,11 @@ def _cells(config: pytest.Config) -> list[tuple[str, str]]:
 def _scenarios(config: pytest.Config) -> list[str]:
     from quantgate.lane import load_lane
 
-    return list(load_lane(config.getoption("qg_lane") or config.rootpath / "suites" / "lane" / "cpu.yaml").speed.scenarios)
+    return list(
+        load_lane(
+            config.getoption("qg_lane") or config.rootpath / "suites" / "lane" / "cpu.yaml"
+        ).speed.scenarios
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -120,6 +126,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
     if "qg_scenario" in metafunc.fixturenames:
         metafunc.parametrize("qg_scenario", _scenarios(metafunc.config))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Remember which cells the selection serves, so that only those are quantized ahead."""
+    cells = lane_session(config).selected_cells
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        cell = callspec.params.get("qg_served") if callspec is not None else None
+        if cell is not None and tuple(cell) not in cells:
+            cells.append(tuple(cell))
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +153,7 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
     model, scheme = request.param
     lane = qg_lane_session.get_lane()
     lane.worker().start()
+    lane.prepare(qg_lane_session.selected_cells)
     checkpoint = lane.checkpoint(model, scheme)
     qg_lane_session.record(
         cell=f"{model}-{scheme}",
@@ -147,7 +165,7 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
     )
     server = lane.server(checkpoint)
     server.start()
-    qg_lane_session.server_starts[f"{model}-{scheme}"] = float(server.start_s or 0.0)
+    qg_lane_session.server_starts.setdefault(f"{model}-{scheme}", []).append(float(server.start_s or 0.0))
     try:
         yield Served(checkpoint, server)
     finally:
@@ -155,19 +173,23 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield
-    if "qg_served" in getattr(item, "fixturenames", ()) and (report.when == "call" or report.outcome != "passed"):
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if "qg_served" in getattr(item, "fixturenames", ()) and (
+        report.when == "call" or report.outcome != "passed"
+    ):
         reason = ""
         if report.outcome != "passed":
             reason = report.longreprtext.strip().splitlines()[-1] if report.longreprtext else ""
             if hasattr(report, "wasxfail"):
                 reason = report.wasxfail
-        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+        outcome: str = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         if report.when != "call" and report.outcome == "failed":
             outcome = "error"
         lane_session(item.config).outcomes[item.nodeid] = (outcome, reason)
-    return report  # type: ignore[no-any-return]
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -181,8 +203,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     context = lane.context() if lane is not None else {"lane": session.error or "not built"}
     benchmark_doc = lane.benchmark_document(session.bench) if lane is not None and session.bench else None
     written = write_report(
-        directory, session.records, session.outcomes, benchmark_doc, session.server_starts,
-        time.monotonic() - session.started, context,
+        directory,
+        session.records,
+        session.outcomes,
+        benchmark_doc,
+        session.server_starts,
+        time.monotonic() - session.started,
+        context,
     )
     terminalreporter.section("quantgate lane")
     for line in written.summary_lines:

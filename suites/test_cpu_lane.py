@@ -43,7 +43,8 @@ def _single_file_hash(path, expected: str) -> str:  # type: ignore[no-untyped-de
     from quantgate.lane import sha256_file, sha256_files
 
     files = sorted(path.glob("*.safetensors"))
-    assert len(files) == 1 and sha256_file(files[0]) == expected, "weights differ from build.json"
+    assert len(files) == 1, f"expected one weights file in {path}"
+    assert sha256_file(files[0]) == expected, "weights differ from build.json"
     return sha256_files(files)
 
 
@@ -84,8 +85,14 @@ def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession
     checkpoint = qg_served.checkpoint
     outcome = lane.judge_speed(qg_served.server, checkpoint, qg_scenario, qg_lane_session.bench)
     cell = f"{checkpoint.model}-{checkpoint.scheme}-{qg_scenario}"
-    qg_lane_session.record(cell=cell, kind="speed", model=checkpoint.model, scheme=checkpoint.scheme,
-                           scenario=qg_scenario, **outcome.as_record())
+    qg_lane_session.record(
+        cell=cell,
+        kind="speed",
+        model=checkpoint.model,
+        scheme=checkpoint.scheme,
+        scenario=qg_scenario,
+        **outcome.as_record(),
+    )
     if outcome.verdict is None:
         return
     _end(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)

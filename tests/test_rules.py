@@ -10,17 +10,24 @@ import pytest
 
 from quantgate.catalog import load_catalog
 from quantgate.errors import QuantgateError
+from quantgate.lane import load_lane
 from quantgate.rules import AccuracyCellKey, SpeedCellKey, check_known_keys, default_rules_path, load_rules
 
 CATALOG = load_catalog()
+NEXT = len(load_rules().recovery)  # the index of a rule appended to the file
 
 
 def accuracy_cells() -> list[AccuracyCellKey]:
+    """The matrix's quantized cells and the lane's cells (BF16 too: it is judged against its reference)."""
+    lane = load_lane()
     return [
         AccuracyCellKey(m, spec.params_b, s, b, bench.family)
         for (m, spec), s, (b, bench) in itertools.product(
             CATALOG.models.items(), [s for s in CATALOG.schemes if s != "bf16"], CATALOG.benchmarks.items()
         )
+    ] + [
+        AccuracyCellKey(m, spec.params_b, s, lane.accuracy.benchmark, spec.family)
+        for (m, spec), s in itertools.product(lane.models.items(), lane.schemes)
     ]
 
 
@@ -113,13 +120,17 @@ def test_equally_specific_rules_are_an_error(tmp_path: Path) -> None:
     [
         (
             "  - {id: x, scheme: fp8-w8a8, floor: 0.9, mode: maybe, source: t}",
-            "recovery[7].mode",
+            f"recovery[{NEXT}].mode",
             "'gate' or",
         ),
-        ("  - {id: x, floor: -1, source: t}", "recovery[7].floor", "greater than 0"),
-        ("  - {id: x, floor: 0.9, source: t, colour: red}", "recovery[7].colour", "unknown field"),
-        ("  - {id: fp8-near-lossless, floor: 0.9, source: t}", "recovery[7].id", "duplicated rule id"),
-        ("  - {id: x, floor: 0.9, source: t, min_params_b: 9, max_params_b: 2}", "recovery[7]", "above"),
+        ("  - {id: x, floor: -1, source: t}", f"recovery[{NEXT}].floor", "greater than 0"),
+        ("  - {id: x, floor: 0.9, source: t, colour: red}", f"recovery[{NEXT}].colour", "unknown field"),
+        ("  - {id: fp8-near-lossless, floor: 0.9, source: t}", f"recovery[{NEXT}].id", "duplicated rule id"),
+        (
+            "  - {id: x, floor: 0.9, source: t, min_params_b: 9, max_params_b: 2}",
+            f"recovery[{NEXT}]",
+            "above",
+        ),
     ],
 )
 def test_bad_rules_name_file_and_field(tmp_path: Path, entry: str, where: str, message: str) -> None:
@@ -133,7 +144,7 @@ def test_bad_rules_name_file_and_field(tmp_path: Path, entry: str, where: str, m
 
 def test_unknown_selector_value_is_refused(tmp_path: Path) -> None:
     path = write_rules(tmp_path, "  - {id: x, scheme: int3-w3a16, floor: 0.9, source: t}")
-    with pytest.raises(QuantgateError, match=r"recovery\[7\]\.scheme: unknown scheme 'int3-w3a16'"):
+    with pytest.raises(QuantgateError, match=rf"recovery\[{NEXT}\]\.scheme: unknown scheme 'int3-w3a16'"):
         check_known_keys(
             load_rules(path),
             schemes=CATALOG.schemes,

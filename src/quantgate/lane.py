@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
+import statistics
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from quantgate import benchjson
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
-from quantgate.judge import Verdict, judge_recovery
+from quantgate.judge import SpeedVerdict, Verdict, judge_recovery, judge_speedup
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
+from quantgate.runners.bench import BenchResult, BenchRun, bench
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
 from quantgate.runners.quantize import check_signature, quantize, recipe_path
 from quantgate.runners.serve import ServerSpec, VllmServer
@@ -74,7 +79,7 @@ class Calibration(Strict):
 class ServerSettings(Strict):
     max_model_len: int = Field(ge=16)
     args: tuple[str, ...] = ()
-    env: dict[str, str] = {}
+    env: dict[str, str] = Field(default_factory=dict)
     ready_timeout_s: float = Field(default=300.0, gt=0)
 
 
@@ -108,7 +113,8 @@ class ScenarioLoad(Strict):
 
 
 class SpeedSettings(Strict):
-    repeats: int = Field(ge=1)
+    repeats: int = Field(ge=2)
+    warmups: int = Field(default=2, ge=0)
     scenarios: dict[Literal["single-stream", "multi-stream", "server"], ScenarioLoad]
     timeout_s: float = Field(default=600.0, gt=0)
 
@@ -129,8 +135,10 @@ def load_lane(path: str | Path = DEFAULT_LANE, catalog: Catalog | None = None) -
     spec = load_model(LaneSpec, path, "lane", LANE_SCHEMA_VERSION)
     catalog = catalog or load_catalog()
     for index, scheme in enumerate(spec.schemes):
-        catalog.scheme(scheme)
-        if spec.schemes.count(scheme) > 1:
+        if scheme not in catalog.schemes:
+            known = ", ".join(catalog.schemes)
+            raise QuantgateError(path, f"unknown scheme {scheme!r}; known: {known}", f"schemes[{index}]")
+        if scheme in spec.schemes[:index]:
             raise QuantgateError(path, f"scheme {scheme!r} is listed twice", f"schemes[{index}]")
     if "bf16" not in spec.schemes:
         raise QuantgateError(path, "must include bf16, the reference of every other scheme", "schemes")
@@ -177,7 +185,9 @@ class Envs:
         python = self.directory / name / "bin" / "python"
         if not python.exists():
             raise QuantgateError(
-                self.directory, f"no {name} environment at {python.parent.parent}; run tools/setup_envs.sh", name
+                self.directory,
+                f"no {name} environment at {python.parent.parent}; run tools/setup_envs.sh",
+                name,
             )
         return python
 
@@ -219,6 +229,74 @@ class Checkpoint:
     @property
     def served_name(self) -> str:
         return f"{self.model}__{self.scheme}"
+
+
+def scenario_figures(results: list[BenchResult], scenario: str, metric: str) -> list[float]:
+    """One figure per repeat: mean request latency (s), request throughput or goodput (requests/s)."""
+    figures = []
+    for result in results:
+        if result.run.scenario != scenario:
+            continue
+        if metric == "latency_s":
+            if not result.latencies_s:
+                raise QuantgateError(result.result_path, "no per-request latencies", "latencies")
+            figures.append(sum(result.latencies_s) / len(result.latencies_s))
+        elif metric == "max_qps":
+            figures.append(result.request_throughput)
+        else:
+            figures.append(result.figures.get("request_goodput", 0.0))
+    if not figures:
+        raise QuantgateError(None, f"no bench run for scenario {scenario!r}", "scenario")
+    if min(figures) <= 0.0:
+        raise QuantgateError(
+            results[0].result_path, f"{metric} is 0 in a run: no request met the limits", "request_goodput"
+        )
+    return figures
+
+
+def git_commit(root: Path) -> str:
+    head = root / ".git" / "HEAD"
+    try:
+        text = head.read_text(encoding="utf-8").strip()
+        if text.startswith("ref: "):
+            return (root / ".git" / text[5:]).read_text(encoding="utf-8").strip()
+        return text
+    except OSError:
+        return "unversioned"
+
+
+@dataclass(frozen=True)
+class SpeedOutcome:
+    """One scenario of one cell: its figures, BF16's, and the verdict (``None`` for BF16 itself)."""
+
+    scenario: str
+    metric: str
+    higher_is_better: bool
+    figures: list[float]
+    bf16_figures: list[float]
+    decision: Decision | None
+    verdict: SpeedVerdict | None
+
+    def as_record(self) -> dict[str, object]:
+        record: dict[str, object] = {
+            "metric": self.metric,
+            "unit": "s" if self.metric == "latency_s" else "requests/s",
+            "figures": [round(f, 6) for f in self.figures],
+            "median": statistics.median(self.figures),
+            "bf16_median": statistics.median(self.bf16_figures),
+            "verdict": None if self.verdict is None else self.verdict.verdict,
+        }
+        if self.decision is not None and self.verdict is not None:
+            record.update(
+                speedup=self.verdict.speedup,
+                low=self.verdict.low,
+                high=self.verdict.high,
+                floor=self.decision.floor,
+                rule=self.decision.rule_id,
+                gating=self.decision.gating,
+                detail=self.verdict.detail,
+            )
+        return record
 
 
 @dataclass(frozen=True)
@@ -263,6 +341,8 @@ class Lane:
     catalog: Catalog = field(default_factory=load_catalog)
     rules: Rules = field(default_factory=load_rules)
     _worker: LightevalWorker | None = None
+    _pool: ThreadPoolExecutor | None = None
+    _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
 
     @property
     def log_dir(self) -> Path:
@@ -288,7 +368,29 @@ class Lane:
 
     # -- checkpoints --------------------------------------------------------------------------------
 
+    def prepare(self, cells: list[tuple[str, str]]) -> None:
+        """Start quantizing the given cells in the background, one at a time, in cell order.
+
+        Quantization overlaps with the first cells' server start and evaluation (which do not measure
+        time); ``wait_quiet`` holds speed measurements until it is done.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qg-quantize")
+        for model, scheme in cells:
+            if scheme != "bf16" and (model, scheme) not in self._quantizing:
+                self._quantizing[(model, scheme)] = self._pool.submit(self.build_checkpoint, model, scheme)
+
+    def wait_quiet(self) -> None:
+        """Wait for background quantization, so that nothing else runs while speed is measured."""
+        for future in list(self._quantizing.values()):
+            future.exception()
+
     def checkpoint(self, model: str, scheme: str) -> Checkpoint:
+        """The cell's checkpoint: from the background quantization when one was started for it."""
+        future = self._quantizing.get((model, scheme))
+        return future.result() if future is not None else self.build_checkpoint(model, scheme)
+
+    def build_checkpoint(self, model: str, scheme: str) -> Checkpoint:
         """The BF16 model as committed, or its quantized form (built once, reused while inputs match)."""
         source = self.path(self.spec.models[model].dir)
         if scheme == "bf16":
@@ -354,6 +456,8 @@ class Lane:
         return self._worker
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if self._worker is not None:
             self._worker.stop()
 
@@ -376,7 +480,9 @@ class Lane:
             (target / "test.jsonl.tmp").rename(target / "test.jsonl")
         return target
 
-    def evaluate(self, server: VllmServer, checkpoint: Checkpoint, samples: int, seed: int, tag: str) -> Evaluation:
+    def evaluate(
+        self, server: VllmServer, checkpoint: Checkpoint, samples: int, seed: int, tag: str
+    ) -> Evaluation:
         acc = self.spec.accuracy
         job = EvalJob(
             base_url=server.base_url,
@@ -406,7 +512,9 @@ class Lane:
             "scheme": checkpoint.scheme,
             "model_sha256": checkpoint.weights_sha256,
             "tokenizer_sha256": tokenizer_sha256(checkpoint.path),
-            "task_sha256": sha256_files([self.path(acc.task_file), self.path(acc.items)]),
+            "task_sha256": sha256_files(
+                [self.path(acc.task_file), self.path(acc.model_file), self.path(acc.items)]
+            ),
             "temperature": str(acc.temperature),
             "top_p": str(acc.top_p),
             "max_tokens": str(acc.max_tokens),
@@ -434,7 +542,12 @@ class Lane:
         if self.update_baselines and server is not None:
             evaluation = self.evaluate(server, bf16, acc.reference_samples, seed, "reference")
             items = [
-                {"item": item, "samples": n, "correct": c, "output_tokens": evaluation.output_tokens.get(item)}
+                {
+                    "item": item,
+                    "samples": n,
+                    "correct": c,
+                    "output_tokens": evaluation.output_tokens.get(item),
+                }
                 for item, (n, c) in sorted(evaluation.counts.items())
             ]
             cell = {"model": model, "scheme": "bf16", "gpu": self.spec.gpu, "benchmark": acc.benchmark}
@@ -451,7 +564,9 @@ class Lane:
     def recovery_decision(self, model: str, scheme: str) -> Decision:
         lane_model = self.spec.models[model]
         return self.rules.recovery_for(
-            AccuracyCellKey(model, lane_model.params_b, scheme, self.spec.accuracy.benchmark, lane_model.family)
+            AccuracyCellKey(
+                model, lane_model.params_b, scheme, self.spec.accuracy.benchmark, lane_model.family
+            )
         )
 
     def speed_decision(self, model: str, scheme: str, scenario: str) -> Decision:
@@ -469,20 +584,32 @@ class Lane:
         looks: list[Evaluation] = []
         samples = acc.first_samples
         while True:
-            evaluation = self.evaluate(server, checkpoint, samples, acc.seed + len(looks), f"look{len(looks)}")
+            evaluation = self.evaluate(
+                server, checkpoint, samples, acc.seed + len(looks), f"look{len(looks)}"
+            )
             looks.append(evaluation)
             counts = merge_counts(counts, evaluation.counts, str(evaluation.details))
             try:
                 verdict = judge_recovery(ref_counts, counts, decision.floor, cap=acc.reference_samples)
             except QuantgateError as exc:
-                raise QuantgateError(evaluation.details, f"against {self.reference_path(checkpoint.model)}: {exc.message}", exc.where) from None
+                raise QuantgateError(
+                    evaluation.details,
+                    f"against {self.reference_path(checkpoint.model)}: {exc.message}",
+                    exc.where,
+                ) from None
             if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
                 break
             samples = verdict.more_samples
         score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
         reference_score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
         return AccuracyOutcome(
-            decision, verdict, self.reference_path(checkpoint.model), reference_score, score, tuple(looks), note
+            decision,
+            verdict,
+            self.reference_path(checkpoint.model),
+            reference_score,
+            score,
+            tuple(looks),
+            note,
         )
 
     def context(self) -> dict[str, str]:
@@ -500,5 +627,91 @@ class Lane:
             "references": str(self.baselines),
         }
 
-    def benchmark_document(self, bench: Mapping[str, object]) -> dict[str, object] | None:
-        return None
+    # -- speed --------------------------------------------------------------------------------------
+
+    def bench_runs(self) -> list[BenchRun]:
+        """Every scenario's runs, repeats interleaved (r0 of each scenario, then r1, ...) to spread drift."""
+        runs = []
+        for repeat in range(self.spec.speed.repeats):
+            for scenario, load in self.spec.speed.scenarios.items():
+                runs.append(
+                    BenchRun(
+                        scenario,
+                        workload=f"random-{load.input_len}x{load.output_len}",
+                        input_len=load.input_len,
+                        output_len=load.output_len,
+                        num_prompts=load.num_prompts,
+                        max_concurrency=load.max_concurrency,
+                        request_rate=load.request_rate or math.inf,
+                        goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms}
+                        if load.goodput
+                        else {},
+                        repeat=repeat,
+                        num_warmups=self.spec.speed.warmups,
+                        seed=repeat,
+                    )
+                )
+        return runs
+
+    def bench(self, server: VllmServer, checkpoint: Checkpoint) -> list[BenchResult]:
+        return bench(
+            self.envs.python("vllm"),
+            server.base_url,
+            checkpoint.served_name,
+            checkpoint.path,
+            self.bench_runs(),
+            self.workdir / "bench" / checkpoint.served_name,
+            self.log_dir,
+            timeout=self.spec.speed.timeout_s,
+            env={**os.environ, **self.tool_env()},
+        )
+
+    def judge_speed(
+        self,
+        server: VllmServer,
+        checkpoint: Checkpoint,
+        scenario: str,
+        measured: dict[str, list[BenchResult]],
+    ) -> SpeedOutcome:
+        """The scenario's figures of this cell (benched once per cell) against the same model's BF16."""
+        if checkpoint.served_name not in measured:
+            self.wait_quiet()
+            measured[checkpoint.served_name] = self.bench(server, checkpoint)
+        spec = self.catalog.scenarios[scenario]
+        mine = scenario_figures(measured[checkpoint.served_name], scenario, spec.metric)
+        if checkpoint.scheme == "bf16":
+            return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, mine, None, None)
+        reference = measured.get(f"{checkpoint.model}__bf16")
+        if reference is None:
+            raise QuantgateError(
+                self.reference_path(checkpoint.model),
+                f"no BF16 speed measured for {checkpoint.model} in this session (its cell failed or was "
+                "deselected); speed is judged against the same session's BF16",
+            )
+        bf16 = scenario_figures(reference, scenario, spec.metric)
+        decision = self.speed_decision(checkpoint.model, checkpoint.scheme, scenario)
+        verdict = judge_speedup(bf16, mine, decision.floor, higher_is_better=spec.higher_is_better)
+        return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, bf16, decision, verdict)
+
+    def benchmark_document(self, measured: Mapping[str, list[BenchResult]]) -> dict[str, object] | None:
+        """Every bench run of the session as one pytest-benchmark document."""
+        entries = []
+        for served_name, results in measured.items():
+            model, scheme = served_name.split("__", 1)
+            for result in results:
+                entries.append(
+                    benchjson.benchmark_entry(
+                        result, scheme=scheme, model=model, prefix=f"lane::{served_name}"
+                    )
+                )
+        if not entries:
+            return None
+        machine_info = benchjson.machine_info(
+            cpu=machine(),
+            python=platform.python_version(),
+            vllm=self.envs.version("vllm"),
+            torch=self.envs.version("torch"),
+        )
+        return benchjson.document(
+            entries, machine=machine_info, commit=benchjson.commit_info(git_commit(self.root))
+        )

@@ -37,6 +37,11 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _floor(record: Mapping[str, Any]) -> str:
+    mode = "" if record.get("gating", True) else ", informational"
+    return f"{_num(record.get('floor'), 2)} ({record.get('rule')}{mode})"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -51,7 +56,7 @@ def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
             _num(r.get("score")),
             _num(r.get("reference_score")),
             f"{_num(r.get('recovery'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
-            f"{_num(r.get('floor'), 2)} ({r.get('rule')}{'' if r.get('gating', True) else ', informational'})",
+            _floor(r),
             "→".join(str(n) for n in r.get("looks", [])) + f" ({r.get('samples')}/item)",
             f"**{r.get('verdict')}**",
         ]
@@ -75,8 +80,7 @@ def speed_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                 _num(r.get("bf16_median")),
                 _num(r.get("median")),
                 f"{_num(r.get('speedup'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
-                "–" if r.get("floor") is None else
-                f"{_num(r.get('floor'), 2)} ({r.get('rule')}{'' if r.get('gating', True) else ', informational'})",
+                "–" if r.get("floor") is None else _floor(r),
                 f"**{verdict}**",
             ]
         )
@@ -85,8 +89,11 @@ def speed_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
 
 def coverage(outcomes: Mapping[str, tuple[str, str]]) -> tuple[Counter[str], list[list[str]]]:
     counts: Counter[str] = Counter(outcome for outcome, _ in outcomes.values())
-    rows = [[node, outcome, reason.replace("|", "/")[:160]] for node, (outcome, reason) in outcomes.items()
-            if outcome != "passed"]
+    rows = [
+        [node, outcome, reason.replace("|", "/")[:160]]
+        for node, (outcome, reason) in outcomes.items()
+        if outcome != "passed"
+    ]
     return counts, rows
 
 
@@ -95,7 +102,7 @@ def write_report(
     records: Sequence[Mapping[str, Any]],
     outcomes: Mapping[str, tuple[str, str]],
     benchmark_doc: Mapping[str, Any] | None,
-    server_starts: Mapping[str, float],
+    server_starts: Mapping[str, Sequence[float]],
     wall_s: float,
     context: Mapping[str, str],
 ) -> WrittenReport:
@@ -107,21 +114,55 @@ def write_report(
     lines += [f"- {key}: {value}" for key, value in context.items()]
     lines += [f"- wall time: {wall_s:.0f} s", ""]
     lines += ["## Accuracy (recovery vs the stored BF16 reference, paired per item)", ""]
-    lines += _table(
-        ["model", "scheme", "pass@1", "reference", "recovery [low, high]", "floor (rule)", "samples", "verdict"], acc
-    ) if acc else ["no accuracy cell ran"]
+    lines += (
+        _table(
+            [
+                "model",
+                "scheme",
+                "pass@1",
+                "reference",
+                "recovery [low, high]",
+                "floor (rule)",
+                "samples",
+                "verdict",
+            ],
+            acc,
+        )
+        if acc
+        else ["no accuracy cell ran"]
+    )
     lines += ["", "## Speed (BF16 / quantized on the same machine, this session)", ""]
-    lines += _table(
-        ["model", "scheme", "scenario", "metric", "BF16 median", "median", "speedup [low, high]", "floor (rule)",
-         "verdict"],
-        speed,
-    ) if speed else ["no speed cell ran"]
+    lines += (
+        _table(
+            [
+                "model",
+                "scheme",
+                "scenario",
+                "metric",
+                "BF16 median",
+                "median",
+                "speedup [low, high]",
+                "floor (rule)",
+                "verdict",
+            ],
+            speed,
+        )
+        if speed
+        else ["no speed cell ran"]
+    )
     tools = [r for r in records if r.get("kind") == "quantize"]
     lines += ["", "## Tool timings", ""]
     lines += _table(
-        ["cell", "quantize (s)", "server start (s)"],
-        [[r["cell"], "reused" if r.get("reused") else _num(r.get("seconds"), 1),
-          _num(server_starts.get(r["cell"]), 1)] for r in tools],
+        ["cell", "quantize (s)", "server starts", "server start (s)"],
+        [
+            [
+                r["cell"],
+                "reused" if r.get("reused") else _num(r.get("seconds"), 1),
+                str(len(server_starts.get(r["cell"], ()))),
+                ", ".join(_num(s, 1) for s in server_starts.get(r["cell"], ())),
+            ]
+            for r in tools
+        ],
     )
     lines += ["", "## Coverage", ""]
     lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
@@ -152,8 +193,8 @@ def write_report(
     if benchmark_doc and benchmark_doc.get("benchmarks"):
         benchmark = directory / "benchmark.json"
         atomic_write_text(benchmark, json.dumps(benchmark_doc, indent=1) + "\n")
-    summary = [
-        f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, {r[7]}" for r in acc
-    ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed]
+    summary = [f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, {r[7]}" for r in acc] + [
+        f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed
+    ]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))

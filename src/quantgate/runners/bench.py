@@ -50,6 +50,10 @@ KEY_FIGURES: Final[tuple[str, ...]] = (
     "duration_s",
     "completed",
 )
+# Summaries asked of the tool: its default (ttft,tpot,itl at p99) plus end-to-end latency (which
+# quantgate.results turns into ``latency_s``, the single-stream figure) and p90.
+PERCENTILE_METRICS: Final = "ttft,tpot,itl,e2el"
+METRIC_PERCENTILES: Final = "90,99"
 _FIGURE_FIELDS: Final = {"duration_s": "duration"}  # quantgate's name -> the tool's field, where they differ
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RUN_LINE: Final = '{"qg_bench_run": '
@@ -62,7 +66,8 @@ class BenchRun:
     ``request_rate`` is requests per second (``math.inf``: all at once); ``max_concurrency`` caps the
     requests in flight. ``goodput`` maps ``ttft``/``tpot``/``e2el`` to limits in milliseconds.
     ``temperature`` 0 (greedy) keeps the sampling the same for every checkpoint, whatever its
-    ``generation_config.json`` says; ``None`` leaves it to the server.
+    ``generation_config.json`` says; ``None`` leaves it to the server. ``num_warmups`` requests (the
+    tool's own warm-up, not measured) go first: the first requests a fresh server answers are slower.
     """
 
     scenario: str
@@ -78,6 +83,7 @@ class BenchRun:
     goodput: Mapping[str, float] = field(default_factory=dict)
     repeat: int = 0
     temperature: float | None = 0.0
+    num_warmups: int = 0
     dataset: str = "random"
     extra_args: tuple[str, ...] = ()
 
@@ -102,8 +108,10 @@ class BenchRun:
             raise ValueError(f"request_rate must be > 0 (inf: all at once), got {self.request_rate!r}")
         if not math.isfinite(self.burstiness) or self.burstiness <= 0:
             raise ValueError(f"burstiness must be a finite number > 0, got {self.burstiness!r}")
-        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 0:
-            raise ValueError(f"repeat must be an integer >= 0, got {self.repeat!r}")
+        for name in ("repeat", "num_warmups"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         goodput = dict(self.goodput)
         for key, limit in goodput.items():
             if key not in GOODPUT_METRICS:
@@ -185,9 +193,15 @@ def serve_args(
         args.append("--ignore-eos")
     if run.temperature is not None:
         args += ["--temperature", _number_text(run.temperature)]
+    if run.num_warmups:
+        args += ["--num-warmups", str(run.num_warmups)]
     if run.goodput:
         args += ["--goodput", *(f"{key}:{_number_text(limit)}" for key, limit in run.goodput.items())]
     args += [
+        "--percentile-metrics",
+        PERCENTILE_METRICS,
+        "--metric-percentiles",
+        METRIC_PERCENTILES,
         "--disable-tqdm",
         "--save-result",
         "--save-detailed",
@@ -295,11 +309,11 @@ def bench(
             reason = f"run {failed[-1].get('qg_bench_run')!r} failed: {failed[-1].get('error')}"
             raise ToolError(error.tool, reason, log) from None
         raise
-    run_seconds = {
-        str(r.get("qg_bench_run")): float(r["seconds"])
-        for r in _run_lines(log, offset)
-        if r.get("status") == "ok" and isinstance(r.get("seconds"), (int, float))
-    }
+    run_seconds: dict[str, float] = {}
+    for record in _run_lines(log, offset):
+        seconds = record.get("seconds")
+        if record.get("status") == "ok" and isinstance(seconds, (int, float)):
+            run_seconds[str(record.get("qg_bench_run"))] = float(seconds)
     results = []
     for run in runs:
         path = out_dir / f"{run.name}.json"
@@ -377,9 +391,7 @@ def _details(path: Path, completed: int) -> dict[str, tuple[float, ...]]:
         values = [_per_request_value(path, value, f"{key}[{index}]") for index, value in enumerate(raw)]
         if keep is not None:
             if len(keep) != len(values):
-                raise QuantgateError(
-                    path, f"has {len(values)} entries but errors has {len(keep)}", key
-                )
+                raise QuantgateError(path, f"has {len(values)} entries but errors has {len(keep)}", key)
             values = [v for v, ok in zip(values, keep, strict=True) if ok]
         if len(values) != completed:
             if keep is not None:
@@ -430,5 +442,3 @@ def _run_lines(log: Path, offset: int) -> list[dict[str, object]]:
             if isinstance(record, dict):
                 records.append(record)
     return records
-
-

@@ -92,8 +92,11 @@ class Evaluation:
 class LightevalWorker:
     """The eval environment's lighteval, kept running between jobs."""
 
-    def __init__(self, python: Path, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, python: Path, log_dir: Path, env: Mapping[str, str] | None = None, script: Path = WORKER
+    ) -> None:
         self.python = python
+        self.script = script
         self.log_path = log_dir / "lighteval-worker.log"
         self.env = {**os.environ, **(env or {})}
         self.process: ToolProcess | None = None
@@ -103,7 +106,7 @@ class LightevalWorker:
         """Start importing lighteval now, so that it is ready when the first job comes."""
         if self.process is None or not self.process.alive():
             self.process = ToolProcess.start(
-                TOOL, [str(self.python), str(WORKER)], self.log_path, self.env, stdin_pipe=True
+                TOOL, [str(self.python), str(self.script)], self.log_path, self.env, stdin_pipe=True
             )
 
     def stop(self) -> None:
@@ -114,7 +117,8 @@ class LightevalWorker:
     def run(self, job: EvalJob) -> Evaluation:
         """Run one job to its end; any failure is a ``ToolError`` naming the job and the log tail."""
         self.start()
-        assert self.process is not None and self.process.popen.stdin is not None
+        assert self.process is not None
+        assert self.process.popen.stdin is not None
         job.out_dir.mkdir(parents=True, exist_ok=True)
         endpoint = job.out_dir / "endpoint.json"
         endpoint.write_text(json.dumps(job.endpoint(), indent=1), encoding="utf-8")
@@ -142,7 +146,7 @@ class LightevalWorker:
         while not done.exists():
             if not self.process.alive():
                 code = self.process.popen.returncode
-                self.process = None
+                self.stop()
                 raise ToolError(label, f"the lighteval worker exited with status {code}", self.log_path)
             if time.monotonic() > deadline:
                 self.stop()

@@ -21,7 +21,14 @@ Output: after each finished run one JSON line on stdout,
 in the tool's ``main``). A run that raises prints ``{"qg_bench_run": NAME, "status": "error", "error":
 ...}`` and its traceback, and the driver stops with exit status 1 and a message naming the run; the
 files of the runs before it stay as the tool wrote them. A plan that cannot be read or parsed exits
-with status 2 before any run.
+with status 2 before any run. The tool does not raise when requests fail (a server that is down gives
+a result with ``failed`` = every request, since the initial test request is skipped by default), so the
+caller checks ``failed`` in the result.
+
+In plan mode the process ends with ``os._exit`` once its output is flushed: at interpreter shutdown
+triton's bindings (imported with vllm, unused on CPU) print a ``nanobind: leaked ...`` dump of several
+hundred lines, which would push the run's own message out of the log tail a failure shows.
+Pass-through mode exits as the tool does.
 """
 
 from __future__ import annotations
@@ -42,16 +49,20 @@ def _parser():
     return parser
 
 
+class PlanError(Exception):
+    """The plan cannot be run as written; nothing has run yet."""
+
+
 def _emit(record: dict) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
 
 
 def _load_plan(path: str) -> list[tuple[str, list[str]]]:
-    """The plan's runs as ``(name, args)``; any problem exits with status 2 naming the field."""
+    """The plan's runs as ``(name, args)``; any problem is a ``PlanError`` naming the field."""
 
     def fail(message: str) -> None:
-        sys.exit(f"bench_serve: {path}: {message}")
+        raise PlanError(f"{path}: {message}")
 
     try:
         with open(path, encoding="utf-8") as handle:
@@ -85,9 +96,9 @@ def run_plan(plan_path: str) -> int:
         try:
             namespace = parser.parse_args(args)
         except SystemExit:  # argparse has printed the reason
-            sys.exit(f"bench_serve: run {name!r}: invalid vllm bench serve arguments")
+            raise PlanError(f"run {name!r}: invalid vllm bench serve arguments") from None
         if not (namespace.save_result and namespace.result_dir and namespace.result_filename):
-            sys.exit(f"bench_serve: run {name!r}: needs --save-result, --result-dir and --result-filename")
+            raise PlanError(f"run {name!r}: needs --save-result, --result-dir and --result-filename")
         parsed.append((name, namespace, os.path.join(namespace.result_dir, namespace.result_filename)))
 
     from vllm.benchmarks.serve import main
@@ -120,10 +131,22 @@ def pass_through(argv: list[str]) -> None:
     main(_parser().parse_args(argv))
 
 
+def plan_main(plan_path: str) -> None:
+    try:
+        code = run_plan(plan_path)
+    except PlanError as exc:
+        sys.stderr.write(f"bench_serve: {exc}\n")
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if argv[:1] == ["--plan"] and len(argv) == 2:
-        sys.exit(run_plan(argv[1]))
-    if len(argv) == 1 and argv[0].startswith("--plan="):
-        sys.exit(run_plan(argv[0].split("=", 1)[1]))
-    pass_through(argv)
+        plan_main(argv[1])
+    elif len(argv) == 1 and argv[0].startswith("--plan="):
+        plan_main(argv[0].split("=", 1)[1])
+    else:
+        pass_through(argv)

