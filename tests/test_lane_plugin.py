@@ -56,7 +56,7 @@ def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report
     assert "10 error" in (report / "report.md").read_text()
 
 
-def test_a_bad_lane_file_stops_collection_naming_file_and_field(project: pytest.Pytester, tmp_path: Path) -> None:
+def test_a_bad_lane_file_stops_collection_naming_it(project: pytest.Pytester, tmp_path: Path) -> None:
     lane = tmp_path / "lane.yaml"
     lane.write_text((REPO / "suites" / "lane" / "cpu.yaml").read_text().replace("top_p: 0.95", "top_p: 2"))
     result = project.runpytest("suites", "-m", "cpu", f"--qg-lane={lane}", "--collect-only")
