@@ -46,6 +46,7 @@ class LaneSession:
 
     config: pytest.Config
     lane: Any = None
+    gpu_lane: Any = None
     error: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -74,6 +75,23 @@ class LaneSession:
         if self.error is not None:
             pytest.fail(f"quantgate lane: {self.error}", pytrace=False)
         return self.lane
+
+    def get_gpu_lane(self) -> Any:
+        """The GPU lane of a matrix run (hub checkpoints, ``vllm serve`` on leased devices)."""
+        if self.gpu_lane is None:
+            from quantgate.gpulane import GpuLane
+            from quantgate.lane import Envs
+
+            option = self.config.getoption
+            envs = Envs(Path(option("qg_envs"))) if option("qg_envs") else Envs.from_environment()
+            try:
+                envs.python("vllm")
+                envs.python("eval")
+            except QuantgateError as exc:
+                pytest.fail(f"quantgate GPU lane: {exc}", pytrace=False)
+            workdir = Path(option("qg_lane_work") or self.config.rootpath / ".quantgate" / "gpu")
+            self.gpu_lane = GpuLane(envs, workdir)
+        return self.gpu_lane
 
     def record(self, **fields: Any) -> None:
         self.records.append(fields)
@@ -145,6 +163,8 @@ def qg_lane_session(pytestconfig: pytest.Config) -> Iterator[LaneSession]:
     yield session
     if session.lane is not None:
         session.lane.close()
+    if session.gpu_lane is not None:
+        session.gpu_lane.close()
 
 
 @pytest.fixture(scope="session")

@@ -62,3 +62,25 @@ def test_a_bad_lane_file_stops_collection_naming_it(project: pytest.Pytester, tm
     result = project.runpytest("suites", "-m", "cpu", f"--qg-lane={lane}", "--collect-only")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines([f"*UsageError: quantgate: {lane}: accuracy.top_p*"])
+
+
+def test_h100_selects_exactly_the_h100_cells_of_the_matrix_suite(project: pytest.Pytester) -> None:
+    from quantgate.matrix import expand
+
+    expected = {f"{c.cell_id}" for c in expand() if c.gpu == "h100"}
+    result = project.runpytest("suites", "-m", "h100", "--qg-gpus", "h100:8", "--collect-only", "-q")
+    selected = {
+        line.split("[", 1)[1].rstrip("]")
+        for line in result.outlines
+        if line.startswith("suites/test_matrix.py::")
+    }
+    assert selected == expected
+    assert not [line for line in result.outlines if "test_cpu_lane.py" in line or "test_replay.py" in line]
+
+
+def test_h100_cells_without_an_h100_end_red_with_the_reason(project: pytest.Pytester) -> None:
+    result = project.runpytest("suites", "-m", "h100", "-k", "Qwen-7B-int8-w8a8-h100-aime24")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*all 1 selected matrix cells were skipped (1x no h100 in the inventory*failing closed*"]
+    )

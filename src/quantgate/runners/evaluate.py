@@ -33,10 +33,10 @@ class EvalJob:
     base_url: str
     served_name: str
     tokenizer: Path
-    task_file: Path
+    task_file: Path | None
     task: str
     model_file: Path
-    data_dir: Path
+    data_dir: Path | None
     samples: int
     seed: int
     temperature: float
@@ -45,6 +45,7 @@ class EvalJob:
     out_dir: Path
     concurrency: int = 8
     timeout: float = 900.0
+    fewshot: int = 0
 
     def endpoint(self) -> dict[str, object]:
         return {
@@ -59,17 +60,10 @@ class EvalJob:
         }
 
     def args(self) -> list[str]:
-        return [
-            "custom",
-            self.served_name,
-            str(self.model_file),
-            f"{self.task}|0",
-            "--custom-tasks",
-            str(self.task_file),
-            "--output-dir",
-            str(self.out_dir),
-            "--save-details",
-        ]
+        args = ["custom", self.served_name, str(self.model_file), f"{self.task}|{self.fewshot}"]
+        if self.task_file is not None:
+            args += ["--custom-tasks", str(self.task_file)]
+        return [*args, "--output-dir", str(self.out_dir), "--save-details"]
 
     @property
     def metric(self) -> str:
@@ -128,9 +122,9 @@ class LightevalWorker:
             "args": job.args(),
             "env": {
                 "QUANTGATE_ENDPOINT": str(endpoint),
-                "QUANTGATE_TASK_DATA": str(job.data_dir),
                 "QUANTGATE_SAMPLES": str(job.samples),
                 "QUANTGATE_MAX_TOKENS": str(job.max_tokens),
+                **({"QUANTGATE_TASK_DATA": str(job.data_dir)} if job.data_dir is not None else {}),
             },
             "done": str(done),
         }

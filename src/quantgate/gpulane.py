@@ -1,0 +1,269 @@
+"""GPU lanes: the matrix's cells on leased GPUs, through the same runners, judge and store as the CPU lane.
+
+What differs from the CPU lane (``quantgate.lane``):
+
+* checkpoints are the cards' repositories (``bf16_repo`` / ``quantized_repos`` in the catalog), served by
+  ``vllm serve`` with the tensor-parallel size of the cell's fit, on the devices its lease holds
+  (``CUDA_VISIBLE_DEVICES``) and the lease's ``gpu_memory_utilization``; one server per served model,
+  stopped when the lease is released;
+* accuracy uses lighteval's built-in tasks (``aime24``, ``math_500``, ``gpqa:diamond``) through the same
+  custom-model backend and worker, with the metric parametrized to the samples of a look
+  (``aime24@k=1@n=20|0``); the reference is the same GPU kind's stored BF16 run
+  (``baselines/<gpu>/<model>/<benchmark>.json``);
+* speed runs ``vllm bench serve`` on the catalog's workloads with GPU-sized loads (``GPU_LOADS``).
+
+Deterministic (log-likelihood) Open LLM v1 tasks need a log-likelihood backend, which the custom model
+does not implement; their cells end with that reason instead of a made-up score. Nothing here has run
+on a GPU yet (no device was lent to the sessions that wrote it); the CPU lane exercises every runner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.errors import QuantgateError
+from quantgate.judge import Verdict, judge_recovery, judge_speedup
+from quantgate.lane import ROOT, Envs, SpeedOutcome, merge_counts, scenario_figures
+from quantgate.matrix import MatrixCell
+from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
+from quantgate.runners.bench import BenchRun, bench
+from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
+from quantgate.runners.serve import ServerSpec, VllmServer
+from quantgate.store import Reference, load_reference, provenance_mismatch
+
+MODEL_FILE = ROOT / "fixtures" / "lane" / "lighteval_model.py"
+# Per-scenario loads on a GPU: enough requests for stable figures in about a minute per run.
+GPU_LOADS: dict[str, dict[str, Any]] = {
+    "single-stream": {"num_prompts": 32, "max_concurrency": 1},
+    "multi-stream": {"num_prompts": 512},
+    "server": {"num_prompts": 256, "request_rate": 8.0, "goodput": {"ttft": 2000.0, "tpot": 100.0}},
+}
+REPEATS = 3
+GPU_MUST_MATCH = ("model_repo", "temperature", "top_p", "max_tokens", "vllm", "lighteval")
+
+
+@dataclass
+class GpuLane:
+    """One GPU session's servers, lighteval worker and references."""
+
+    envs: Envs
+    workdir: Path
+    catalog: Catalog = field(default_factory=load_catalog)
+    rules: Rules = field(default_factory=load_rules)
+    baselines: Path = ROOT / "baselines"
+    _servers: dict[str, VllmServer] = field(default_factory=dict)
+    _worker: LightevalWorker | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    def repository(self, cell: MatrixCell) -> str:
+        model = self.catalog.model(cell.model)
+        if cell.scheme == "bf16":
+            return model.bf16_repo
+        repo = model.quantized_repos.get(cell.scheme)
+        if repo is None:
+            raise QuantgateError(self.catalog.file("models"), f"no {cell.scheme} repository", cell.model)
+        return repo
+
+    @staticmethod
+    def served_name(cell: MatrixCell) -> str:
+        return cell.served_model.replace("/", "__")
+
+    def server_spec(
+        self, cell: MatrixCell, devices: tuple[int, ...], memory_utilization: float
+    ) -> ServerSpec:
+        return ServerSpec(
+            model_dir=Path(self.repository(cell)),
+            served_name=self.served_name(cell),
+            python=self.envs.python("vllm"),
+            log_dir=self.log_dir,
+            cpu=False,
+            max_model_len=cell.context_tokens,
+            extra_args=(
+                "--tensor-parallel-size",
+                str(cell.requirement.count),
+                "--gpu-memory-utilization",
+                f"{memory_utilization:.2f}",
+                "--generation-config",
+                "vllm",
+            ),
+            env={"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices)},
+            ready_timeout=1800.0,
+        )
+
+    def serve(self, cell: MatrixCell, devices: tuple[int, ...], memory_utilization: float) -> VllmServer:
+        """The cell's server, started on first use for its served model and kept until ``stop``."""
+        server = self._servers.get(cell.served_model)
+        if server is None or not server.alive():
+            server = VllmServer(self.server_spec(cell, devices, memory_utilization)).start()
+            self._servers[cell.served_model] = server
+        return server
+
+    def stop(self, served_model: str) -> None:
+        server = self._servers.pop(served_model, None)
+        if server is not None:
+            server.stop()
+
+    def close(self) -> None:
+        for key in list(self._servers):
+            self.stop(key)
+        if self._worker is not None:
+            self._worker.stop()
+
+    def worker(self) -> LightevalWorker:
+        if self._worker is None:
+            self._worker = LightevalWorker(
+                self.envs.python("eval"), self.log_dir, {"QUANTGATE_BUILTIN_TASKS": "1"}
+            )
+        return self._worker
+
+    def evaluation_job(
+        self, server: VllmServer, cell: MatrixCell, samples: int, seed: int, tag: str
+    ) -> EvalJob:
+        benchmark = self.catalog.benchmarks[cell.benchmark or ""]
+        if benchmark.scoring != "sampled" or benchmark.sampling is None or benchmark.lighteval_task is None:
+            raise QuantgateError(
+                self.catalog.file("benchmarks"),
+                "a deterministic (log-likelihood) task needs a log-likelihood backend, which quantgate's "
+                "server-backed lighteval model does not implement yet",
+                cell.benchmark,
+            )
+        return EvalJob(
+            base_url=server.base_url,
+            served_name=self.served_name(cell),
+            tokenizer=Path(self.repository(cell)),
+            task_file=None,
+            task=f"{benchmark.lighteval_task}@k=1@n={samples}",
+            model_file=MODEL_FILE,
+            data_dir=None,
+            samples=samples,
+            seed=seed,
+            temperature=benchmark.sampling.temperature,
+            top_p=benchmark.sampling.top_p,
+            max_tokens=cell.context_tokens,
+            out_dir=self.workdir / "eval" / self.served_name(cell) / (cell.benchmark or "") / tag,
+            fewshot=benchmark.fewshot or 0,
+        )
+
+    def reference(self, cell: MatrixCell) -> tuple[Path, Reference]:
+        path = self.baselines / cell.gpu / cell.model / f"{cell.benchmark}.json"
+        if not path.exists():
+            raise QuantgateError(
+                path, f"no stored {cell.gpu} BF16 reference for {cell.model}/{cell.benchmark}"
+            )
+        reference = load_reference(path)
+        sampling = self.catalog.benchmarks[cell.benchmark or ""].sampling
+        current = {
+            "model_repo": self.catalog.model(cell.model).bf16_repo,
+            "temperature": str(sampling.temperature if sampling else 0.0),
+            "top_p": str(sampling.top_p if sampling else 1.0),
+            "max_tokens": str(cell.context_tokens),
+            "vllm": self.envs.version("vllm"),
+            "lighteval": self.envs.version("lighteval"),
+        }
+        differ = provenance_mismatch(reference.provenance, current, keys=GPU_MUST_MATCH)
+        if differ:
+            shown = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
+            raise QuantgateError(path, f"reference provenance differs ({shown})", "provenance")
+        return path, reference
+
+    def recovery_decision(self, cell: MatrixCell) -> Decision:
+        model = self.catalog.model(cell.model)
+        benchmark = self.catalog.benchmarks[cell.benchmark or ""]
+        return self.rules.recovery_for(
+            AccuracyCellKey(cell.model, model.params_b, cell.scheme, cell.benchmark or "", benchmark.family)
+        )
+
+    def judge_accuracy(
+        self, server: VllmServer, cell: MatrixCell
+    ) -> tuple[Decision, Verdict, list[Evaluation]]:
+        """Evaluate the cell's benchmark, judge against the reference, top up while inconclusive."""
+        benchmark = self.catalog.benchmarks[cell.benchmark or ""]
+        _, reference = self.reference(cell)
+        decision = self.recovery_decision(cell)
+        samples = benchmark.sampling.samples if benchmark.sampling else 1
+        counts: dict[str, tuple[int, int]] = {}
+        looks: list[Evaluation] = []
+        while True:
+            job = self.evaluation_job(server, cell, samples, len(looks), f"look{len(looks)}")
+            looks.append(self.worker().run(job))
+            counts = merge_counts(counts, looks[-1].counts, str(looks[-1].details))
+            verdict = judge_recovery(reference.counts(), counts, decision.floor)
+            if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
+                return decision, verdict, looks
+            samples = verdict.more_samples
+
+    def bench_runs(self, cell: MatrixCell) -> list[BenchRun]:
+        workload = self.catalog.workloads[cell.workload or ""]
+        load = GPU_LOADS[cell.scenario or ""]
+        return [
+            BenchRun(
+                cell.scenario or "",
+                workload=cell.workload or "",
+                input_len=workload.prompt_tokens,
+                output_len=workload.output_tokens,
+                num_prompts=int(load["num_prompts"]),
+                max_concurrency=load.get("max_concurrency"),
+                request_rate=float(load.get("request_rate", math.inf)),
+                goodput=load.get("goodput", {}),
+                repeat=repeat,
+                seed=repeat,
+                num_warmups=4,
+            )
+            for repeat in range(REPEATS)
+        ]
+
+    def tool_env(self) -> dict[str, str]:
+        return {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+
+    def bench_dir(self, cell: MatrixCell, scheme: str | None = None) -> Path:
+        """Where a performance cell's results go; shared by the workers of one run (same work dir)."""
+        key = f"{cell.model}-{scheme or cell.scheme}-{cell.gpu}-{cell.target}"
+        return self.workdir / "bench" / key
+
+    def judge_speed(self, server: VllmServer, cell: MatrixCell) -> SpeedOutcome:
+        """Measure the cell; judge it against the same model's BF16 cell measured in this run directory."""
+        spec = self.catalog.scenarios[cell.scenario or ""]
+        results = bench(
+            self.envs.python("vllm"),
+            server.base_url,
+            self.served_name(cell),
+            Path(self.repository(cell)),
+            self.bench_runs(cell),
+            self.bench_dir(cell),
+            self.log_dir,
+            timeout=3600.0,
+            env=self.tool_env(),
+        )
+        mine = scenario_figures(results, cell.scenario or "", spec.metric)
+        (self.bench_dir(cell) / "figures.json").write_text(json.dumps(mine), encoding="utf-8")
+        if cell.scheme == "bf16":
+            return SpeedOutcome(
+                cell.scenario or "", spec.metric, spec.higher_is_better, mine, mine, None, None
+            )
+        reference = self.bench_dir(cell, "bf16") / "figures.json"
+        if not reference.exists():
+            raise QuantgateError(
+                reference,
+                f"no BF16 measurement of {cell.model} on {cell.gpu} for {cell.target} in this run directory; "
+                "select the BF16 cells too (they run first within a served model's kind only if placed so)",
+            )
+        bf16 = [float(x) for x in json.loads(reference.read_text(encoding="utf-8"))]
+        model = self.catalog.model(cell.model)
+        decision = self.rules.speedup_for(
+            SpeedCellKey(
+                cell.model, model.params_b, cell.scheme, cell.gpu, cell.scenario or "", cell.workload or ""
+            )
+        )
+        verdict = judge_speedup(bf16, mine, decision.floor, higher_is_better=spec.higher_is_better)
+        return SpeedOutcome(
+            cell.scenario or "", spec.metric, spec.higher_is_better, mine, bf16, decision, verdict
+        )

@@ -1,0 +1,67 @@
+"""The GPU matrix: one test per (model, scheme, GPU kind, benchmark or workload) cell.
+
+``pytest suites -m h100 -n 8`` selects the H100 cells; the GPU plugin leases each served model's devices,
+and the cells of one served model share one ``vllm serve`` (started by the first, stopped when the lease
+is released). Accuracy is judged against the same kind's stored BF16 reference; speed against the BF16
+figures measured in the same run directory. Written for GPU runners: without a GPU of the kind the cells
+are skipped with the reason and the run ends red (fail closed).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.lane import LaneSession
+from quantgate.gpus import Lease
+from quantgate.matrix import MatrixCell
+
+
+def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
+    gpu_lane = qg_lane_session.get_gpu_lane()
+    server = gpu_lane.serve(qg_accuracy_cell, qg_lease.devices, qg_lease.gpu_memory_utilization)
+    qg_lease.on_release(lambda: gpu_lane.stop(qg_accuracy_cell.served_model))
+    decision, verdict, looks = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
+    qg_lane_session.record(
+        cell=qg_accuracy_cell.cell_id,
+        kind="accuracy",
+        model=qg_accuracy_cell.model,
+        scheme=qg_accuracy_cell.scheme,
+        benchmark=qg_accuracy_cell.benchmark,
+        verdict=verdict.verdict,
+        gating=decision.gating,
+        rule=decision.rule_id,
+        floor=decision.floor,
+        recovery=verdict.recovery,
+        low=verdict.low,
+        high=verdict.high,
+        samples=verdict.candidate_samples,
+        looks=[look.job.samples for look in looks],
+        detail=verdict.detail,
+    )
+    if verdict.verdict == "pass":
+        return
+    if not decision.gating or (
+        verdict.verdict == "inconclusive" and qg_lane_session.config.getoption("qg_inconclusive") == "xfail"
+    ):
+        pytest.xfail(f"{qg_accuracy_cell.cell_id}: {verdict.detail}")
+    pytest.fail(f"{qg_accuracy_cell.cell_id}: {verdict.detail}", pytrace=False)
+
+
+def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
+    gpu_lane = qg_lane_session.get_gpu_lane()
+    server = gpu_lane.serve(qg_performance_cell, qg_lease.devices, qg_lease.gpu_memory_utilization)
+    qg_lease.on_release(lambda: gpu_lane.stop(qg_performance_cell.served_model))
+    outcome = gpu_lane.judge_speed(server, qg_performance_cell)
+    qg_lane_session.record(
+        cell=qg_performance_cell.cell_id,
+        kind="speed",
+        model=qg_performance_cell.model,
+        scheme=qg_performance_cell.scheme,
+        scenario=qg_performance_cell.scenario,
+        **outcome.as_record(),
+    )
+    if outcome.verdict is None or outcome.decision is None or outcome.verdict.verdict == "pass":
+        return
+    if not outcome.decision.gating or outcome.verdict.verdict == "inconclusive":
+        pytest.xfail(f"{qg_performance_cell.cell_id}: {outcome.verdict.detail}")
+    pytest.fail(f"{qg_performance_cell.cell_id}: {outcome.verdict.detail}", pytrace=False)
