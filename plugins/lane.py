@@ -10,6 +10,7 @@ session goes on. After the run the report (Markdown, cells JSON, pytest-benchmar
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -237,6 +238,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for note in session.references_written:
         terminalreporter.write_line(note)
     terminalreporter.write_line(f"report: {written.markdown}")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(written.markdown.read_text(encoding="utf-8") + "\n")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -31,9 +31,10 @@ def test_cpu_selects_one_test_per_cell_and_scenario_bf16_first(project: pytest.P
 
 
 def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report(
-    project: pytest.Pytester, tmp_path: Path
+    project: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     report = tmp_path / "report"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step-summary.md"))
     result = project.runpytest(
         "suites",
         "-m",
@@ -54,6 +55,7 @@ def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report
     assert {o["outcome"] for o in cells["outcomes"].values()} <= {"error", "failed"}
     assert all("setup_envs" in o["reason"] for o in cells["outcomes"].values())
     assert "10 error" in (report / "report.md").read_text()
+    assert (tmp_path / "step-summary.md").read_text().startswith("# quantgate CPU lane")
 
 
 def test_a_bad_lane_file_stops_collection_naming_it(project: pytest.Pytester, tmp_path: Path) -> None:
