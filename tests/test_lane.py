@@ -236,3 +236,22 @@ def test_the_report_has_every_cell_and_the_coverage(tmp_path: Path) -> None:
     cells = json.loads(written.cells.read_text())
     assert cells["kind"] == "quantgate-lane-report"
     assert len(cells["records"]) == 2
+
+
+def test_quantgate_report_draws_the_charts_of_a_recorded_lane_run(tmp_path: Path) -> None:
+    from quantgate.cli import main
+
+    shutil.copy(Path(__file__).parent / "data" / "lane-report" / "cells.json", tmp_path / "cells.json")
+    assert main(["report", str(tmp_path)]) == 0
+    for name in ("recovery.png", "speedup.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quantgate_report_refuses_another_file_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantgate.cli import main
+
+    (tmp_path / "cells.json").write_text(json.dumps({"kind": "something-else", "records": []}))
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'cells.json'}: kind: not a quantgate-lane-report file" in capsys.readouterr().err

@@ -193,6 +193,16 @@ def write_report(
     if benchmark_doc and benchmark_doc.get("benchmarks"):
         benchmark = directory / "benchmark.json"
         atomic_write_text(benchmark, json.dumps(benchmark_doc, indent=1) + "\n")
+    charts: list[Path] = []
+    try:
+        from quantgate.charts import draw
+
+        charts = draw(records, directory)
+    except ImportError:
+        pass
+    if charts:
+        with markdown.open("a", encoding="utf-8") as handle:
+            handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
     summary = [f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, {r[7]}" for r in acc] + [
         f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed
     ]

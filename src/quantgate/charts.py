@@ -1,0 +1,69 @@
+"""Charts of a lane report: recovery per model and scheme, speedup per scenario, with intervals.
+
+Like the seed report's figures: one bar per (model, scheme), its judged interval as an error bar and the
+floor as a line, so a reader sees at once which cells are near their floor. matplotlib is imported
+only when a chart is drawn (Agg backend, no display); the input is the records of ``cells.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+COLOURS = {"pass": "#3a7d44", "fail": "#b23a48", "inconclusive": "#d9a441", "reference": "#7f7f7f"}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _bars(ax: Any, rows: Sequence[Mapping[str, Any]], value: str, floor_label: str) -> None:
+    labels = [" ".join(str(r[k]) for k in ("model", "scheme", "scenario") if r.get(k)) for r in rows]
+    values = [r[value] if _finite(r.get(value)) else 0.0 for r in rows]
+    low = [
+        max(v - r["low"], 0.0) if _finite(r.get("low")) else 0.0 for v, r in zip(values, rows, strict=True)
+    ]
+    high = [
+        max(r["high"] - v, 0.0) if _finite(r.get("high")) else 0.0 for v, r in zip(values, rows, strict=True)
+    ]
+    colours = [COLOURS.get(str(r.get("verdict")), "#4c72b0") for r in rows]
+    positions = range(len(rows))
+    ax.bar(positions, values, color=colours, yerr=[low, high], capsize=3)
+    for position, row in zip(positions, rows, strict=True):
+        if _finite(row.get("floor")):
+            ax.hlines(row["floor"], position - 0.4, position + 0.4, colors="black", linestyles="dashed")
+    ax.set_xticks(list(positions), labels, fontsize=7, rotation=40, ha="right")
+    ax.set_ylabel(floor_label, fontsize=8)
+    bottoms = [v - d for v, d in zip(values, low, strict=True)] + [
+        float(r["floor"]) for r in rows if _finite(r.get("floor"))
+    ]
+    ax.set_ylim(bottom=max(0.0, min(bottoms) - 0.05))
+
+
+def draw(records: Sequence[Mapping[str, Any]], directory: Path) -> list[Path]:
+    """Write ``recovery.png`` and ``speedup.png`` for the cells that have them; return the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    accuracy = [r for r in records if r.get("kind") == "accuracy" and _finite(r.get("recovery"))]
+    speed = [r for r in records if r.get("kind") == "speed" and _finite(r.get("speedup"))]
+    for name, rows, value, label in (
+        ("recovery.png", accuracy, "recovery", "recovery vs BF16 (bar: judged interval; dashed: floor)"),
+        ("speedup.png", speed, "speedup", "speedup vs BF16 (bar: judged interval; dashed: floor)"),
+    ):
+        if not rows:
+            continue
+        figure, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.8))
+        _bars(ax, rows, value, label)
+        ax.axhline(1.0, color="grey", linewidth=0.5)
+        figure.tight_layout()
+        path = directory / name
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
