@@ -50,6 +50,7 @@ class LaneSession:
     gpu_lane: Any = None
     error: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
     server_starts: dict[str, list[float]] = field(default_factory=dict)

@@ -58,9 +58,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         pytest.fail(f"quantgate: {problem}", pytrace=False)
     marks: dict[str, list[pytest.MarkDecorator]] = {}
     params = []
+    kind_mark = pytest.mark.accuracy if FIXTURES[wanted[0]] == "accuracy" else pytest.mark.speed
     for cell in cells:
         if cell.served_model not in marks:  # all cells of a served model carry the same marks
-            marks[cell.served_model] = _marks(cell)
+            marks[cell.served_model] = [*_marks(cell), kind_mark]
         params.append(pytest.param(cell, id=cell.cell_id, marks=marks[cell.served_model]))
     metafunc.parametrize(wanted[0], params)
 

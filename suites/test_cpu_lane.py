@@ -48,11 +48,13 @@ def _single_file_hash(path, expected: str) -> str:  # type: ignore[no-untyped-de
     return sha256_files(files)
 
 
+@pytest.mark.accuracy
 def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
     """Recovery against the stored BF16 reference, paired per item, topped up while inconclusive."""
     lane = qg_lane_session.get_lane()
     checkpoint = qg_served.checkpoint
     outcome = lane.judge_accuracy(qg_served.server, checkpoint)
+    qg_lane_session.accuracy[checkpoint.served_name] = outcome
     if outcome.reference_note:
         qg_lane_session.references_written.append(outcome.reference_note)
     cell = f"{checkpoint.model}-{checkpoint.scheme}"
@@ -75,10 +77,32 @@ def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
         looks=[look.job.samples for look in outcome.looks],
         seconds=outcome.seconds,
         detail=outcome.verdict.detail,
+        output_tokens=outcome.output_tokens,
+        reference_output_tokens=outcome.reference_output_tokens,
+        length_ratio=outcome.length_ratio,
+        tokens_per_solved=outcome.tokens_per_solved,
+        seconds_per_solved=outcome.seconds_per_solved,
     )
     _end(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)
 
 
+@pytest.mark.speed
+def test_output_length(qg_served: Served, qg_lane_session: LaneSession) -> None:
+    """Reasoning-aware speed: answers as long as the reference's, within the lane's range."""
+    checkpoint = qg_served.checkpoint
+    outcome = qg_lane_session.accuracy.get(checkpoint.served_name)
+    if outcome is None:
+        pytest.fail(f"{checkpoint.served_name}: no accuracy run of this cell in the session (fail closed)")
+    low, high = qg_lane_session.get_lane().spec.accuracy.output_length
+    ratio = outcome.length_ratio
+    assert ratio is not None, "lighteval recorded no output token counts"
+    assert low <= ratio <= high, (
+        f"mean output tokens {outcome.output_tokens:.2f} vs reference {outcome.reference_output_tokens:.2f} "
+        f"(ratio {ratio:.3f}, allowed {low}-{high}); {outcome.tokens_per_solved:.1f} tokens per solved item"
+    )
+
+
+@pytest.mark.speed
 def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession) -> None:
     """Speedup over BF16 in one scenario, from repeated measurements of this session."""
     lane = qg_lane_session.get_lane()

@@ -228,7 +228,7 @@ def test_the_report_has_every_cell_and_the_coverage(tmp_path: Path) -> None:
     written = write_report(tmp_path, records, outcomes, None, {"m-bf16": [18.0]}, 12.0, {"lane": "cpu"})
     text = written.markdown.read_text()
     row = "| m | int8-w8a8 | 0.500 | 0.700 | 0.714 [0.690, 0.740] | 0.97 (int8-small) | 8→4→8 (20/item) |"
-    assert row + " **fail** |" in text
+    assert row + " – | – | **fail** |" in text
     assert "1 error, 1 failed" in text
     assert "ToolError: vllm bench" in text
     assert "| m-bf16 | reused | 1 | 18.0 |" in text
@@ -255,3 +255,11 @@ def test_quantgate_report_refuses_another_file_naming_it(
     (tmp_path / "cells.json").write_text(json.dumps({"kind": "something-else", "records": []}))
     assert main(["report", str(tmp_path)]) == 2
     assert f"{tmp_path / 'cells.json'}: kind: not a quantgate-lane-report file" in capsys.readouterr().err
+
+
+def test_output_length_is_a_sample_weighted_mean_and_unknown_when_any_is_missing() -> None:
+    from quantgate.lane import mean_output_tokens
+
+    assert mean_output_tokens([(8, 10.0), (24, 20.0)]) == pytest.approx(17.5)
+    assert mean_output_tokens([(8, 10.0), (8, None)]) is None
+    assert mean_output_tokens([]) is None

@@ -24,7 +24,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_cpu_selects_one_test_per_cell_and_scenario_bf16_first(project: pytest.Pytester) -> None:
     result = project.runpytest("suites", "-m", "cpu", "--collect-only", "-q")
     ids = [line for line in result.outlines if "test_cpu_lane.py::" in line]
-    assert len(ids) == 8 * (2 + 3)
+    assert len(ids) == 8 * (3 + 3)
     served = [line.split("[", 1)[1].split("]")[0] for line in ids if "::test_accuracy[" in line]
     assert served[0] == "tiny-llama-bf16"
     assert served.index("tiny-qwen2-bf16") < served.index("tiny-qwen2-int8-w8a8")
@@ -48,13 +48,13 @@ def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0
-    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 10
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 12
     result.stdout.fnmatch_lines(["*no vllm environment*tools/setup_envs.sh*"])
     cells = json.loads((report / "cells.json").read_text())
-    assert len(cells["outcomes"]) == 10
+    assert len(cells["outcomes"]) == 12
     assert {o["outcome"] for o in cells["outcomes"].values()} <= {"error", "failed"}
     assert all("setup_envs" in o["reason"] for o in cells["outcomes"].values())
-    assert "10 error" in (report / "report.md").read_text()
+    assert "12 error" in (report / "report.md").read_text()
     assert (tmp_path / "step-summary.md").read_text().startswith("# quantgate CPU lane")
 
 
@@ -78,6 +78,9 @@ def test_h100_selects_exactly_the_h100_cells_of_the_matrix_suite(project: pytest
     }
     assert selected == expected
     assert not [line for line in result.outlines if "test_cpu_lane.py" in line or "test_replay.py" in line]
+    speed = project.runpytest("suites", "-m", "h100 and speed", "--qg-gpus", "h100:8", "--collect-only", "-q")
+    speed_ids = {line.split("[", 1)[1].rstrip("]") for line in speed.outlines if "::test_speed[" in line}
+    assert speed_ids == {c.cell_id for c in expand() if c.gpu == "h100" and c.kind == "performance"}
 
 
 def test_h100_cells_without_an_h100_end_red_with_the_reason(project: pytest.Pytester) -> None:

@@ -96,6 +96,7 @@ class AccuracySettings(Strict):
     seed: int = Field(ge=0)
     concurrency: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=900.0, gt=0)
+    output_length: tuple[float, float] = (0.9, 1.1)
 
 
 class Goodput(Strict):
@@ -310,10 +311,42 @@ class AccuracyOutcome:
     score: float
     looks: tuple[Evaluation, ...]
     reference_note: str | None
+    output_tokens: float | None = None
+    reference_output_tokens: float | None = None
 
     @property
     def seconds(self) -> float:
         return sum(look.seconds for look in self.looks)
+
+    @property
+    def length_ratio(self) -> float | None:
+        """Mean output tokens per sample, candidate over reference (a model that thinks longer is slower)."""
+        if not self.output_tokens or not self.reference_output_tokens:
+            return None
+        return self.output_tokens / self.reference_output_tokens
+
+    @property
+    def solved(self) -> int:
+        return sum(c for look in self.looks for _, c in look.counts.values())
+
+    @property
+    def seconds_per_solved(self) -> float | None:
+        return self.seconds / self.solved if self.solved else None
+
+    @property
+    def tokens_per_solved(self) -> float | None:
+        if self.output_tokens is None or not self.solved:
+            return None
+        samples = sum(n for look in self.looks for n, _ in look.counts.values())
+        return self.output_tokens * samples / self.solved
+
+
+def mean_output_tokens(pairs: list[tuple[int, float | None]]) -> float | None:
+    """Mean tokens per sample over (samples, mean tokens) pairs; None when any is unknown."""
+    if not pairs or any(tokens is None for _, tokens in pairs):
+        return None
+    total = sum(n for n, _ in pairs)
+    return sum(n * (tokens or 0.0) for n, tokens in pairs) / total if total else None
 
 
 def merge_counts(
@@ -602,6 +635,10 @@ class Lane:
             samples = verdict.more_samples
         score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
         reference_score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
+        candidate_tokens = mean_output_tokens(
+            [(look.counts[item][0], look.output_tokens.get(item)) for look in looks for item in look.counts]
+        )
+        reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
         return AccuracyOutcome(
             decision,
             verdict,
@@ -610,6 +647,8 @@ class Lane:
             score,
             tuple(looks),
             note,
+            candidate_tokens,
+            reference_tokens,
         )
 
     def context(self) -> dict[str, str]:

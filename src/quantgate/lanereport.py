@@ -58,6 +58,8 @@ def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
             f"{_num(r.get('recovery'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
             _floor(r),
             "→".join(str(n) for n in r.get("looks", [])) + f" ({r.get('samples')}/item)",
+            _num(r.get("length_ratio")),
+            _num(r.get("tokens_per_solved"), 1),
             f"**{r.get('verdict')}**",
         ]
         for r in records
@@ -124,6 +126,8 @@ def write_report(
                 "recovery [low, high]",
                 "floor (rule)",
                 "samples",
+                "output length vs ref",
+                "tokens per solved",
                 "verdict",
             ],
             acc,
@@ -203,8 +207,8 @@ def write_report(
     if charts:
         with markdown.open("a", encoding="utf-8") as handle:
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
-    summary = [f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, {r[7]}" for r in acc] + [
-        f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed
-    ]
+    summary = [
+        f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, length x{r[8]}, {r[9]}" for r in acc
+    ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))

@@ -135,7 +135,7 @@ def quantize(
     ]
     if calibration is not None:
         command += ["--calibration", str(calibration)]
-    log = log_dir / f"quantize-{out_dir.name}.log"
+    log = log_dir / f"quantize-{out_dir.name.removesuffix('.partial')}.log"
     seconds = run_tool(f"llmcompressor oneshot ({scheme_key})", command, log, timeout, env=env)
     check_signature(out_dir / "config.json", scheme_key, scheme)
     return Quantized(scheme_key, out_dir, seconds, log)

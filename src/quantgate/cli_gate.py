@@ -1,0 +1,27 @@
+"""``quantgate gate COVERAGE... --kinds h100,a100``: the nightly gate over the GPU jobs' coverage files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    gate = sub.add_parser("gate", help="merge GPU jobs' coverage files; fail on any failed or uncovered cell")
+    gate.add_argument("coverage", nargs="+", help="coverage JSON files (quantgate-coverage)")
+    gate.add_argument(
+        "--kinds", required=True, help="comma-separated GPU kinds whose every matrix cell must have run"
+    )
+    gate.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantgate.gate import decide
+    from quantgate.matrix import expand
+
+    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
+    expected = [c.cell_id for c in expand() if c.gpu in kinds and c.skip_reason is None]
+    result = decide([Path(p) for p in args.coverage], expected)
+    print(result.summary())
+    return 0 if result.passed else 1

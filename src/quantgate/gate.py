@@ -1,0 +1,87 @@
+"""The nightly gate: merge the coverage files of every GPU job and decide the night.
+
+Each ``pytest -m <kind> --qg-shard K/N`` job writes a coverage file (``quantgate-coverage``): every
+selected cell with its outcome and reason. The gate merges them by cell id and fails when any cell
+failed or errored, when a cell of an expected kind is absent or did not run in any shard (skipped,
+collected but never reported), or when a cell appears with two different outcomes. A missing or
+unreadable file is an error naming it: a gate never passes on data it did not see.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantgate.errors import QuantgateError
+
+COVERAGE_KIND = "quantgate-coverage"
+COVERAGE_SCHEMA_VERSION = 1
+GREEN = ("passed", "xfailed")
+RED = ("failed", "error", "xpassed")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    cells: int
+    counts: dict[str, int]
+    problems: tuple[str, ...]
+
+    def summary(self) -> str:
+        head = "PASS" if self.passed else "FAIL"
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+        return f"{head}: {self.cells} cells ({counts})" + "".join(f"\n  {p}" for p in self.problems[:50])
+
+
+def load_coverage(path: Path) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QuantgateError(path, f"cannot read coverage: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != COVERAGE_KIND:
+        raise QuantgateError(path, f"not a {COVERAGE_KIND} file", "kind")
+    if doc.get("schema_version") != COVERAGE_SCHEMA_VERSION:
+        raise QuantgateError(
+            path,
+            f"schema_version {doc.get('schema_version')!r} is not {COVERAGE_SCHEMA_VERSION}",
+            "schema_version",
+        )
+    cells = doc.get("cells")
+    if not isinstance(cells, list):
+        raise QuantgateError(path, "must be a list", "cells")
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_id"), str) or "status" not in cell:
+            raise QuantgateError(path, "needs cell_id and status", f"cells[{index}]")
+    return cells
+
+
+def decide(files: Sequence[Path], expected: Iterable[str]) -> GateResult:
+    """Merge coverage ``files``; every id in ``expected`` must have run green in exactly one outcome."""
+    if not files:
+        raise QuantgateError(None, "no coverage file given (fail closed)", "files")
+    outcome: dict[str, tuple[str, str, Path]] = {}
+    problems: list[str] = []
+    for path in files:
+        for cell in load_coverage(path):
+            status, reason = str(cell["status"]), str(cell.get("reason") or "")
+            if status == "deselected":
+                continue
+            seen = outcome.get(cell["cell_id"])
+            if seen is not None and seen[0] != status:
+                problems.append(f"{cell['cell_id']}: {seen[0]} in {seen[2]} but {status} in {path}")
+            outcome[cell["cell_id"]] = (status, reason, path)
+    counts: dict[str, int] = {}
+    for status, _, _ in outcome.values():
+        counts[status] = counts.get(status, 0) + 1
+    for cell_id, (status, reason, path) in sorted(outcome.items()):
+        if status in RED:
+            problems.append(f"{cell_id}: {status}" + (f" ({reason})" if reason else "") + f" [{path.name}]")
+    for cell_id in sorted(set(expected)):
+        status = outcome.get(cell_id, ("absent", "", Path("-")))[0]
+        if status not in GREEN and status not in RED:
+            reason = outcome.get(cell_id, ("", "in no coverage file", Path("-")))[1]
+            problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
+    return GateResult(not problems, len(outcome), counts, tuple(problems))
