@@ -24,6 +24,12 @@ SUMMARY_HELP = "write the Markdown summary of the replay to this file."
 NO_RESULTS = "the replay suite needs --qg-results DIR"
 NO_RESULTS_ID = "no-results"
 
+BASELINES_HELP = (
+    "judge per-item runs against the BF16 references stored here (<model>/<benchmark>.json, with "
+    "provenance) instead of the BF16 runs next to them; with --qg-update-baselines, write them from "
+    "those runs."
+)
+NOTES_KEY = pytest.StashKey[list[str]]()
 CELLS_KEY = pytest.StashKey[list[Any]]()
 SESSION_KEY = pytest.StashKey[dict[str, Any]]()
 
@@ -33,6 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--qg-results", metavar="DIR", default=None, help=RESULTS_HELP)
     group.addoption("--qg-inconclusive", choices=("fail", "xfail"), default=None, help=INCONCLUSIVE_HELP)
     group.addoption("--qg-summary", metavar="FILE", default=None, help=SUMMARY_HELP)
+    group.addoption("--qg-baselines", metavar="DIR", default=None, help=BASELINES_HELP)
     parser.addini("qg_inconclusive", INCONCLUSIVE_HELP, default="fail")
 
 
@@ -46,7 +53,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from quantgate.replay import Replay
 
         try:
-            cells = Replay().cells(results)
+            baselines = config.getoption("qg_baselines")
+            replay = Replay(
+                baselines=Path(baselines) if baselines else None,
+                update_baselines=bool(config.getoption("qg_update_baselines", False)),
+            )
+            cells = replay.cells(results)
+            config.stash[NOTES_KEY] = replay.notes
         except QuantgateError as exc:
             raise pytest.UsageError(f"quantgate: {exc}") from None
         if not cells:
@@ -117,6 +130,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not judged:
         return
     terminalreporter.section("quantgate")
+    for note in config.stash.get(NOTES_KEY, []):
+        terminalreporter.write_line(f"{note} (baselines changed: this run fails; rerun to gate against them)")
     if any(c.kind == "accuracy" for c in judged):
         for line in accuracy_pivot(judged).splitlines():
             terminalreporter.write_line(line)
@@ -137,4 +152,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     judged = list(config.stash[SESSION_KEY]["outcomes"].values())
     gating = [c for c in judged if c.gating]
     if session.testscollected and gating and all(c.outcome == "unknown" for c in gating):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if config.stash.get(NOTES_KEY, []):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

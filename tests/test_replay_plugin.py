@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -98,3 +99,33 @@ def test_without_results_option_the_suite_refuses(suite: pytest.Pytester) -> Non
     result = suite.runpytest("suites")
     assert result.ret != pytest.ExitCode.OK
     result.stderr.fnmatch_lines(["*needs --qg-results DIR*"])
+
+
+def test_baselines_workflow_in_five_runs(suite: pytest.Pytester, tmp_path: Path) -> None:
+    """Write, pass, refuse a changed BF16 run (file intact), update (noted, red), pass again."""
+    runs, base = tmp_path / "runs", tmp_path / "baselines"
+    write_items(runs / "Qwen-7B__bf16" / "aime24.jsonl", AIME_RATES, 64)
+    write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", AIME_RATES, 64)
+    provenance = runs / "Qwen-7B__bf16" / "provenance.json"
+    provenance.write_text(json.dumps({"vllm": "0.7.2", "lighteval": "0.13.0", "temperature": "0.6"}))
+    stored = base / "Qwen-7B" / "aime24.json"
+    args = ["suites", f"--qg-results={runs}", f"--qg-baselines={base}"]
+
+    first = suite.runpytest(*args, "--qg-update-baselines")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    first.stdout.fnmatch_lines([f"*new reference {stored}*baselines changed: this run fails*"])
+    written = stored.read_bytes()
+
+    suite.runpytest(*args).assert_outcomes(passed=1)
+
+    provenance.write_text(json.dumps({"vllm": "0.8.0", "lighteval": "0.13.0", "temperature": "0.6"}))
+    changed = suite.runpytest(*args)
+    assert changed.ret != pytest.ExitCode.OK
+    changed.stderr.fnmatch_lines(["*reference provenance differs (vllm: stored '0.7.2', now '0.8.0')*"])
+    assert stored.read_bytes() == written
+
+    update = suite.runpytest(*args, "--qg-update-baselines")
+    assert update.ret == pytest.ExitCode.TESTS_FAILED
+    update.stdout.fnmatch_lines([f"*updated reference {stored} with different provenance: vllm*"])
+
+    suite.runpytest(*args).assert_outcomes(passed=1)

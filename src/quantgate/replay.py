@@ -15,6 +15,7 @@ with the reason). Nothing is dropped: a cell without data is counted as unknown,
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -96,9 +97,57 @@ def _half_unit(value: float) -> float:
 class Replay:
     """Judges result files against the catalog and the rules."""
 
-    def __init__(self, catalog: Catalog | None = None, rules: Rules | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        rules: Rules | None = None,
+        baselines: Path | None = None,
+        update_baselines: bool = False,
+    ) -> None:
         self.catalog = catalog or load_catalog()
         self.rules = rules or load_rules()
+        self.baselines = baselines
+        self.update_baselines = update_baselines
+        self.notes: list[str] = []
+        self._references: dict[tuple[str, str], tuple[str, dict[str, tuple[int, int]]] | None] = {}
+
+    def stored_reference(
+        self, run_dir: Path, model: str, benchmark: str, counts: dict[str, tuple[int, int]] | None
+    ) -> tuple[str, dict[str, tuple[int, int]]] | None:
+        """The stored BF16 reference of ``model`` on ``benchmark``, checked against the BF16 run's provenance.
+
+        ``run_dir/provenance.json`` (flat strings) says how the BF16 run was made. Under
+        ``update_baselines`` the run's ``counts`` become the stored reference (the change is noted, never
+        silent); otherwise a reference whose provenance differs is refused.
+        """
+        from quantgate.store import check_comparable, load_reference, make_reference, save_reference
+
+        assert self.baselines is not None
+        path = self.baselines / model / f"{benchmark}.json"
+        provenance_file = run_dir / "provenance.json"
+        provenance: dict[str, str] = {}
+        if provenance_file.exists():
+            try:
+                loaded = json.loads(provenance_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise QuantgateError(provenance_file, f"cannot read: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise QuantgateError(provenance_file, "must be an object of strings")
+            provenance = {str(k): str(v) for k, v in loaded.items()}
+        if self.update_baselines and counts is not None:
+            cell = {
+                "model": model,
+                "scheme": "bf16",
+                "gpu": provenance.get("gpu", "unknown"),
+                "benchmark": benchmark,
+            }
+            items = [{"item": i, "samples": n, "correct": c} for i, (n, c) in sorted(counts.items())]
+            self.notes.append(save_reference(path, make_reference(cell, provenance, items)))
+        if not path.exists():
+            return None
+        reference = load_reference(path)
+        check_comparable(path, reference, provenance)
+        return str(path), reference.counts()
 
     # ---- published model-card figures -------------------------------------------------------
 
@@ -269,6 +318,12 @@ class Replay:
             for benchmark, (result_path, counts) in sorted(benchmarks.items()):
                 decision = self._accuracy_decision(model, scheme, benchmark)
                 reference = runs.get((model, "bf16"), {}).get(benchmark)
+                if self.baselines is not None:
+                    if (model, benchmark) not in self._references:
+                        self._references[(model, benchmark)] = self.stored_reference(
+                            root / f"{model}__bf16", model, benchmark, reference[1] if reference else None
+                        )
+                    reference = self._references[(model, benchmark)]
                 cell = partial(
                     Cell,
                     cell_id=f"{model}-{scheme}-{benchmark}",
@@ -279,7 +334,8 @@ class Replay:
                     decision=decision,
                 )
                 if reference is None:
-                    detail = f"unknown: no bf16 reference for {model} {benchmark} under {root}"
+                    where = self.baselines if self.baselines is not None else root
+                    detail = f"unknown: no bf16 reference for {model} {benchmark} under {where}"
                     cells.append(cell(outcome="unknown", detail=detail, sources=(result_path,)))
                     continue
                 verdict = judge_recovery(reference[1], counts, decision.floor)
