@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -263,3 +264,31 @@ def test_output_length_is_a_sample_weighted_mean_and_unknown_when_any_is_missing
     assert mean_output_tokens([(8, 10.0), (24, 20.0)]) == pytest.approx(17.5)
     assert mean_output_tokens([(8, 10.0), (8, None)]) is None
     assert mean_output_tokens([]) is None
+
+
+def test_the_terminal_summary_names_recovery_and_output_length() -> None:
+    records = [
+        {
+            "kind": "accuracy",
+            "model": "m",
+            "scheme": "s",
+            "verdict": "pass",
+            "score": 0.7,
+            "reference_score": 0.7,
+            "recovery": 1.0,
+            "low": 0.99,
+            "high": 1.01,
+            "floor": 0.97,
+            "rule": "r",
+            "samples": 8,
+            "looks": [8],
+            "length_ratio": 1.05,
+            "tokens_per_solved": 12.5,
+        },
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        written = write_report(Path(directory), records, {}, None, {}, 1.0, {})
+    assert (
+        written.summary_lines[0]
+        == "m s: pass@1 0.700 vs 0.700, recovery 1.000 [0.990, 1.010], length x1.050, pass"
+    )

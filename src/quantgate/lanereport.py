@@ -208,7 +208,7 @@ def write_report(
         with markdown.open("a", encoding="utf-8") as handle:
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
     summary = [
-        f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, length x{r[8]}, {r[9]}" for r in acc
+        f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, length x{r[7]}, {r[9]}" for r in acc
     ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))
