@@ -59,7 +59,7 @@ def test_two_outcomes_for_one_cell_fail_the_gate(tmp_path: Path) -> None:
 def test_bad_input_names_the_file_and_no_file_is_no_pass(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema_version": 2, "kind": "quantgate-coverage", "cells": []}))
-    with pytest.raises(QuantgateError, match=r"bad.json: schema_version"):
+    with pytest.raises(QuantgateError, match=r"bad.json: schema_version: version 2 is not supported"):
         decide([bad], [])
     with pytest.raises(QuantgateError, match="fail closed"):
         decide([], [])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
+from quantgate.lanereport import REPORT_SCHEMA_VERSION
 
 REPORT_KIND = "quantgate-lane-report"
 
@@ -18,17 +20,8 @@ def add_parser(sub: Any) -> None:
     report.set_defaults(func=run)
 
 
-def load_cells(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QuantgateError(path, f"cannot read the lane report: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("kind") != REPORT_KIND:
-        raise QuantgateError(path, f"not a {REPORT_KIND} file", "kind")
-    if doc.get("schema_version") != 1:
-        raise QuantgateError(
-            path, f"schema_version {doc.get('schema_version')!r} is not one this reads (1)", "schema_version"
-        )
+def load_cells(path: Path) -> Mapping[str, Any]:
+    doc = load_kind(path, REPORT_KIND, REPORT_SCHEMA_VERSION)
     if not isinstance(doc.get("records"), list):
         raise QuantgateError(path, "must be a list", "records")
     return doc

@@ -123,6 +123,14 @@ def validate(model: type[M], data: Any, path: str | Path, prefix: str = "") -> M
         raise QuantgateError(path, message, where) from None
 
 
+def load_kind(path: str | Path, kind: str, supported: int) -> Mapping[str, Any]:
+    """Load a JSON/YAML document whose ``kind`` field is ``kind`` and whose version is ``supported``."""
+    doc = load_document(path)
+    if not isinstance(doc, Mapping) or doc.get("kind") != kind:
+        raise QuantgateError(path, f"not a {kind} file", "kind")
+    return check_schema_version(doc, path, kind, supported)
+
+
 def load_model(model: type[M], path: str | Path, kind: str, supported: int) -> M:
     """Load, version-check and validate one data file."""
     doc = check_schema_version(load_document(path), path, kind, supported)

@@ -9,12 +9,12 @@ unreadable file is an error naming it: a gate never passes on data it did not se
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
 
 COVERAGE_KIND = "quantgate-coverage"
@@ -37,18 +37,7 @@ class GateResult:
 
 
 def load_coverage(path: Path) -> list[dict[str, Any]]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QuantgateError(path, f"cannot read coverage: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("kind") != COVERAGE_KIND:
-        raise QuantgateError(path, f"not a {COVERAGE_KIND} file", "kind")
-    if doc.get("schema_version") != COVERAGE_SCHEMA_VERSION:
-        raise QuantgateError(
-            path,
-            f"schema_version {doc.get('schema_version')!r} is not {COVERAGE_SCHEMA_VERSION}",
-            "schema_version",
-        )
+    doc = load_kind(path, COVERAGE_KIND, COVERAGE_SCHEMA_VERSION)
     cells = doc.get("cells")
     if not isinstance(cells, list):
         raise QuantgateError(path, "must be a list", "cells")
