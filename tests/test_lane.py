@@ -292,3 +292,30 @@ def test_the_terminal_summary_names_recovery_and_output_length() -> None:
         written.summary_lines[0]
         == "m s: pass@1 0.700 vs 0.700, recovery 1.000 [0.990, 1.010], length x1.050, pass"
     )
+
+
+def test_the_report_names_verdicts_that_changed_since_the_last_run(tmp_path: Path) -> None:
+    def record(cell: str, verdict: str, recovery: float) -> dict[str, object]:
+        return {
+            "cell": cell,
+            "kind": "accuracy",
+            "model": "m",
+            "scheme": cell,
+            "verdict": verdict,
+            "recovery": recovery,
+            "low": recovery - 0.02,
+            "high": recovery + 0.02,
+            "floor": 0.97,
+        }
+
+    first = write_report(
+        tmp_path, [record("a", "pass", 1.0), record("b", "pass", 0.99)], {}, None, {}, 1.0, {}
+    )
+    assert "no earlier report here to compare with" in first.markdown.read_text()
+    second = write_report(
+        tmp_path, [record("a", "fail", 0.90), record("c", "pass", 1.0)], {}, None, {}, 1.0, {}
+    )
+    text = second.markdown.read_text()
+    assert "- accuracy a: pass → fail (1.000 → 0.900)" in text
+    assert "- accuracy b: not in this run" in text
+    assert "- accuracy c: new" in text

@@ -11,7 +11,14 @@ import pytest
 from quantgate.catalog import load_catalog
 from quantgate.errors import QuantgateError
 from quantgate.lane import load_lane
-from quantgate.rules import AccuracyCellKey, SpeedCellKey, check_known_keys, default_rules_path, load_rules
+from quantgate.rules import (
+    AccuracyCellKey,
+    Rules,
+    SpeedCellKey,
+    check_known_keys,
+    default_rules_path,
+    load_rules,
+)
 
 CATALOG = load_catalog()
 NEXT = len(load_rules().recovery)  # the index of a rule appended to the file
@@ -169,3 +176,27 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     path.write_text("schema_version: 2\nrecovery: []\nspeedup: []\n")
     with pytest.raises(QuantgateError, match="schema_version: version 2 is not supported"):
         load_rules(path)
+
+
+def test_the_readme_threshold_example_tightens_exactly_its_cells(tmp_path: Path) -> None:
+    """The README's worked example, applied as written: one entry under ``recovery:`` decides its cells."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Adding a threshold", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    text = default_rules_path().read_text()
+    head, speedup = text.split("\nspeedup:", 1)
+    path = tmp_path / "rules.yaml"
+    path.write_text(head.rstrip("\n") + "\n" + example + "\nspeedup:" + speedup)
+    before, after = load_rules(), load_rules(path)
+    qwen7b = CATALOG.model("Qwen-7B")
+    for benchmark in ("aime24", "math_500", "gpqa_diamond"):
+        cell = AccuracyCellKey("Qwen-7B", qwen7b.params_b, "int4-w4a16", benchmark, "reasoning")
+        assert before.recovery_for(cell).floor == 0.97
+        assert after.recovery_for(cell).rule_id == "qwen7b-int4-tight"
+        assert after.recovery_for(cell).floor == 0.98
+    untouched = [c for c in accuracy_cells() if not (c.model == "Qwen-7B" and c.scheme == "int4-w4a16")]
+    def decided(rules: Rules, cell: AccuracyCellKey) -> tuple[str, float, str]:
+        decision = rules.recovery_for(cell)
+        return decision.rule_id, decision.floor, decision.mode
+
+    assert [decided(after, c) for c in untouched] == [decided(before, c) for c in untouched]

@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,40 @@ def coverage(outcomes: Mapping[str, tuple[str, str]]) -> tuple[Counter[str], lis
     return counts, rows
 
 
+def _key(record: Mapping[str, Any]) -> tuple[str, str]:
+    return str(record.get("kind")), str(record.get("cell"))
+
+
+def _figure(record: Mapping[str, Any]) -> float | None:
+    value = record.get("recovery" if record.get("kind") == "accuracy" else "speedup")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def changes_since(previous_file: Path, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines naming each cell whose verdict changed, or that is new or gone, against the previous report."""
+    try:
+        previous = json.loads(previous_file.read_text(encoding="utf-8"))
+        old = {_key(r): r for r in previous["records"] if r.get("kind") in ("accuracy", "speed")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ["no earlier report here to compare with"]
+    new = {_key(r): r for r in records if r.get("kind") in ("accuracy", "speed")}
+    out = []
+    for key in sorted(new.keys() | old.keys()):
+        kind, cell = key
+        before, now = old.get(key), new.get(key)
+        if before is None or now is None:
+            out.append(f"- {kind} {cell}: {'new' if before is None else 'not in this run'}")
+            continue
+        was, is_ = before.get("verdict") or "reference", now.get("verdict") or "reference"
+        if was != is_:
+            a, b = _figure(before), _figure(now)
+            figures = f" ({_num(a)} → {_num(b)})" if a is not None and b is not None else ""
+            out.append(f"- {kind} {cell}: {was} → {is_}{figures}")
+    return out or [
+        f"no verdict changed ({len(new)} cells; earlier report of {previous.get('generated', '?')})"
+    ]
+
+
 def write_report(
     directory: Path,
     records: Sequence[Mapping[str, Any]],
@@ -172,6 +207,8 @@ def write_report(
     lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
     if not_passed:
         lines += _table(["test", "outcome", "why"], not_passed)
+    lines += ["", "## Changes since the last run in this directory", ""]
+    lines += changes_since(directory / "cells.json", records)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / "report.md"
     atomic_write_text(markdown, "\n".join(lines) + "\n")
@@ -184,6 +221,7 @@ def write_report(
                 "kind": "quantgate-lane-report",
                 "context": dict(context),
                 "wall_s": round(wall_s, 1),
+                "generated": datetime.now(UTC).isoformat(timespec="seconds"),
                 "records": list(records),
                 "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
                 "server_start_s": dict(server_starts),
