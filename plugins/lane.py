@@ -175,6 +175,7 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
     model, scheme = request.param
     lane = qg_lane_session.get_lane()
     lane.worker().start()
+    lane.bench_worker().start()
     lane.prepare(qg_lane_session.selected_cells)
     checkpoint = lane.checkpoint(model, scheme)
     qg_lane_session.record(

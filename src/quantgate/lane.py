@@ -36,7 +36,7 @@ from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
 from quantgate.judge import SpeedVerdict, Verdict, judge_recovery, judge_speedup
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
-from quantgate.runners.bench import BenchResult, BenchRun, bench
+from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
 from quantgate.runners.quantize import check_signature, quantize, recipe_path
 from quantgate.runners.serve import ServerSpec, VllmServer
@@ -375,6 +375,7 @@ class Lane:
     rules: Rules = field(default_factory=load_rules)
     _worker: LightevalWorker | None = None
     _pool: ThreadPoolExecutor | None = None
+    _bench_worker: BenchWorker | None = None
     _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
 
     @property
@@ -493,6 +494,8 @@ class Lane:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._worker is not None:
             self._worker.stop()
+        if self._bench_worker is not None:
+            self._bench_worker.stop()
 
     def task_data(self) -> Path:
         """The evaluation items as lighteval's local dataset (``test.jsonl``), written once per session."""
@@ -692,17 +695,21 @@ class Lane:
                 )
         return runs
 
+    def bench_worker(self) -> BenchWorker:
+        if self._bench_worker is None:
+            self._bench_worker = BenchWorker(
+                self.envs.python("vllm"), self.log_dir, {**os.environ, **self.tool_env()}
+            )
+        return self._bench_worker
+
     def bench(self, server: VllmServer, checkpoint: Checkpoint) -> list[BenchResult]:
-        return bench(
-            self.envs.python("vllm"),
+        return self.bench_worker().run(
             server.base_url,
             checkpoint.served_name,
             checkpoint.path,
             self.bench_runs(),
             self.workdir / "bench" / checkpoint.served_name,
-            self.log_dir,
             timeout=self.spec.speed.timeout_s,
-            env={**os.environ, **self.tool_env()},
         )
 
     def judge_speed(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any, Final
 from quantgate.datafile import atomic_write_text
 from quantgate.errors import QuantgateError
 from quantgate.results import PerfResult, read_result
-from quantgate.runners.process import ToolError, run_tool
+from quantgate.runners.process import ToolError, ToolProcess, run_tool
 
 DRIVER: Final = Path(__file__).resolve().parent / "drivers" / "bench_serve.py"
 TOOL: Final = "vllm bench serve"
@@ -285,6 +286,20 @@ def bench(
     with failed requests is a ``ToolError`` too (its figures would describe a broken server). A result
     file that is missing or unreadable is a ``QuantgateError`` naming the file and the field.
     """
+    plan = _prepare(base_url, served_name, tokenizer, runs, out_dir)
+    log = log_dir / f"bench-{served_name}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    try:
+        command = [str(python), str(DRIVER), "--plan", str(plan)]
+        driver_s = run_tool(f"{TOOL} ({served_name})", command, log, timeout, env=env)
+    except ToolError as error:
+        raise _named_failure(error, log, offset) from None
+    return _collect(runs, out_dir, served_name, log, offset, driver_s)
+
+
+def _prepare(
+    base_url: str, served_name: str, tokenizer: Path, runs: Sequence[BenchRun], out_dir: Path
+) -> Path:
     if not runs:
         raise ValueError("no runs to bench")
     names = [run.name for run in runs]
@@ -294,21 +309,23 @@ def bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     for run in runs:  # a stale file from an earlier plan must never pass for this run's
         (out_dir / f"{run.name}.json").unlink(missing_ok=True)
-    plan = write_plan(
+    return write_plan(
         out_dir / "bench-plan.json",
         [(run.name, serve_args(run, base_url, served_name, tokenizer, out_dir)) for run in runs],
     )
-    log = log_dir / f"bench-{served_name}.log"
-    offset = log.stat().st_size if log.exists() else 0
-    try:
-        command = [str(python), str(DRIVER), "--plan", str(plan)]
-        driver_s = run_tool(f"{TOOL} ({served_name})", command, log, timeout, env=env)
-    except ToolError as error:
-        failed = [r for r in _run_lines(log, offset) if r.get("status") == "error"]
-        if failed:
-            reason = f"run {failed[-1].get('qg_bench_run')!r} failed: {failed[-1].get('error')}"
-            raise ToolError(error.tool, reason, log) from None
-        raise
+
+
+def _named_failure(error: ToolError, log: Path, offset: int) -> ToolError:
+    failed = [r for r in _run_lines(log, offset) if r.get("status") == "error"]
+    if failed:
+        reason = f"run {failed[-1].get('qg_bench_run')!r} failed: {failed[-1].get('error')}"
+        return ToolError(error.tool, reason, log)
+    return error
+
+
+def _collect(
+    runs: Sequence[BenchRun], out_dir: Path, served_name: str, log: Path, offset: int, driver_s: float
+) -> list[BenchResult]:
     run_seconds: dict[str, float] = {}
     for record in _run_lines(log, offset):
         seconds = record.get("seconds")
@@ -330,6 +347,76 @@ def bench(
             )
         results.append(result)
     return results
+
+
+class BenchWorker:
+    """The vllm environment's ``vllm bench serve``, kept running between plans (``bench_serve.py --serve``).
+
+    Importing vLLM costs ~12 s per process on the CI machine; a lane benches eight servers, so one
+    worker imports once (while the first server starts) and runs one plan per served model. A plan
+    that fails is a ``ToolError`` naming the run; a worker that dies or hangs is replaced for the next.
+    """
+
+    def __init__(self, python: Path, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.python = python
+        self.log_path = log_dir / "bench-worker.log"
+        self.env = dict(env) if env is not None else None
+        self.process: ToolProcess | None = None
+
+    def start(self) -> None:
+        if self.process is None or not self.process.alive():
+            command = [str(self.python), str(DRIVER), "--serve"]
+            self.process = ToolProcess.start(TOOL, command, self.log_path, self.env, stdin_pipe=True)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5.0)
+            self.process = None
+
+    def run(
+        self,
+        base_url: str,
+        served_name: str,
+        tokenizer: Path,
+        runs: Sequence[BenchRun],
+        out_dir: Path,
+        timeout: float = 900.0,
+    ) -> list[BenchResult]:
+        plan = _prepare(base_url, served_name, tokenizer, runs, out_dir)
+        done = out_dir / "bench-done.json"
+        done.unlink(missing_ok=True)
+        self.start()
+        assert self.process is not None
+        assert self.process.popen.stdin is not None
+        label = f"{TOOL} ({served_name})"
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        started = time.monotonic()
+        try:
+            self.process.popen.stdin.write(
+                (json.dumps({"plan": str(plan), "done": str(done)}) + "\n").encode()
+            )
+            self.process.popen.stdin.flush()
+        except OSError:
+            self.stop()
+            raise ToolError(label, "the bench worker is gone", self.log_path) from None
+        while not done.exists():
+            if not self.process.alive():
+                code = self.process.popen.returncode
+                self.stop()
+                raise _named_failure(
+                    ToolError(label, f"the bench worker exited with status {code}", self.log_path),
+                    self.log_path,
+                    offset,
+                )
+            if time.monotonic() - started > timeout:
+                self.stop()
+                raise ToolError(label, f"timed out after {timeout:g} s", self.log_path)
+            time.sleep(0.1)
+        code = json.loads(done.read_text(encoding="utf-8")).get("code")
+        if code != 0:
+            error = ToolError(label, f"the plan ended with status {code}", self.log_path)
+            raise _named_failure(error, self.log_path, offset)
+        return _collect(runs, out_dir, served_name, self.log_path, offset, time.monotonic() - started)
 
 
 def read_bench_result(

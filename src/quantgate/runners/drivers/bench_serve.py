@@ -142,9 +142,39 @@ def plan_main(plan_path: str) -> None:
     os._exit(code)
 
 
+def serve_plans() -> None:
+    """Worker mode: import once, then run one plan per stdin line ``{"plan": path, "done": path}``.
+
+    Each plan's outcome goes to its ``done`` file (``{"code": 0|1|2, "seconds": s}``, atomically); the
+    per-run lines go to stdout as in plan mode. The worker ends at end of input.
+    """
+    _parser()
+    _emit({"qg_bench_worker": "ready"})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        started = time.perf_counter()
+        try:
+            code = run_plan(job["plan"])
+        except PlanError as exc:
+            sys.stderr.write(f"bench_serve: {exc}\n")
+            code = 2
+        sys.stdout.flush()
+        sys.stderr.flush()
+        temporary = job["done"] + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({"code": code, "seconds": round(time.perf_counter() - started, 4)}, handle)
+        os.replace(temporary, job["done"])
+    sys.stdout.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    if argv[:1] == ["--plan"] and len(argv) == 2:
+    if argv == ["--serve"]:
+        serve_plans()
+    elif argv[:1] == ["--plan"] and len(argv) == 2:
         plan_main(argv[1])
     elif len(argv) == 1 and argv[0].startswith("--plan="):
         plan_main(argv[0].split("=", 1)[1])
