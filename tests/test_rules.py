@@ -195,6 +195,7 @@ def test_the_readme_threshold_example_tightens_exactly_its_cells(tmp_path: Path)
         assert after.recovery_for(cell).rule_id == "qwen7b-int4-tight"
         assert after.recovery_for(cell).floor == 0.98
     untouched = [c for c in accuracy_cells() if not (c.model == "Qwen-7B" and c.scheme == "int4-w4a16")]
+
     def decided(rules: Rules, cell: AccuracyCellKey) -> tuple[str, float, str]:
         decision = rules.recovery_for(cell)
         return decision.rule_id, decision.floor, decision.mode
