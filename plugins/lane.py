@@ -57,23 +57,55 @@ class LaneSession:
     selected_cells: list[tuple[str, str]] = field(default_factory=list)
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    _spec: Any = None
+
+    def spec(self) -> Any:
+        """The lane file, read once per session; a bad file is a usage error naming file and field."""
+        if self._spec is None:
+            from quantgate.lane import load_lane
+
+            path = self.config.getoption("qg_lane") or self.config.rootpath / "suites" / "lane" / "cpu.yaml"
+            try:
+                self._spec = load_lane(path)
+            except QuantgateError as exc:
+                raise pytest.UsageError(f"quantgate: {exc}") from None
+        return self._spec
+
+    def envs(self) -> Any:
+        from quantgate.lane import Envs
+
+        given = self.config.getoption("qg_envs")
+        return Envs(Path(given)) if given else Envs.from_environment()
+
+    def workdir(self, default: str) -> Path:
+        return Path(self.config.getoption("qg_lane_work") or self.config.rootpath / ".quantgate" / default)
 
     def get_lane(self) -> Any:
-        """The lane, built on first use; a lane that cannot be built fails every cell with the reason."""
-        if self.lane is None and self.error is None:
-            from quantgate.lane import Envs, Lane, load_lane
+        """The lane, built on first use; a lane that cannot be built fails every cell with the reason.
 
-            option = self.config.getoption
+        Building it starts the lighteval and bench workers (their imports overlap with the first
+        server start) and the background quantization of the selected cells.
+        """
+        if self.lane is None and self.error is None:
+            from quantgate.lane import Lane
+
             try:
-                spec = load_lane(option("qg_lane") or self.config.rootpath / "suites" / "lane" / "cpu.yaml")
-                envs = Envs(Path(option("qg_envs"))) if option("qg_envs") else Envs.from_environment()
-                envs.python("vllm")
-                envs.python("compress")
-                envs.python("eval")
-                workdir = Path(option("qg_lane_work") or self.config.rootpath / ".quantgate" / "lane")
-                self.lane = Lane(spec, envs, workdir, update_baselines=bool(option("qg_update_baselines")))
+                envs = self.envs()
+                for name in ("vllm", "compress", "eval"):
+                    envs.python(name)
+                lane = Lane(
+                    self.spec(),
+                    envs,
+                    self.workdir("lane"),
+                    update_baselines=bool(self.config.getoption("qg_update_baselines")),
+                )
             except QuantgateError as exc:
                 self.error = str(exc)
+            else:
+                lane.worker().start()
+                lane.bench_worker().start()
+                lane.prepare(self.selected_cells)
+                self.lane = lane
         if self.error is not None:
             pytest.fail(f"quantgate lane: {self.error}", pytrace=False)
         return self.lane
@@ -82,21 +114,30 @@ class LaneSession:
         """The GPU lane of a matrix run (hub checkpoints, ``vllm serve`` on leased devices)."""
         if self.gpu_lane is None:
             from quantgate.gpulane import GpuLane
-            from quantgate.lane import Envs
 
-            option = self.config.getoption
-            envs = Envs(Path(option("qg_envs"))) if option("qg_envs") else Envs.from_environment()
+            envs = self.envs()
             try:
                 envs.python("vllm")
                 envs.python("eval")
             except QuantgateError as exc:
                 pytest.fail(f"quantgate GPU lane: {exc}", pytrace=False)
-            workdir = Path(option("qg_lane_work") or self.config.rootpath / ".quantgate" / "gpu")
-            self.gpu_lane = GpuLane(envs, workdir)
+            self.gpu_lane = GpuLane(envs, self.workdir("gpu"))
         return self.gpu_lane
 
     def record(self, **fields: Any) -> None:
         self.records.append(fields)
+
+
+def end_cell(session: LaneSession, cell: str, verdict: str, gating: bool, detail: str) -> None:
+    """End a judged cell's test: pass; xfail when informational or (with --qg-inconclusive xfail)
+    inconclusive; otherwise fail with the verdict's one-line detail."""
+    if verdict == "pass":
+        return
+    if not gating:
+        pytest.xfail(f"{cell}: informational: {detail}")
+    if verdict == "inconclusive" and session.config.getoption("qg_inconclusive") == "xfail":
+        pytest.xfail(f"{cell}: {detail}")
+    pytest.fail(f"{cell}: {detail}", pytrace=False)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -116,36 +157,17 @@ def lane_session(config: pytest.Config) -> LaneSession:
     return config.stash[SESSION_KEY]
 
 
-def _cells(config: pytest.Config) -> list[tuple[str, str]]:
-    from quantgate.lane import load_lane
-
-    path = config.getoption("qg_lane") or config.rootpath / "suites" / "lane" / "cpu.yaml"
-    try:
-        spec = load_lane(path)
-    except QuantgateError as exc:
-        raise pytest.UsageError(f"quantgate: {exc}") from None
-    ordered = ["bf16", *(s for s in spec.schemes if s != "bf16")]
-    return [(model, scheme) for model in spec.models for scheme in ordered]
-
-
-def _scenarios(config: pytest.Config) -> list[str]:
-    from quantgate.lane import load_lane
-
-    return list(
-        load_lane(
-            config.getoption("qg_lane") or config.rootpath / "suites" / "lane" / "cpu.yaml"
-        ).speed.scenarios
-    )
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    session = lane_session(metafunc.config)
     if "qg_served" in metafunc.fixturenames:
-        cells = _cells(metafunc.config)
+        from quantgate.lane import lane_cells
+
+        cells = lane_cells(session.spec())
         metafunc.parametrize(
             "qg_served", cells, indirect=True, scope="session", ids=[f"{m}-{s}" for m, s in cells]
         )
     if "qg_scenario" in metafunc.fixturenames:
-        metafunc.parametrize("qg_scenario", _scenarios(metafunc.config))
+        metafunc.parametrize("qg_scenario", list(session.spec().speed.scenarios))
 
 
 @pytest.hookimpl(trylast=True)
@@ -174,9 +196,6 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
     """The cell's checkpoint (quantized once) served by vLLM for every test of the cell."""
     model, scheme = request.param
     lane = qg_lane_session.get_lane()
-    lane.worker().start()
-    lane.bench_worker().start()
-    lane.prepare(qg_lane_session.selected_cells)
     checkpoint = lane.checkpoint(model, scheme)
     qg_lane_session.record(
         cell=f"{model}-{scheme}",

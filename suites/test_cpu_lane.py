@@ -11,19 +11,10 @@ import json
 
 import pytest
 
-from plugins.lane import LaneSession, Served
+from plugins.lane import LaneSession, Served, end_cell
+from quantgate.lane import sha256_file
 
 pytestmark = pytest.mark.cpu
-
-
-def _end(session: LaneSession, cell: str, verdict: str, gating: bool, detail: str) -> None:
-    if verdict == "pass":
-        return
-    if not gating:
-        pytest.xfail(f"{cell}: informational: {detail}")
-    if verdict == "inconclusive" and session.config.getoption("qg_inconclusive") == "xfail":
-        pytest.xfail(f"{cell}: {detail}")
-    pytest.fail(f"{cell}: {detail}", pytrace=False)
 
 
 def test_quantization(qg_served: Served, qg_lane_session: LaneSession) -> None:
@@ -33,19 +24,12 @@ def test_quantization(qg_served: Served, qg_lane_session: LaneSession) -> None:
     if checkpoint.scheme == "bf16":
         assert "quantization_config" not in config
         built = json.loads((checkpoint.path / "build.json").read_text(encoding="utf-8"))
-        assert checkpoint.weights_sha256 == _single_file_hash(checkpoint.path, built["weights_sha256"])
+        weights = sorted(checkpoint.path.glob("*.safetensors"))
+        assert len(weights) == 1, f"expected one weights file in {checkpoint.path}"
+        assert sha256_file(weights[0]) == built["weights_sha256"], "weights differ from build.json"
     else:
         assert config["quantization_config"]["quant_method"] == "compressed-tensors"
     assert qg_served.server.alive(), "the server died"
-
-
-def _single_file_hash(path, expected: str) -> str:  # type: ignore[no-untyped-def]
-    from quantgate.lane import sha256_file, sha256_files
-
-    files = sorted(path.glob("*.safetensors"))
-    assert len(files) == 1, f"expected one weights file in {path}"
-    assert sha256_file(files[0]) == expected, "weights differ from build.json"
-    return sha256_files(files)
 
 
 @pytest.mark.accuracy
@@ -83,7 +67,7 @@ def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
         tokens_per_solved=outcome.tokens_per_solved,
         seconds_per_solved=outcome.seconds_per_solved,
     )
-    _end(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)
+    end_cell(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)
 
 
 @pytest.mark.speed
@@ -119,4 +103,4 @@ def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession
     )
     if outcome.verdict is None:
         return
-    _end(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)
+    end_cell(qg_lane_session, cell, outcome.verdict.verdict, outcome.decision.gating, outcome.verdict.detail)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.lane import LaneSession
+from plugins.lane import LaneSession, end_cell
 from quantgate.gpus import Lease
 from quantgate.matrix import MatrixCell
 
 
 def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane = qg_lane_session.get_gpu_lane()
-    server = gpu_lane.serve(qg_accuracy_cell, qg_lease.devices, qg_lease.gpu_memory_utilization)
-    qg_lease.on_release(lambda: gpu_lane.stop(qg_accuracy_cell.served_model))
+    server = gpu_lane.serve(qg_accuracy_cell, qg_lease)
     decision, verdict, looks = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
     qg_lane_session.record(
         cell=qg_accuracy_cell.cell_id,
@@ -38,19 +37,12 @@ def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session
         looks=[look.job.samples for look in looks],
         detail=verdict.detail,
     )
-    if verdict.verdict == "pass":
-        return
-    if not decision.gating or (
-        verdict.verdict == "inconclusive" and qg_lane_session.config.getoption("qg_inconclusive") == "xfail"
-    ):
-        pytest.xfail(f"{qg_accuracy_cell.cell_id}: {verdict.detail}")
-    pytest.fail(f"{qg_accuracy_cell.cell_id}: {verdict.detail}", pytrace=False)
+    end_cell(qg_lane_session, qg_accuracy_cell.cell_id, verdict.verdict, decision.gating, verdict.detail)
 
 
 def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane = qg_lane_session.get_gpu_lane()
-    server = gpu_lane.serve(qg_performance_cell, qg_lease.devices, qg_lease.gpu_memory_utilization)
-    qg_lease.on_release(lambda: gpu_lane.stop(qg_performance_cell.served_model))
+    server = gpu_lane.serve(qg_performance_cell, qg_lease)
     outcome = gpu_lane.judge_speed(server, qg_performance_cell)
     qg_lane_session.record(
         cell=qg_performance_cell.cell_id,

@@ -28,11 +28,12 @@ from typing import Any
 
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.errors import QuantgateError
-from quantgate.judge import Verdict, judge_recovery, judge_speedup
-from quantgate.lane import ROOT, Envs, SpeedOutcome, merge_counts, scenario_figures
+from quantgate.gpus import Lease
+from quantgate.judge import Verdict, judge_speedup
+from quantgate.lane import ROOT, Envs, SpeedOutcome, judge_sequentially, scenario_figures
 from quantgate.matrix import MatrixCell
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
-from quantgate.runners.bench import BenchRun, bench
+from quantgate.runners.bench import BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
 from quantgate.runners.serve import ServerSpec, VllmServer
 from quantgate.store import Reference, load_reference, provenance_mismatch
@@ -59,6 +60,7 @@ class GpuLane:
     baselines: Path = ROOT / "baselines"
     _servers: dict[str, VllmServer] = field(default_factory=dict)
     _worker: LightevalWorker | None = None
+    _bench_worker: BenchWorker | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -99,12 +101,15 @@ class GpuLane:
             ready_timeout=1800.0,
         )
 
-    def serve(self, cell: MatrixCell, devices: tuple[int, ...], memory_utilization: float) -> VllmServer:
-        """The cell's server, started on first use for its served model and kept until ``stop``."""
+    def serve(self, cell: MatrixCell, lease: Lease) -> VllmServer:
+        """The cell's server: started by the first cell of its served model on the lease's devices,
+        and stopped when the lease is released (before the devices go to another worker)."""
         server = self._servers.get(cell.served_model)
         if server is None or not server.alive():
-            server = VllmServer(self.server_spec(cell, devices, memory_utilization)).start()
+            spec = self.server_spec(cell, lease.devices, lease.gpu_memory_utilization)
+            server = VllmServer(spec).start()
             self._servers[cell.served_model] = server
+            lease.on_release(lambda: self.stop(cell.served_model))
         return server
 
     def stop(self, served_model: str) -> None:
@@ -115,8 +120,15 @@ class GpuLane:
     def close(self) -> None:
         for key in list(self._servers):
             self.stop(key)
-        if self._worker is not None:
-            self._worker.stop()
+        for worker in (self._worker, self._bench_worker):
+            if worker is not None:
+                worker.stop()
+
+    def bench_worker(self) -> BenchWorker:
+        """One ``vllm bench serve`` process for the session (vLLM is imported once, not per cell)."""
+        if self._bench_worker is None:
+            self._bench_worker = BenchWorker(self.envs.python("vllm"), self.log_dir, self.tool_env())
+        return self._bench_worker
 
     def worker(self) -> LightevalWorker:
         if self._worker is None:
@@ -187,19 +199,18 @@ class GpuLane:
     ) -> tuple[Decision, Verdict, list[Evaluation]]:
         """Evaluate the cell's benchmark, judge against the reference, top up while inconclusive."""
         benchmark = self.catalog.benchmarks[cell.benchmark or ""]
-        _, reference = self.reference(cell)
+        path, reference = self.reference(cell)
         decision = self.recovery_decision(cell)
-        samples = benchmark.sampling.samples if benchmark.sampling else 1
-        counts: dict[str, tuple[int, int]] = {}
-        looks: list[Evaluation] = []
-        while True:
-            job = self.evaluation_job(server, cell, samples, len(looks), f"look{len(looks)}")
-            looks.append(self.worker().run(job))
-            counts = merge_counts(counts, looks[-1].counts, str(looks[-1].details))
-            verdict = judge_recovery(reference.counts(), counts, decision.floor)
-            if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
-                return decision, verdict, looks
-            samples = verdict.more_samples
+        verdict, looks, _ = judge_sequentially(
+            lambda samples, look: self.worker().run(
+                self.evaluation_job(server, cell, samples, look, f"look{look}")
+            ),
+            reference.counts(),
+            decision.floor,
+            benchmark.sampling.samples if benchmark.sampling else 1,
+            path,
+        )
+        return decision, verdict, looks
 
     def bench_runs(self, cell: MatrixCell) -> list[BenchRun]:
         workload = self.catalog.workloads[cell.workload or ""]
@@ -232,16 +243,13 @@ class GpuLane:
     def judge_speed(self, server: VllmServer, cell: MatrixCell) -> SpeedOutcome:
         """Measure the cell; judge it against the same model's BF16 cell measured in this run directory."""
         spec = self.catalog.scenarios[cell.scenario or ""]
-        results = bench(
-            self.envs.python("vllm"),
+        results = self.bench_worker().run(
             server.base_url,
             self.served_name(cell),
             Path(self.repository(cell)),
             self.bench_runs(cell),
             self.bench_dir(cell),
-            self.log_dir,
             timeout=3600.0,
-            env=self.tool_env(),
         )
         mine = scenario_figures(results, cell.scenario or "", spec.metric)
         (self.bench_dir(cell) / "figures.json").write_text(json.dumps(mine), encoding="utf-8")

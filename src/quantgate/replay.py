@@ -15,7 +15,6 @@ with the reason). Nothing is dropped: a cell without data is counted as unknown,
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -120,6 +119,7 @@ class Replay:
         ``update_baselines`` the run's ``counts`` become the stored reference (the change is noted, never
         silent); otherwise a reference whose provenance differs is refused.
         """
+        from quantgate.datafile import load_document
         from quantgate.store import check_comparable, load_reference, make_reference, save_reference
 
         assert self.baselines is not None
@@ -127,10 +127,7 @@ class Replay:
         provenance_file = run_dir / "provenance.json"
         provenance: dict[str, str] = {}
         if provenance_file.exists():
-            try:
-                loaded = json.loads(provenance_file.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise QuantgateError(provenance_file, f"cannot read: {exc}") from None
+            loaded = load_document(provenance_file)
             if not isinstance(loaded, dict):
                 raise QuantgateError(provenance_file, "must be an object of strings")
             provenance = {str(k): str(v) for k, v in loaded.items()}

@@ -36,7 +36,7 @@ from typing import Any, Final
 from quantgate.datafile import atomic_write_text
 from quantgate.errors import QuantgateError
 from quantgate.results import PerfResult, read_result
-from quantgate.runners.process import ToolError, ToolProcess, run_tool
+from quantgate.runners.process import JobWorker, ToolError, run_tool
 
 DRIVER: Final = Path(__file__).resolve().parent / "drivers" / "bench_serve.py"
 TOOL: Final = "vllm bench serve"
@@ -349,7 +349,7 @@ def _collect(
     return results
 
 
-class BenchWorker:
+class BenchWorker(JobWorker):
     """The vllm environment's ``vllm bench serve``, kept running between plans (``bench_serve.py --serve``).
 
     Importing vLLM costs ~12 s per process on the CI machine; a lane benches eight servers, so one
@@ -358,20 +358,8 @@ class BenchWorker:
     """
 
     def __init__(self, python: Path, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
-        self.python = python
-        self.log_path = log_dir / "bench-worker.log"
-        self.env = dict(env) if env is not None else None
-        self.process: ToolProcess | None = None
-
-    def start(self) -> None:
-        if self.process is None or not self.process.alive():
-            command = [str(self.python), str(DRIVER), "--serve"]
-            self.process = ToolProcess.start(TOOL, command, self.log_path, self.env, stdin_pipe=True)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(grace=5.0)
-            self.process = None
+        command = [str(python), str(DRIVER), "--serve"]
+        super().__init__(TOOL, command, log_dir / "bench-worker.log", dict(env) if env is not None else None)
 
     def run(
         self,
@@ -383,39 +371,16 @@ class BenchWorker:
         timeout: float = 900.0,
     ) -> list[BenchResult]:
         plan = _prepare(base_url, served_name, tokenizer, runs, out_dir)
-        done = out_dir / "bench-done.json"
-        done.unlink(missing_ok=True)
-        self.start()
-        assert self.process is not None
-        assert self.process.popen.stdin is not None
         label = f"{TOOL} ({served_name})"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         started = time.monotonic()
         try:
-            self.process.popen.stdin.write(
-                (json.dumps({"plan": str(plan), "done": str(done)}) + "\n").encode()
-            )
-            self.process.popen.stdin.flush()
-        except OSError:
-            self.stop()
-            raise ToolError(label, "the bench worker is gone", self.log_path) from None
-        while not done.exists():
-            if not self.process.alive():
-                code = self.process.popen.returncode
-                self.stop()
-                raise _named_failure(
-                    ToolError(label, f"the bench worker exited with status {code}", self.log_path),
-                    self.log_path,
-                    offset,
-                )
-            if time.monotonic() - started > timeout:
-                self.stop()
-                raise ToolError(label, f"timed out after {timeout:g} s", self.log_path)
-            time.sleep(0.1)
-        code = json.loads(done.read_text(encoding="utf-8")).get("code")
-        if code != 0:
-            error = ToolError(label, f"the plan ended with status {code}", self.log_path)
-            raise _named_failure(error, self.log_path, offset)
+            outcome = self.submit({"plan": str(plan)}, out_dir / "bench-done.json", timeout, label)
+        except ToolError as error:
+            raise _named_failure(error, self.log_path, offset) from None
+        if outcome.get("code") != 0:
+            ended = ToolError(label, f"the plan ended with status {outcome.get('code')}", self.log_path)
+            raise _named_failure(ended, self.log_path, offset)
         return _collect(runs, out_dir, served_name, self.log_path, offset, time.monotonic() - started)
 
 

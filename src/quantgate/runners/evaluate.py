@@ -20,7 +20,7 @@ from pathlib import Path
 
 from quantgate.errors import QuantgateError
 from quantgate.results import read_result
-from quantgate.runners.process import ToolError, ToolProcess
+from quantgate.runners.process import JobWorker, ToolError
 
 WORKER = Path(__file__).resolve().parent / "drivers" / "lighteval_worker.py"
 TOOL = "lighteval"
@@ -83,41 +83,22 @@ class Evaluation:
     seconds: float
 
 
-class LightevalWorker:
-    """The eval environment's lighteval, kept running between jobs."""
+class LightevalWorker(JobWorker):
+    """The eval environment's lighteval, kept running between jobs (``drivers/lighteval_worker.py``)."""
 
     def __init__(
         self, python: Path, log_dir: Path, env: Mapping[str, str] | None = None, script: Path = WORKER
     ) -> None:
-        self.python = python
-        self.script = script
-        self.log_path = log_dir / "lighteval-worker.log"
-        self.env = {**os.environ, **(env or {})}
-        self.process: ToolProcess | None = None
+        super().__init__(
+            TOOL, [str(python), str(script)], log_dir / "lighteval-worker.log", {**os.environ, **(env or {})}
+        )
         self.jobs = 0
-
-    def start(self) -> None:
-        """Start importing lighteval now, so that it is ready when the first job comes."""
-        if self.process is None or not self.process.alive():
-            self.process = ToolProcess.start(
-                TOOL, [str(self.python), str(self.script)], self.log_path, self.env, stdin_pipe=True
-            )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(grace=5.0)
-            self.process = None
 
     def run(self, job: EvalJob) -> Evaluation:
         """Run one job to its end; any failure is a ``ToolError`` naming the job and the log tail."""
-        self.start()
-        assert self.process is not None
-        assert self.process.popen.stdin is not None
         job.out_dir.mkdir(parents=True, exist_ok=True)
         endpoint = job.out_dir / "endpoint.json"
         endpoint.write_text(json.dumps(job.endpoint(), indent=1), encoding="utf-8")
-        done = job.out_dir / "done.json"
-        done.unlink(missing_ok=True)
         request = {
             "args": job.args(),
             "env": {
@@ -126,38 +107,14 @@ class LightevalWorker:
                 "QUANTGATE_MAX_TOKENS": str(job.max_tokens),
                 **({"QUANTGATE_TASK_DATA": str(job.data_dir)} if job.data_dir is not None else {}),
             },
-            "done": str(done),
         }
         label = f"{TOOL} ({job.served_name}, {job.samples} samples, seed {job.seed})"
         started = time.monotonic()
-        try:
-            self.process.popen.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.popen.stdin.flush()
-        except OSError:
-            self.stop()
-            raise ToolError(label, "the lighteval worker is gone", self.log_path) from None
-        deadline = started + job.timeout
-        while not done.exists():
-            if not self.process.alive():
-                code = self.process.popen.returncode
-                self.stop()
-                raise ToolError(label, f"the lighteval worker exited with status {code}", self.log_path)
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ToolError(label, f"timed out after {job.timeout:g} s", self.log_path)
-            time.sleep(0.1)
+        outcome = self.submit(request, job.out_dir / "done.json", job.timeout, label)
         self.jobs += 1
-        outcome = json.loads(done.read_text(encoding="utf-8"))
         if not outcome.get("ok"):
             raise ToolError(label, f"failed: {outcome.get('error')}", self.log_path)
         return read_evaluation(job, time.monotonic() - started)
-
-    def __enter__(self) -> LightevalWorker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _only(paths: list[Path], what: str, where: Path) -> Path:

@@ -8,6 +8,7 @@ goes to a log file whose tail is attached to every failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOG_TAIL_LINES = 40
 # Readiness probes go straight to loopback, never through a proxy from the environment.
@@ -179,3 +181,65 @@ def wait_until_ready(process: ToolProcess, url: str, timeout: float, poll: float
             process.stop()
             raise ToolError(process.tool, f"not ready at {url} within {timeout:g} s", process.log_path)
         time.sleep(poll)
+
+
+class JobWorker:
+    """A tool kept running between jobs: one JSON line per job on its stdin, the outcome in a done file.
+
+    Importing a tool (lighteval, vLLM) costs more than a tiny job, so a lane keeps one process per tool.
+    ``submit`` writes the job, waits for the ``done`` file the tool writes atomically and returns its
+    content. A worker that dies or outlives ``timeout`` is stopped and the job is a ``ToolError`` with
+    the log tail; the next job starts a fresh worker.
+    """
+
+    def __init__(
+        self, tool: str, command: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.tool = tool
+        self.command = tuple(command)
+        self.log_path = log_path
+        self.env = env
+        self.process: ToolProcess | None = None
+
+    def start(self) -> None:
+        """Start the tool now (its import then overlaps with other work), unless it is running."""
+        if self.process is None or not self.process.alive():
+            self.process = ToolProcess.start(
+                self.tool, self.command, self.log_path, self.env, stdin_pipe=True
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5.0)
+            self.process = None
+
+    def submit(self, request: Mapping[str, object], done: Path, timeout: float, label: str) -> dict[str, Any]:
+        done.unlink(missing_ok=True)
+        self.start()
+        assert self.process is not None
+        assert self.process.popen.stdin is not None
+        started = time.monotonic()
+        try:
+            self.process.popen.stdin.write((json.dumps({**request, "done": str(done)}) + "\n").encode())
+            self.process.popen.stdin.flush()
+        except OSError:
+            self.stop()
+            raise ToolError(label, f"the {self.tool} worker is gone", self.log_path) from None
+        while not done.exists():
+            if not self.process.alive():
+                code = self.process.popen.returncode
+                self.stop()
+                raise ToolError(label, f"the {self.tool} worker exited with status {code}", self.log_path)
+            if time.monotonic() - started > timeout:
+                self.stop()
+                raise ToolError(label, f"timed out after {timeout:g} s", self.log_path)
+            time.sleep(0.1)
+        outcome: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
+        return outcome
+
+    def __enter__(self) -> JobWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
