@@ -1,8 +1,8 @@
 """The committed tiny models are what their seeded builder makes: rebuild both and compare byte for byte.
 
 Needs the compress environment (torch + transformers; ``tools/setup_envs.sh compress``). Where it is
-missing the test is skipped with that reason, unless ``QG_REQUIRE_ENVS=1`` (set by ``.ci/run``, which
-builds the environments first): then a missing environment is a failure, not a skip.
+missing the test is skipped with that reason, unless ``QG_REQUIRE_ENVS=1`` (set by ``./run tests``, which
+builds that environment first): then a missing environment is a failure, not a skip.
 """
 
 from __future__ import annotations
