@@ -31,6 +31,10 @@ UPDATE_HELP = (
 )
 
 SESSION_KEY = pytest.StashKey["LaneSession"]()
+FACTS_KEY = pytest.StashKey[list[tuple[str, Any]]]()
+# What a test learned travels to the controller on its teardown report (an attribute of the report,
+# which xdist serializes), so that a parallel run loses no record and the report is written once.
+FACTS_ATTRIBUTE = "quantgate_facts"
 
 
 @dataclass
@@ -53,10 +57,12 @@ class LaneSession:
     accuracy: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)
     server_starts: dict[str, list[float]] = field(default_factory=dict)
     selected_cells: list[tuple[str, str]] = field(default_factory=list)
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    current: pytest.Item | None = None
     _spec: Any = None
 
     def spec(self) -> Any:
@@ -125,7 +131,40 @@ class LaneSession:
         return self.gpu_lane
 
     def record(self, **fields: Any) -> None:
-        self.records.append(fields)
+        """A judged cell's figures for the report (``kind`` accuracy, speed, quantize)."""
+        self._attach("record", fields)
+
+    def add_benchmarks(self, entries: list[dict[str, Any]]) -> None:
+        """pytest-benchmark entries of the current test's bench runs."""
+        self._attach("benchmarks", entries)
+
+    def server_started(self, cell: str, seconds: float) -> None:
+        self._attach("server_start", (cell, seconds))
+
+    def reference_written(self, note: str) -> None:
+        """A BF16 reference was (re)written: said in the summary, and the run fails."""
+        self._attach("reference_written", note)
+
+    def _attach(self, name: str, value: Any) -> None:
+        if self.current is None:
+            self.take([(name, value)])
+        else:
+            self.current.stash.setdefault(FACTS_KEY, []).append((name, value))
+
+    def take(self, facts: list[tuple[str, Any]]) -> None:
+        """Fold facts from a test (of this process or an xdist worker) into the session."""
+        for name, value in facts:
+            if name == "record":
+                self.records.append(dict(value))
+            elif name == "benchmarks":
+                self.benchmarks.extend(dict(entry) for entry in value)
+            elif name == "server_start":
+                cell, seconds = value
+                self.server_starts.setdefault(str(cell), []).append(float(seconds))
+            elif name == "reference_written":
+                self.references_written.append(str(value))
+            else:
+                raise ValueError(f"unknown quantgate fact {name!r}")
 
 
 def end_cell(session: LaneSession, cell: str, verdict: str, gating: bool, detail: str) -> None:
@@ -150,7 +189,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[SESSION_KEY] = LaneSession(config)
+    session = LaneSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(OutcomeCollector(session), "quantgate-lane-outcomes")
 
 
 def lane_session(config: pytest.Config) -> LaneSession:
@@ -207,11 +248,27 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
     )
     server = lane.server(checkpoint)
     server.start()
-    qg_lane_session.server_starts.setdefault(f"{model}-{scheme}", []).append(float(server.start_s or 0.0))
+    qg_lane_session.server_started(f"{model}-{scheme}", float(server.start_s or 0.0))
     try:
         yield Served(checkpoint, server)
     finally:
         server.stop()
+
+
+def _is_lane_test(item: pytest.Item) -> bool:
+    return "qg_lane_session" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    session = lane_session(item.config)
+    session.current = item if _is_lane_test(item) else None
+    try:
+        return (yield)
+    finally:
+        session.current = None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -219,9 +276,28 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if "qg_served" in getattr(item, "fixturenames", ()) and (
-        report.when == "call" or report.outcome != "passed"
-    ):
+    if _is_lane_test(item):
+        report.quantgate_lane = True  # type: ignore[attr-defined]
+        if report.when == "teardown":
+            facts: list[tuple[str, Any]] = item.stash.get(FACTS_KEY, [])
+            setattr(report, FACTS_ATTRIBUTE, list(facts))
+    return report
+
+
+class OutcomeCollector:
+    """Outcomes and facts of lane tests, in the process that reports (the controller under xdist)."""
+
+    def __init__(self, session: LaneSession) -> None:
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not getattr(report, "quantgate_lane", False):
+            return
+        facts = getattr(report, FACTS_ATTRIBUTE, None)
+        if facts:
+            self.session.take([(str(name), value) for name, value in facts])
+        if report.when != "call" and report.outcome == "passed":
+            return
         reason = ""
         if report.outcome != "passed":
             reason = report.longreprtext.strip().splitlines()[-1] if report.longreprtext else ""
@@ -230,20 +306,37 @@ def pytest_runtest_makereport(
         outcome: str = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         if report.when != "call" and report.outcome == "failed":
             outcome = "error"
-        lane_session(item.config).outcomes[item.nodeid] = (outcome, reason)
-    return report
+        self.session.outcomes[report.nodeid] = (outcome, reason)
+
+
+def _gpu_info(config: pytest.Config) -> dict[str, Any] | None:
+    from plugins.gpu import STATE
+
+    state = config.stash.get(STATE, None)
+    if state is None or not state.inventory.devices:
+        return None
+    info: dict[str, Any] = state.inventory.machine_info()
+    return info
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = lane_session(config)
-    if not session.outcomes:
+    if not session.outcomes or hasattr(config, "workerinput"):
         return
+    from quantgate.lane import benchmark_document, tool_context
     from quantgate.lanereport import write_report
 
     directory = Path(config.getoption("qg_report") or config.rootpath / "out" / "lane")
-    lane = session.lane
-    context = lane.context() if lane is not None else {"lane": session.error or "not built"}
-    benchmark_doc = lane.benchmark_document(session.bench) if lane is not None and session.bench else None
+    gpu = _gpu_info(config)
+    if session.lane is not None:
+        context = session.lane.context()
+    else:
+        context = tool_context(session.envs())
+        if session.error:
+            context["lane"] = session.error
+    if gpu is not None:
+        context["gpus"] = f"{', '.join(gpu['devices'])}; driver {gpu['driver']}, CUDA {gpu['cuda']}"
+    benchmark_doc = benchmark_document(session.benchmarks, session.envs(), config.rootpath, gpu)
     written = write_report(
         directory,
         session.records,
@@ -252,6 +345,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         session.server_starts,
         time.monotonic() - session.started,
         context,
+        title="quantgate CPU lane" if gpu is None else "quantgate GPU run",
     )
     terminalreporter.section("quantgate lane")
     for line in written.summary_lines:

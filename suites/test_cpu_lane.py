@@ -40,7 +40,7 @@ def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
     outcome = lane.judge_accuracy(qg_served.server, checkpoint)
     qg_lane_session.accuracy[checkpoint.served_name] = outcome
     if outcome.reference_note:
-        qg_lane_session.references_written.append(outcome.reference_note)
+        qg_lane_session.reference_written(outcome.reference_note)
     cell = f"{checkpoint.model}-{checkpoint.scheme}"
     qg_lane_session.record(
         cell=cell,
@@ -93,6 +93,9 @@ def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession
     checkpoint = qg_served.checkpoint
     outcome = lane.judge_speed(qg_served.server, checkpoint, qg_scenario, qg_lane_session.bench)
     cell = f"{checkpoint.model}-{checkpoint.scheme}-{qg_scenario}"
+    qg_lane_session.add_benchmarks(
+        outcome.benchmark_entries(checkpoint.model, checkpoint.scheme, f"lane::{checkpoint.served_name}")
+    )
     qg_lane_session.record(
         cell=cell,
         kind="speed",

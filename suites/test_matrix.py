@@ -9,16 +9,23 @@ are skipped with the reason and the run ends red (fail closed).
 
 from __future__ import annotations
 
-import pytest
-
 from plugins.lane import LaneSession, end_cell
+from quantgate.gpulane import GpuLane
 from quantgate.gpus import Lease
 from quantgate.matrix import MatrixCell
+from quantgate.runners.serve import VllmServer
+
+
+def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[GpuLane, VllmServer]:
+    gpu_lane: GpuLane = session.get_gpu_lane()
+    server = gpu_lane.serve(cell, lease)
+    for served_model, seconds in gpu_lane.take_starts():
+        session.server_started(served_model, seconds)
+    return gpu_lane, server
 
 
 def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
-    gpu_lane = qg_lane_session.get_gpu_lane()
-    server = gpu_lane.serve(qg_accuracy_cell, qg_lease)
+    gpu_lane, server = serve(qg_accuracy_cell, qg_lease, qg_lane_session)
     decision, verdict, looks = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
     qg_lane_session.record(
         cell=qg_accuracy_cell.cell_id,
@@ -41,9 +48,15 @@ def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session
 
 
 def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
-    gpu_lane = qg_lane_session.get_gpu_lane()
-    server = gpu_lane.serve(qg_performance_cell, qg_lease)
+    gpu_lane, server = serve(qg_performance_cell, qg_lease, qg_lane_session)
     outcome = gpu_lane.judge_speed(server, qg_performance_cell)
+    qg_lane_session.add_benchmarks(
+        outcome.benchmark_entries(
+            qg_performance_cell.model,
+            qg_performance_cell.scheme,
+            f"{qg_performance_cell.gpu}::{gpu_lane.served_name(qg_performance_cell)}",
+        )
+    )
     qg_lane_session.record(
         cell=qg_performance_cell.cell_id,
         kind="speed",
@@ -52,8 +65,12 @@ def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session
         scenario=qg_performance_cell.scenario,
         **outcome.as_record(),
     )
-    if outcome.verdict is None or outcome.decision is None or outcome.verdict.verdict == "pass":
+    if outcome.verdict is None or outcome.decision is None:
         return
-    if not outcome.decision.gating or outcome.verdict.verdict == "inconclusive":
-        pytest.xfail(f"{qg_performance_cell.cell_id}: {outcome.verdict.detail}")
-    pytest.fail(f"{qg_performance_cell.cell_id}: {outcome.verdict.detail}", pytrace=False)
+    end_cell(
+        qg_lane_session,
+        qg_performance_cell.cell_id,
+        outcome.verdict.verdict,
+        outcome.decision.gating,
+        outcome.verdict.detail,
+    )

@@ -24,6 +24,7 @@ def fake_nvml(names: list[str | bytes], fail: str | None = None) -> Any:
         nvmlInit=init,
         nvmlShutdown=lambda: None,
         nvmlSystemGetDriverVersion=lambda: b"550.54.15",
+        nvmlSystemGetCudaDriverVersion=lambda: 12040,
         nvmlDeviceGetCount=lambda: len(names),
         nvmlDeviceGetHandleByIndex=lambda i: i,
         nvmlDeviceGetName=lambda h: names[h],

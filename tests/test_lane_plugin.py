@@ -89,3 +89,44 @@ def test_h100_cells_without_an_h100_end_red_with_the_reason(project: pytest.Pyte
     result.stdout.fnmatch_lines(
         ["*all 1 selected matrix cells were skipped (1x no h100 in the inventory*failing closed*"]
     )
+
+
+PARALLEL_CELLS = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range(60))
+def test_cell(n, qg_lane_session):
+    qg_lane_session.server_started(f"m-s{n}", 1.0 + n)
+    entry = {"name": f"run[{n}]", "fullname": f"lane::m-s{n}::run[{n}]", "stats": {}}
+    qg_lane_session.add_benchmarks([entry])
+    qg_lane_session.record(
+        cell=f"m-s{n}-multi-stream", kind="speed", model="m", scheme=f"s{n}", scenario="multi-stream",
+        metric="max_qps", unit="requests/s", median=2.0, bf16_median=1.0,
+        verdict="pass" if n % 10 else "fail",
+        speedup=2.0, low=1.9, high=2.1, floor=1.0, rule="r", gating=True, detail="d",
+    )
+    if n % 10 == 0:
+        pytest.fail(f"cell {n} failed")
+"""
+
+
+def test_parallel_workers_lose_no_record_and_the_controller_writes_one_report(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
+    project.makepyfile(test_parallel_cells=PARALLEL_CELLS)
+    report = tmp_path / "report"
+    result = project.runpytest_subprocess(
+        "test_parallel_cells.py", "-n", "3", f"--qg-report={report}", f"--qg-envs={tmp_path / 'envs'}"
+    )
+    result.assert_outcomes(passed=54, failed=6)
+    result.stdout.fnmatch_lines(["*created: 3/3 workers*"])
+    assert result.stdout.str().count("report: ") == 1
+    cells = json.loads((report / "cells.json").read_text())
+    assert sorted(r["scheme"] for r in cells["records"]) == sorted(f"s{n}" for n in range(60))
+    assert len(cells["outcomes"]) == 60
+    assert sum(o["outcome"] == "failed" for o in cells["outcomes"].values()) == 6
+    assert cells["server_start_s"] == {f"m-s{n}": [1.0 + n] for n in range(60)}
+    benchmarks = json.loads((report / "benchmark.json").read_text())["benchmarks"]
+    assert sorted(b["name"] for b in benchmarks) == sorted(f"run[{n}]" for n in range(60))
+    assert "6 failed, 54 passed" in (report / "report.md").read_text()

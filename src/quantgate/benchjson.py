@@ -232,13 +232,15 @@ def machine_info(
     python: str,
     vllm: str | None,
     torch: str | None,
+    gpu: Mapping[str, object] | None = None,
     base: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """``machine_info`` as pytest-benchmark writes it, plus the tool versions.
 
     ``base`` defaults to what ``platform`` says about this machine (node, system, release, ...);
     ``python`` is the version of the interpreter that ran the tool (the vllm environment's), which is
-    also put into ``python_version``. A ``cpu`` string becomes ``{"brand_raw": cpu}``.
+    also put into ``python_version``. A ``cpu`` string becomes ``{"brand_raw": cpu}``. ``gpu`` (devices,
+    driver and CUDA versions from NVML) is added when the run had GPUs.
     """
     info: dict[str, object] = dict(base) if base is not None else platform_info()
     info["cpu"] = {"brand_raw": cpu} if isinstance(cpu, str) else dict(cpu)
@@ -246,6 +248,8 @@ def machine_info(
     info["tool_python_version"] = python
     info["vllm_version"] = vllm
     info["torch_version"] = torch
+    if gpu is not None:
+        info["gpu"] = dict(gpu)
     return info
 
 

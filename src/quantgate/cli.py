@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--markdown", help="also write the summary table to this file")
     replay.set_defaults(func=_run_replay)
 
-    from quantgate import cli_gate, cli_gpus, cli_inspect, cli_report
+    from quantgate import cli_compare, cli_gate, cli_gpus, cli_inspect, cli_report
 
+    cli_compare.add_parser(sub)
     cli_gate.add_parser(sub)
     cli_inspect.add_parser(sub)
     cli_gpus.add_parser(sub)

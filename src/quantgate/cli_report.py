@@ -1,4 +1,9 @@
-"""``quantgate report DIR``: the charts and summary of a stored lane report (``DIR/cells.json``)."""
+"""``quantgate report DIR``: rebuild a stored run's summary and charts from ``DIR/cells.json``.
+
+A CI artifact downloaded days later, or a report whose Markdown was lost, gives back the same
+report.md (cells, verdicts, intervals, coverage) and PNG charts; ``--previous`` names the verdicts that
+changed against another run's cells.json.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,47 @@ REPORT_KIND = "quantgate-lane-report"
 def add_parser(sub: Any) -> None:
     report = sub.add_parser("report", help="draw the charts of a lane report directory (cells.json)")
     report.add_argument("directory", help="a report directory written by the lane (out/lane)")
+    report.add_argument("--previous", metavar="CELLS_JSON", help="name verdict changes against this run")
     report.set_defaults(func=run)
 
 
 def load_cells(path: Path) -> Mapping[str, Any]:
     doc = load_kind(path, REPORT_KIND, REPORT_SCHEMA_VERSION)
-    if not isinstance(doc.get("records"), list):
-        raise QuantgateError(path, "must be a list", "records")
+    records = doc.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+        raise QuantgateError(path, "must be a list of mappings", "records")
+    outcomes = doc.get("outcomes", {})
+    if not isinstance(outcomes, Mapping):
+        raise QuantgateError(path, "must be a mapping of test id to outcome", "outcomes")
+    for node, outcome in outcomes.items():
+        if not isinstance(outcome, Mapping) or not isinstance(outcome.get("outcome"), str):
+            raise QuantgateError(path, "must be {outcome, reason}", f"outcomes.{node}")
     return doc
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantgate.charts import draw
+    from quantgate.lanereport import changes_since, write_report
 
     directory = Path(args.directory)
     doc = load_cells(directory / "cells.json")
-    for path in draw(doc["records"], directory):
-        print(path)
+    if args.previous:
+        load_cells(Path(args.previous))
+        changes = changes_since(Path(args.previous), doc["records"])
+    else:
+        changes = ["not compared with another run (quantgate report DIR --previous OTHER/cells.json)"]
+    written = write_report(
+        directory,
+        doc["records"],
+        {node: (o["outcome"], str(o.get("reason", ""))) for node, o in doc.get("outcomes", {}).items()},
+        None,
+        doc.get("server_start_s", {}),
+        float(doc.get("wall_s", 0.0)),
+        doc.get("context", {}),
+        title=str(doc.get("title", "quantgate CPU lane")),
+        changes=changes,
+        generated=doc.get("generated"),
+    )
+    for line in written.summary_lines:
+        print(line)
+    print(written.markdown)
     return 0

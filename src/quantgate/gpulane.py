@@ -24,9 +24,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from quantgate.catalog import Catalog, load_catalog
+from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
 from quantgate.gpus import Lease
 from quantgate.judge import Verdict, judge_speedup
@@ -46,7 +49,17 @@ GPU_LOADS: dict[str, dict[str, Any]] = {
     "server": {"num_prompts": 256, "request_rate": 8.0, "goodput": {"ttft": 2000.0, "tpot": 100.0}},
 }
 REPEATS = 3
+FIGURES_FILE = "figures.json"
+FIGURES_SCHEMA_VERSION = 1
 GPU_MUST_MATCH = ("model_repo", "temperature", "top_p", "max_tokens", "vllm", "lighteval")
+
+
+class BenchFigures(Strict):
+    """``figures.json``: a performance cell's figure per repeat and the GPUs its server used."""
+
+    schema_version: int
+    gpus: int = Field(ge=1)
+    figures: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
 
 
 @dataclass
@@ -61,6 +74,7 @@ class GpuLane:
     _servers: dict[str, VllmServer] = field(default_factory=dict)
     _worker: LightevalWorker | None = None
     _bench_worker: BenchWorker | None = None
+    _starts: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def log_dir(self) -> Path:
@@ -109,8 +123,14 @@ class GpuLane:
             spec = self.server_spec(cell, lease.devices, lease.gpu_memory_utilization)
             server = VllmServer(spec).start()
             self._servers[cell.served_model] = server
+            self._starts.append((cell.served_model, float(server.start_s or 0.0)))
             lease.on_release(lambda: self.stop(cell.served_model))
         return server
+
+    def take_starts(self) -> list[tuple[str, float]]:
+        """Server starts since the last call: (served model, seconds to ready)."""
+        starts, self._starts = self._starts, []
+        return starts
 
     def stop(self, served_model: str) -> None:
         server = self._servers.pop(served_model, None)
@@ -241,7 +261,11 @@ class GpuLane:
         return self.workdir / "bench" / key
 
     def judge_speed(self, server: VllmServer, cell: MatrixCell) -> SpeedOutcome:
-        """Measure the cell; judge it against the same model's BF16 cell measured in this run directory."""
+        """Measure the cell; judge it against the same model's BF16 cell measured in this run directory.
+
+        The speedup compares whole servers (the cards' definition); when BF16 needs more GPUs than the
+        quantized model (tensor parallelism), the per-GPU speedup is reported beside it.
+        """
         spec = self.catalog.scenarios[cell.scenario or ""]
         results = self.bench_worker().run(
             server.base_url,
@@ -252,26 +276,61 @@ class GpuLane:
             timeout=3600.0,
         )
         mine = scenario_figures(results, cell.scenario or "", spec.metric)
-        (self.bench_dir(cell) / "figures.json").write_text(json.dumps(mine), encoding="utf-8")
+        gpus = cell.requirement.count
+        atomic_write_text(
+            self.bench_dir(cell) / FIGURES_FILE,
+            json.dumps({"schema_version": FIGURES_SCHEMA_VERSION, "gpus": gpus, "figures": mine}),
+        )
+        runs = tuple(results)
         if cell.scheme == "bf16":
             return SpeedOutcome(
-                cell.scenario or "", spec.metric, spec.higher_is_better, mine, mine, None, None
+                cell.scenario or "",
+                spec.metric,
+                spec.higher_is_better,
+                mine,
+                mine,
+                None,
+                None,
+                runs,
+                gpus,
+                gpus,
             )
-        reference = self.bench_dir(cell, "bf16") / "figures.json"
-        if not reference.exists():
-            raise QuantgateError(
-                reference,
-                f"no BF16 measurement of {cell.model} on {cell.gpu} for {cell.target} in this run directory; "
-                "select the BF16 cells too (they run first within a served model's kind only if placed so)",
-            )
-        bf16 = [float(x) for x in json.loads(reference.read_text(encoding="utf-8"))]
+        bf16, bf16_gpus = read_figures(self.bench_dir(cell, "bf16") / FIGURES_FILE, cell)
         model = self.catalog.model(cell.model)
         decision = self.rules.speedup_for(
             SpeedCellKey(
                 cell.model, model.params_b, cell.scheme, cell.gpu, cell.scenario or "", cell.workload or ""
             )
         )
-        verdict = judge_speedup(bf16, mine, decision.floor, higher_is_better=spec.higher_is_better)
-        return SpeedOutcome(
-            cell.scenario or "", spec.metric, spec.higher_is_better, mine, bf16, decision, verdict
+        verdict = judge_speedup(
+            bf16,
+            mine,
+            decision.floor,
+            higher_is_better=spec.higher_is_better,
+            reference_gpus=bf16_gpus,
+            candidate_gpus=gpus,
         )
+        return SpeedOutcome(
+            cell.scenario or "",
+            spec.metric,
+            spec.higher_is_better,
+            mine,
+            bf16,
+            decision,
+            verdict,
+            runs,
+            gpus,
+            bf16_gpus,
+        )
+
+
+def read_figures(path: Path, cell: MatrixCell) -> tuple[list[float], int]:
+    """The BF16 cell's figures and GPU count, as its speed test wrote them in this run directory."""
+    if not path.exists():
+        raise QuantgateError(
+            path,
+            f"no BF16 measurement of {cell.model} on {cell.gpu} for {cell.target} in this run directory; "
+            "select the BF16 cells too",
+        )
+    loaded = load_model(BenchFigures, path, "BF16 speed figures", FIGURES_SCHEMA_VERSION)
+    return list(loaded.figures), loaded.gpus

@@ -137,6 +137,8 @@ class Inventory:
     devices: tuple[Device, ...]
     source: str
     note: str | None = None
+    driver: str | None = None
+    cuda: str | None = None
 
     def count(self, kind: str) -> int:
         return sum(1 for d in self.devices if d.kind == kind)
@@ -164,7 +166,13 @@ class Inventory:
         return f"{text}: {self.note}" if self.note else text
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "note": self.note, "devices": [d.as_dict() for d in self.devices]}
+        return {
+            "source": self.source,
+            "note": self.note,
+            "driver": self.driver,
+            "cuda": self.cuda,
+            "devices": [d.as_dict() for d in self.devices],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Inventory:
@@ -172,7 +180,19 @@ class Inventory:
             devices=tuple(Device.from_dict(d) for d in data["devices"]),
             source=str(data["source"]),
             note=data.get("note"),
+            driver=data.get("driver"),
+            cuda=data.get("cuda"),
         )
+
+    def machine_info(self) -> dict[str, Any]:
+        """What a pytest-benchmark file's ``machine_info.gpu`` says about the GPUs of a run."""
+        return {
+            "devices": [d.name for d in self.devices],
+            "kinds": self.kinds(),
+            "driver": self.driver,
+            "cuda": self.cuda,
+            "source": self.source,
+        }
 
 
 _SPEC_PART = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?::\s*(\d+)\s*)?")
@@ -267,6 +287,7 @@ def nvml_inventory(catalog: Catalog, environ: Mapping[str, str] | None = None) -
         raise InventoryUnavailable("NVML", f"cannot initialise: {exc}") from None
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        cuda = _cuda_version(pynvml)
         devices: list[Device] = []
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
@@ -294,7 +315,16 @@ def nvml_inventory(catalog: Catalog, environ: Mapping[str, str] | None = None) -
     if unknown:
         extra = f"not in gpus.yaml, never used: {', '.join(unknown)}"
         note = f"{note}; {extra}" if note else extra
-    return Inventory(tuple(visible), f"NVML (driver {driver})", note)
+    return Inventory(tuple(visible), f"NVML (driver {driver})", note, driver, cuda)
+
+
+def _cuda_version(pynvml: Any) -> str | None:
+    """The CUDA version the driver supports (``12.4``), or None where NVML cannot say."""
+    try:
+        number = int(pynvml.nvmlSystemGetCudaDriverVersion())
+    except (AttributeError, pynvml.NVMLError):
+        return None
+    return f"{number // 1000}.{number % 1000 // 10}"
 
 
 def _text(value: str | bytes) -> str:

@@ -22,7 +22,7 @@ import os
 import platform
 import shutil
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +283,15 @@ class SpeedOutcome:
     bf16_figures: list[float]
     decision: Decision | None
     verdict: SpeedVerdict | None
+    runs: tuple[BenchResult, ...] = ()
+    gpus: int = 1
+    bf16_gpus: int = 1
+
+    def benchmark_entries(self, model: str, scheme: str, prefix: str) -> list[dict[str, object]]:
+        """pytest-benchmark entries of this scenario's runs (``fullname`` ``<prefix>::<scenario>[...]``)."""
+        return [
+            benchjson.benchmark_entry(run, scheme=scheme, model=model, prefix=prefix) for run in self.runs
+        ]
 
     def as_record(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -303,6 +312,10 @@ class SpeedOutcome:
                 gating=self.decision.gating,
                 detail=self.verdict.detail,
             )
+        if self.gpus != 1 or self.bf16_gpus != 1:
+            record.update(gpus=self.gpus, bf16_gpus=self.bf16_gpus)
+            if self.verdict is not None:
+                record["per_gpu_speedup"] = self.verdict.per_gpu_speedup
         return record
 
 
@@ -674,14 +687,10 @@ class Lane:
 
     def context(self) -> dict[str, str]:
         """One line per fact a reader of the report needs to reproduce the run."""
-        versions = ", ".join(
-            f"{tool} {self.envs.version(tool)}" for tool in ("vllm", "torch", "llmcompressor", "lighteval")
-        )
         acc = self.spec.accuracy
         return {
             "lane": f"{self.spec.gpu}: {', '.join(self.spec.models)} x {', '.join(self.spec.schemes)}",
-            "tools": f"{versions} (environments in {self.envs.directory})",
-            "machine": machine(),
+            **tool_context(self.envs),
             "sampling": f"T={acc.temperature}, top-p {acc.top_p}, max {acc.max_tokens} tokens, "
             f"first look {acc.first_samples}/item, reference {acc.reference_samples}/item",
             "references": str(self.baselines),
@@ -743,8 +752,9 @@ class Lane:
             measured[checkpoint.served_name] = self.bench(server, checkpoint)
         spec = self.catalog.scenarios[scenario]
         mine = scenario_figures(measured[checkpoint.served_name], scenario, spec.metric)
+        runs = tuple(r for r in measured[checkpoint.served_name] if r.run.scenario == scenario)
         if checkpoint.scheme == "bf16":
-            return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, mine, None, None)
+            return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, mine, None, None, runs)
         reference = measured.get(f"{checkpoint.model}__bf16")
         if reference is None:
             raise QuantgateError(
@@ -755,27 +765,31 @@ class Lane:
         bf16 = scenario_figures(reference, scenario, spec.metric)
         decision = self.speed_decision(checkpoint.model, checkpoint.scheme, scenario)
         verdict = judge_speedup(bf16, mine, decision.floor, higher_is_better=spec.higher_is_better)
-        return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, bf16, decision, verdict)
+        return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, bf16, decision, verdict, runs)
 
-    def benchmark_document(self, measured: Mapping[str, list[BenchResult]]) -> dict[str, object] | None:
-        """Every bench run of the session as one pytest-benchmark document."""
-        entries = []
-        for served_name, results in measured.items():
-            model, scheme = served_name.split("__", 1)
-            for result in results:
-                entries.append(
-                    benchjson.benchmark_entry(
-                        result, scheme=scheme, model=model, prefix=f"lane::{served_name}"
-                    )
-                )
-        if not entries:
-            return None
-        machine_info = benchjson.machine_info(
-            cpu=machine(),
-            python=platform.python_version(),
-            vllm=self.envs.version("vllm"),
-            torch=self.envs.version("torch"),
-        )
-        return benchjson.document(
-            entries, machine=machine_info, commit=benchjson.commit_info(git_commit(self.root))
-        )
+
+def tool_context(envs: Envs) -> dict[str, str]:
+    """The tool versions and the machine, for a report's header."""
+    versions = ", ".join(
+        f"{tool} {envs.version(tool)}" for tool in ("vllm", "torch", "llmcompressor", "lighteval")
+    )
+    return {"tools": f"{versions} (environments in {envs.directory})", "machine": machine()}
+
+
+def benchmark_document(
+    entries: Sequence[Mapping[str, object]],
+    envs: Envs,
+    root: Path,
+    gpu: Mapping[str, object] | None = None,
+) -> dict[str, object] | None:
+    """The session's bench runs as one pytest-benchmark document (``None`` when nothing was benched)."""
+    if not entries:
+        return None
+    info = benchjson.machine_info(
+        cpu=machine(),
+        python=platform.python_version(),
+        vllm=envs.version("vllm"),
+        torch=envs.version("torch"),
+        gpu=gpu,
+    )
+    return benchjson.document(entries, machine=info, commit=benchjson.commit_info(git_commit(root)))

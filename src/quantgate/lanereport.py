@@ -68,7 +68,8 @@ def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     ]
 
 
-def speed_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def speed_rows(records: Sequence[Mapping[str, Any]], per_gpu: bool = False) -> list[list[str]]:
+    """One row per speed cell; with ``per_gpu``, the GPU counts and the speedup per GPU too."""
     rows = []
     for r in records:
         if r.get("kind") != "speed":
@@ -87,6 +88,9 @@ def speed_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                 f"**{verdict}**",
             ]
         )
+        if per_gpu:
+            gpus = f"{r.get('bf16_gpus', 1)} → {r.get('gpus', 1)}"
+            rows[-1][7:7] = [gpus, _num(r.get("per_gpu_speedup"))]
     return rows
 
 
@@ -142,12 +146,19 @@ def write_report(
     server_starts: Mapping[str, Sequence[float]],
     wall_s: float,
     context: Mapping[str, str],
+    title: str = "quantgate CPU lane",
+    changes: Sequence[str] | None = None,
+    generated: str | None = None,
 ) -> WrittenReport:
-    """Write report.md, cells.json and benchmark.json (when given) into ``directory``."""
+    """Write report.md, cells.json and benchmark.json (when given) into ``directory``.
+
+    ``changes`` default: the verdicts that changed against the cells.json this call replaces.
+    """
     counts, not_passed = coverage(outcomes)
     acc = accuracy_rows(records)
-    speed = speed_rows(records)
-    lines = ["# quantgate CPU lane", ""]
+    per_gpu = any("per_gpu_speedup" in r for r in records if r.get("kind") == "speed")
+    speed = speed_rows(records, per_gpu)
+    lines = [f"# {title}", ""]
     lines += [f"- {key}: {value}" for key, value in context.items()]
     lines += [f"- wall time: {wall_s:.0f} s", ""]
     lines += ["## Accuracy (recovery vs the stored BF16 reference, paired per item)", ""]
@@ -181,6 +192,7 @@ def write_report(
                 "BF16 median",
                 "median",
                 "speedup [low, high]",
+                *(["GPUs BF16 → quantized", "speedup per GPU"] if per_gpu else []),
                 "floor (rule)",
                 "verdict",
             ],
@@ -208,7 +220,7 @@ def write_report(
     if not_passed:
         lines += _table(["test", "outcome", "why"], not_passed)
     lines += ["", "## Changes since the last run in this directory", ""]
-    lines += changes_since(directory / "cells.json", records)
+    lines += list(changes) if changes is not None else changes_since(directory / "cells.json", records)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / "report.md"
     atomic_write_text(markdown, "\n".join(lines) + "\n")
@@ -219,9 +231,10 @@ def write_report(
             {
                 "schema_version": REPORT_SCHEMA_VERSION,
                 "kind": "quantgate-lane-report",
+                "title": title,
                 "context": dict(context),
                 "wall_s": round(wall_s, 1),
-                "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+                "generated": generated or datetime.now(UTC).isoformat(timespec="seconds"),
                 "records": list(records),
                 "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
                 "server_start_s": dict(server_starts),
@@ -247,6 +260,6 @@ def write_report(
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
     summary = [
         f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, length x{r[7]}, {r[9]}" for r in acc
-    ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[8]}" for r in speed]
+    ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[-1]}" for r in speed]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))

@@ -1,0 +1,233 @@
+"""Compare two pytest-benchmark files knowing which way is better for each figure.
+
+What: ``load`` reads a pytest-benchmark JSON document (quantgate's, or one ``pytest --benchmark-json``
+wrote), refusing layouts it does not know; ``compare`` matches the benchmarks of two files and returns,
+per benchmark and metric, the change *in the better direction*: a throughput that rose and a latency
+that fell are both positive. A drop beyond the threshold is a regression; a benchmark the old file has
+and the new one lacks is a regression too (nothing goes missing silently).
+
+Why: ``pytest-benchmark compare`` reads every figure as a time, so a run whose requests/s fell from 40
+to 20 shows as "faster". Repeats of one run (``params.repeat``, ``...-r0]``) are compared by their
+median, so one noisy repeat does not decide. Standard library only; no I/O besides ``load``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from quantgate.errors import QuantgateError
+
+SUPPORTED_MAJOR: Final = ("3", "4", "5")
+_REPEAT = re.compile(r"-r\d+\]$")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure of a benchmark entry: where it is, its unit, and which way is better."""
+
+    name: str
+    section: Literal["stats", "extra_info"]
+    key: str
+    unit: str
+    higher_is_better: bool
+
+
+METRICS: Final[dict[str, Metric]] = {
+    m.name: m
+    for m in (
+        Metric("mean", "stats", "mean", "s", False),
+        Metric("median", "stats", "median", "s", False),
+        Metric("ops", "stats", "ops", "1/s", True),
+        Metric("request_throughput", "extra_info", "request_throughput", "req/s", True),
+        Metric("output_throughput", "extra_info", "output_throughput", "tok/s", True),
+        Metric("total_token_throughput", "extra_info", "total_token_throughput", "tok/s", True),
+        Metric("request_goodput", "extra_info", "request_goodput", "req/s", True),
+        Metric("mean_ttft_ms", "extra_info", "mean_ttft_ms", "ms", False),
+        Metric("p99_ttft_ms", "extra_info", "p99_ttft_ms", "ms", False),
+        Metric("mean_tpot_ms", "extra_info", "mean_tpot_ms", "ms", False),
+        Metric("p99_e2el_ms", "extra_info", "p99_e2el_ms", "ms", False),
+    )
+}
+DEFAULT_METRICS: Final = (
+    "request_throughput",
+    "output_throughput",
+    "request_goodput",
+    "mean_ttft_ms",
+    "mean_tpot_ms",
+    "mean",
+    "ops",
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkFile:
+    """A loaded file: benchmark key -> figures per metric (a list over the key's repeats)."""
+
+    path: Path
+    figures: Mapping[str, Mapping[str, tuple[float, ...]]]
+    commit: str | None
+    when: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One benchmark and metric: old and new median, and the change in the better direction."""
+
+    benchmark: str
+    metric: str
+    old: float | None
+    new: float | None
+    improvement: float | None
+    regression: bool
+    note: str
+
+    def line(self) -> str:
+        if self.improvement is None:
+            return f"{self.benchmark} {self.metric}: {self.note}"
+        return (
+            f"{self.benchmark} {self.metric}: {self.old:.6g} -> {self.new:.6g} "
+            f"({self.improvement:+.1%} {'better' if self.improvement >= 0 else 'worse'})"
+        )
+
+
+def benchmark_key(entry: Mapping[str, object]) -> str:
+    """The fullname, without the repeat suffix when the entry is one repeat of a run."""
+    fullname = str(entry["fullname"])
+    params = entry.get("params")
+    if isinstance(params, Mapping) and "repeat" in params:
+        return _REPEAT.sub("]", fullname)
+    return fullname
+
+
+def load(path: str | Path) -> BenchmarkFile:
+    """Read a pytest-benchmark JSON file; any problem is a ``QuantgateError`` naming file and field."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except OSError as exc:
+        raise QuantgateError(path, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise QuantgateError(path, "not UTF-8 text") from None
+    except ValueError as exc:
+        raise QuantgateError(path, f"invalid JSON: {exc}") from None
+    if not isinstance(doc, Mapping):
+        raise QuantgateError(path, "a pytest-benchmark file is a mapping at the top level")
+    version = doc.get("version")
+    if not isinstance(version, str) or version.split(".", 1)[0] not in SUPPORTED_MAJOR:
+        raise QuantgateError(
+            path,
+            f"pytest-benchmark layout {version!r} is not one of {', '.join(SUPPORTED_MAJOR)}.x",
+            "version",
+        )
+    entries = doc.get("benchmarks")
+    if not isinstance(entries, list) or not entries:
+        raise QuantgateError(path, "must be a non-empty list", "benchmarks")
+    figures: dict[str, dict[str, list[float]]] = {}
+    fullnames: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"benchmarks[{index}]"
+        if not isinstance(entry, Mapping):
+            raise QuantgateError(path, "must be a mapping", where)
+        fullname = entry.get("fullname")
+        if not isinstance(fullname, str) or not fullname:
+            raise QuantgateError(path, "must be a non-empty string", f"{where}.fullname")
+        if fullname in fullnames:
+            raise QuantgateError(path, f"{fullname!r} appears twice", f"{where}.fullname")
+        fullnames.add(fullname)
+        into = figures.setdefault(benchmark_key(entry), {})
+        for metric in METRICS.values():
+            section = entry.get(metric.section)
+            if section is None and metric.section == "extra_info":
+                continue
+            if not isinstance(section, Mapping):
+                raise QuantgateError(path, "must be a mapping", f"{where}.{metric.section}")
+            if metric.key not in section:
+                continue
+            value = section[metric.key]
+            field = f"{where}.{metric.section}.{metric.key}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise QuantgateError(path, f"must be a number, got {value!r}", field)
+            if not math.isfinite(value) or value < 0:
+                raise QuantgateError(path, f"must be a finite number >= 0, got {value!r}", field)
+            into.setdefault(metric.name, []).append(float(value))
+    commit = doc.get("commit_info")
+    return BenchmarkFile(
+        path,
+        {key: {m: tuple(v) for m, v in by_metric.items()} for key, by_metric in figures.items()},
+        str(commit.get("id")) if isinstance(commit, Mapping) and commit.get("id") else None,
+        str(doc["datetime"]) if isinstance(doc.get("datetime"), str) else None,
+    )
+
+
+def _refuse_constant(token: str) -> float:
+    raise ValueError(f"{token} is not a number JSON allows")
+
+
+def compare(
+    old: BenchmarkFile,
+    new: BenchmarkFile,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    threshold: float = 0.05,
+) -> list[Change]:
+    """Every (benchmark, metric) of ``old``, judged against ``new``; new-only benchmarks are noted."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise QuantgateError("--metric", f"unknown metric {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    if not 0 <= threshold < 1:
+        raise QuantgateError("--fail-worse", f"threshold must be in [0, 1), got {threshold!r}")
+    changes: list[Change] = []
+    for key in sorted(old.figures.keys() | new.figures.keys()):
+        before, after = old.figures.get(key), new.figures.get(key)
+        if after is None:
+            changes.append(Change(key, "-", None, None, None, True, f"missing from {new.path}"))
+            continue
+        if before is None:
+            changes.append(Change(key, "-", None, None, None, False, f"new in {new.path}"))
+            continue
+        for name in metrics:
+            if name not in before:
+                continue
+            if name not in after:
+                changes.append(Change(key, name, None, None, None, True, f"missing from {new.path}"))
+                continue
+            a, b = statistics.median(before[name]), statistics.median(after[name])
+            if a == 0:
+                changes.append(Change(key, name, a, b, None, False, "old figure is 0: no ratio"))
+                continue
+            improvement = (b - a) / a if METRICS[name].higher_is_better else (a - b) / a
+            changes.append(Change(key, name, a, b, improvement, improvement < -threshold, ""))
+    return changes
+
+
+def table(changes: Sequence[Change], threshold: float) -> str:
+    """A Markdown table of the changes, regressions first."""
+    lines = [
+        "| benchmark | metric | better | old | new | change | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for change in sorted(changes, key=lambda c: (not c.regression, c.benchmark, c.metric)):
+        metric = METRICS.get(change.metric)
+        direction = "-" if metric is None else ("higher" if metric.higher_is_better else "lower")
+        if change.improvement is None:
+            verdict = "**REGRESSION**" if change.regression else "note"
+            lines.append(
+                f"| {change.benchmark} | {change.metric} | {direction} | | | {change.note} | {verdict} |"
+            )
+            continue
+        verdict = (
+            "**REGRESSION**"
+            if change.regression
+            else ("better" if change.improvement > threshold else "same")
+        )
+        lines.append(
+            f"| {change.benchmark} | {change.metric} ({metric.unit if metric else ''}) | {direction} | "
+            f"{change.old:.6g} | {change.new:.6g} | {change.improvement:+.1%} | {verdict} |"
+        )
+    return "\n".join(lines)

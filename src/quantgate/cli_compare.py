@@ -1,0 +1,64 @@
+"""``quantgate compare OLD.json NEW.json``: pytest-benchmark files compared the right way round.
+
+Throughput that fell is a regression here (``pytest-benchmark compare`` reads every figure as a time).
+Exit 0 when nothing got worse by more than ``--fail-worse`` (default 5 %), 1 on any regression or on a
+benchmark missing from NEW, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+FAIL_WORSE_HELP = "fail when a figure got worse by more than this fraction (default 0.05 = 5 %%)"
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (or 0%%-99%%), got {text}")
+    return value
+
+
+def add_parser(sub: Any) -> None:
+    from quantgate.benchcompare import DEFAULT_METRICS, METRICS
+
+    compare = sub.add_parser(
+        "compare", help="compare two pytest-benchmark files; higher-is-better figures handled as such"
+    )
+    compare.add_argument("old", help="the earlier pytest-benchmark JSON file")
+    compare.add_argument("new", help="the later pytest-benchmark JSON file")
+    compare.add_argument(
+        "--metric",
+        action="append",
+        choices=sorted(METRICS),
+        help=f"a figure to compare (repeatable; default {', '.join(DEFAULT_METRICS)})",
+    )
+    compare.add_argument("--fail-worse", type=_fraction, default=0.05, help=FAIL_WORSE_HELP)
+    compare.add_argument("--json", action="store_true", help="print the changes as JSON")
+    compare.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantgate.benchcompare import DEFAULT_METRICS, compare, load, table
+
+    old, new = load(args.old), load(args.new)
+    changes = compare(old, new, args.metric or DEFAULT_METRICS, args.fail_worse)
+    regressions = [c for c in changes if c.regression]
+    if args.json:
+        print(json.dumps([c.__dict__ for c in changes], indent=1))
+    else:
+        print(
+            f"{old.path} ({old.commit or '?'}, {old.when or '?'}) -> {new.path} ({new.commit or '?'}, {new.when or '?'})"
+        )
+        print(table(changes, args.fail_worse))
+        print(
+            f"{len(regressions)} regression(s) beyond {args.fail_worse:.0%} in {len(changes)} comparisons"
+            if regressions
+            else f"no regression beyond {args.fail_worse:.0%} in {len(changes)} comparisons"
+        )
+    return 1 if regressions else 0

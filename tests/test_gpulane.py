@@ -1,0 +1,130 @@
+"""The GPU lane's speed judgement, without a GPU: BF16 on two GPUs against INT4 on one.
+
+No GPU is reachable here, so ``RecordedGpuBench`` stands in for ``vllm bench serve`` on a GPU server: it
+answers each requested run with a real recorded result of the tool (``tests/data/bench``), its
+throughput scaled by a factor the test chooses. Everything after the tool (figures per repeat, the
+figures file between cells, the judge with per-GPU figures, the record and the report) is the real code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantgate.errors import QuantgateError
+from quantgate.gpulane import FIGURES_FILE, GpuLane
+from quantgate.lane import Envs
+from quantgate.lanereport import write_report
+from quantgate.matrix import MatrixCell, expand
+from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result
+
+RECORDED = Path(__file__).parent / "data" / "bench"
+
+
+class RecordedGpuBench:
+    """Stand-in for the bench worker on a GPU machine: recorded real results, throughput x ``factor``."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def run(
+        self,
+        base_url: str,
+        served_name: str,
+        tokenizer: Path,
+        runs: Sequence[BenchRun],
+        out_dir: Path,
+        **_: Any,
+    ) -> list[BenchResult]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results = []
+        for run in runs:
+            source = RECORDED / f"{run.scenario}.random-64x32.r{run.repeat % 2}.json"
+            result = read_bench_result(source, dataclasses.replace(run, workload="random-64x32"))
+            figures = {
+                k: v * self.factor if k.endswith(("throughput", "goodput")) else v
+                for k, v in result.figures.items()
+            }
+            results.append(dataclasses.replace(result, run=run, figures=figures))
+        return results
+
+    def stop(self) -> None:
+        pass
+
+
+class Server:
+    base_url = "http://127.0.0.1:1"
+
+
+def cell(scheme: str) -> MatrixCell:
+    target = "multi-stream-multi-turn-chat"
+    (found,) = [c for c in expand(kind="performance") if c.cell_id == f"Qwen-32B-{scheme}-h100-{target}"]
+    return found
+
+
+def lane(tmp_path: Path, factor: float) -> GpuLane:
+    gpu_lane = GpuLane(Envs(tmp_path / "envs"), tmp_path / "work")
+    gpu_lane._bench_worker = RecordedGpuBench(factor)  # type: ignore[assignment]
+    return gpu_lane
+
+
+def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Path) -> None:
+    bf16, int4 = cell("bf16"), cell("int4-w4a16")
+    assert (bf16.requirement.count, int4.requirement.count) == (2, 1)
+    reference = lane(tmp_path, 1.0).judge_speed(Server(), bf16)  # type: ignore[arg-type]
+    assert reference.verdict is None
+    stored = json.loads(
+        (tmp_path / "work" / "bench" / f"Qwen-32B-bf16-h100-{bf16.target}" / FIGURES_FILE).read_text()
+    )
+    assert stored["gpus"] == 2
+    assert stored["figures"] == reference.figures
+
+    outcome = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
+    assert outcome.verdict is not None
+    assert outcome.verdict.speedup == pytest.approx(0.8, rel=1e-9)
+    assert outcome.verdict.per_gpu_speedup == pytest.approx(1.6, rel=1e-9)
+    record = outcome.as_record()
+    assert (record["gpus"], record["bf16_gpus"]) == (1, 2)
+    assert "per GPU 1.600 (1 vs 2 GPUs)" in str(record["detail"])
+    entries = outcome.benchmark_entries("Qwen-32B", "int4-w4a16", "h100::Qwen-32B")
+    assert len(entries) == 3
+    assert all(e["extra_info"]["scheme"] == "int4-w4a16" for e in entries)
+
+    rows = [
+        {"kind": "speed", "model": "Qwen-32B", "scheme": "int4-w4a16", "scenario": "multi-stream", **record}
+    ]
+    text = write_report(tmp_path / "report", rows, {}, None, {}, 1.0, {}).markdown.read_text()
+    assert "GPUs BF16 → quantized | speedup per GPU" in text
+    assert "| 2 → 1 | 1.600 |" in text
+
+
+def test_without_a_bf16_measurement_the_cell_fails_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(QuantgateError, match=r"figures\.json: no BF16 measurement of Qwen-32B on h100"):
+        lane(tmp_path, 1.0).judge_speed(Server(), cell("fp8-w8a8"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ({"schema_version": 2, "gpus": 2, "figures": [1.0]}, "schema_version"),
+        ({"schema_version": 1, "gpus": 0, "figures": [1.0]}, "gpus"),
+        ({"schema_version": 1, "gpus": 2, "figures": []}, "figures"),
+        ({"schema_version": 1, "gpus": 2, "figures": [1.0, -3.0]}, "figures[1]"),
+    ],
+)
+def test_a_bad_figures_file_is_refused_naming_the_field(
+    tmp_path: Path, content: dict[str, Any], field: str
+) -> None:
+    path = tmp_path / "work" / "bench" / f"Qwen-32B-bf16-h100-{cell('bf16').target}" / FIGURES_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(content))
+    with pytest.raises(QuantgateError) as caught:
+        lane(tmp_path, 1.0).judge_speed(Server(), cell("int8-w8a8"))  # type: ignore[arg-type]
+    assert caught.value.source == str(path)
+    assert caught.value.where is not None
+    assert caught.value.where.startswith(field)
