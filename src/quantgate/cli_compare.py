@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([c.__dict__ for c in changes], indent=1))
     else:
-        print(
-            f"{old.path} ({old.commit or '?'}, {old.when or '?'}) -> {new.path} ({new.commit or '?'}, {new.when or '?'})"
-        )
+        for label, loaded in (("old", old), ("new", new)):
+            print(f"{label}: {loaded.path} (commit {loaded.commit or '?'}, {loaded.when or '?'})")
         print(table(changes, args.fail_worse))
         print(
             f"{len(regressions)} regression(s) beyond {args.fail_worse:.0%} in {len(changes)} comparisons"
