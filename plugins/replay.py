@@ -139,10 +139,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"{key}: " + ", ".join(f"{n} {outcome}" for outcome, n in bucket.items()))
     summary = config.getoption("qg_summary")
     if summary:
+        from quantgate.charts import draw_replay
         from quantgate.datafile import atomic_write_text
 
-        atomic_write_text(Path(summary), report_markdown(judged, "quantgate replay") + "\n")
-        terminalreporter.write_line(f"summary written to {summary}")
+        path = Path(summary)
+        charts = draw_replay(judged, path.parent, path.stem)
+        links = "".join(f"![{c.stem}]({c.name})\n" for c in charts)
+        text = report_markdown(judged, "quantgate replay") + (f"\n## Charts\n\n{links}" if links else "")
+        atomic_write_text(path, text + "\n")
+        terminalreporter.write_line(
+            f"summary written to {summary}; charts: {', '.join(c.name for c in charts)}"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -93,6 +93,10 @@ def test_replay_of_published_cards(suite: pytest.Pytester, tmp_path: Path) -> No
     result.stdout.fnmatch_lines(["*Qwen-7B-fp8-w8a8-aime24*not published*"])
     text = summary.read_text()
     assert "| Qwen-1.5B-int4-w4a16-aime24 | accuracy | informational | small-models-per-benchmark" in text
+    chart = summary.parent / f"{summary.stem}-recovery.png"
+    assert f"![{chart.stem}]({chart.name})" in text
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (summary.parent / f"{summary.stem}-speedup.png").exists()
 
 
 def test_without_results_option_the_suite_refuses(suite: pytest.Pytester) -> None:

@@ -67,3 +67,80 @@ def draw(records: Sequence[Mapping[str, Any]], directory: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+def replay_records(cells: Sequence[Any]) -> list[dict[str, Any]]:
+    """The judged cells of a replay (``quantgate.replay.Cell``) as chart rows."""
+    rows = []
+    for cell in cells:
+        if cell.verdict is None:
+            continue
+        figures = cell.verdict.as_dict()
+        row = {
+            "kind": cell.kind,
+            "model": cell.model,
+            "scheme": cell.scheme,
+            "target": cell.target,
+            "verdict": cell.outcome,
+            "gating": cell.gating,
+            "floor": cell.decision.floor if cell.decision else None,
+            "low": figures.get("low"),
+            "high": figures.get("high"),
+            "recovery": figures.get("recovery"),
+            "speedup": figures.get("speedup"),
+        }
+        rows.append(row)
+    return rows
+
+
+def draw_replay(cells: Sequence[Any], directory: Path, stem: str) -> list[Path]:
+    """``<stem>-recovery.png``: recovery per model and scheme, one panel per benchmark (like the seed's
+    figures); ``<stem>-speedup.png``: per GPU kind, the spread of speedups over models and workloads for
+    each scenario and scheme, with the floors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = replay_records(cells)
+    written: list[Path] = []
+    accuracy = [r for r in rows if r["kind"] == "accuracy" and _finite(r.get("recovery"))]
+    benchmarks = sorted({r["target"] for r in accuracy})
+    if benchmarks:
+        figure, axes = plt.subplots(len(benchmarks), 1, figsize=(11.0, 3.2 * len(benchmarks)), squeeze=False)
+        for ax, benchmark in zip(axes[:, 0], benchmarks, strict=True):
+            panel = [r for r in accuracy if r["target"] == benchmark]
+            _bars(ax, panel, "recovery", "recovery vs BF16")
+            ax.axhline(1.0, color="grey", linewidth=0.5)
+            ax.set_title(benchmark, fontsize=9)
+        figure.tight_layout()
+        path = directory / f"{stem}-recovery.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    speed = [r for r in rows if r["kind"] == "speed" and _finite(r.get("speedup"))]
+    gpus = sorted({r["target"].split("/")[0] for r in speed})
+    if gpus:
+        figure, axes = plt.subplots(len(gpus), 1, figsize=(11.0, 3.2 * len(gpus)), squeeze=False)
+        for ax, gpu in zip(axes[:, 0], gpus, strict=True):
+            groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+            for r in speed:
+                kind, scenario, _ = r["target"].split("/")
+                if kind == gpu:
+                    groups.setdefault((scenario, r["scheme"]), []).append(r)
+            keys = sorted(groups)
+            ax.boxplot([[r["speedup"] for r in groups[k]] for k in keys], showfliers=True)
+            for position, key in enumerate(keys, start=1):
+                floors = {r["floor"] for r in groups[key] if _finite(r.get("floor"))}
+                for floor in floors:
+                    ax.hlines(floor, position - 0.4, position + 0.4, colors="black", linestyles="dashed")
+            ax.set_xticks(range(1, len(keys) + 1), [f"{s}\n{q}" for s, q in keys], fontsize=7)
+            ax.axhline(1.0, color="grey", linewidth=0.5)
+            ax.set_ylabel("speedup vs BF16", fontsize=8)
+            ax.set_title(f"{gpu}: speedup over models and workloads (dashed: floors)", fontsize=9)
+        figure.tight_layout()
+        path = directory / f"{stem}-speedup.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written
