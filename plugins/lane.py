@@ -35,6 +35,7 @@ FACTS_KEY = pytest.StashKey[list[tuple[str, Any]]]()
 # What a test learned travels to the controller on its teardown report (an attribute of the report,
 # which xdist serializes), so that a parallel run loses no record and the report is written once.
 FACTS_ATTRIBUTE = "quantgate_facts"
+FAILURE_ATTRIBUTE = "quantgate_failure"
 
 
 @dataclass
@@ -56,6 +57,7 @@ class LaneSession:
     records: list[dict[str, Any]] = field(default_factory=list)
     accuracy: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     server_starts: dict[str, list[float]] = field(default_factory=dict)
@@ -271,6 +273,22 @@ def pytest_runtest_protocol(
         session.current = None
 
 
+def failure_of(excinfo: pytest.ExceptionInfo[BaseException]) -> dict[str, str]:
+    """Why a lane test failed, in one line, and the failing tool's log (path and last lines)."""
+    from quantgate.runners.process import ToolError
+
+    error = excinfo.value
+    if isinstance(error, ToolError):
+        return {
+            "reason": f"{error.tool}: {error.reason}",
+            "log": str(error.log_path or ""),
+            "tail": error.log_tail,
+        }
+    text = excinfo.exconly().strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return {"reason": first.removeprefix("Failed: "), "log": "", "tail": ""}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -278,6 +296,8 @@ def pytest_runtest_makereport(
     report = yield
     if _is_lane_test(item):
         report.quantgate_lane = True  # type: ignore[attr-defined]
+        if report.failed and call.excinfo is not None:
+            setattr(report, FAILURE_ATTRIBUTE, failure_of(call.excinfo))
         if report.when == "teardown":
             facts: list[tuple[str, Any]] = item.stash.get(FACTS_KEY, [])
             setattr(report, FACTS_ATTRIBUTE, list(facts))
@@ -299,10 +319,14 @@ class OutcomeCollector:
         if report.when != "call" and report.outcome == "passed":
             return
         reason = ""
-        if report.outcome != "passed":
-            reason = report.longreprtext.strip().splitlines()[-1] if report.longreprtext else ""
-            if hasattr(report, "wasxfail"):
-                reason = report.wasxfail
+        failure = getattr(report, FAILURE_ATTRIBUTE, None)
+        if hasattr(report, "wasxfail"):
+            reason = report.wasxfail
+        elif failure:
+            reason = str(failure["reason"])
+            self.session.failures[report.nodeid] = {k: str(v) for k, v in failure.items()}
+        elif report.outcome != "passed" and report.longreprtext:
+            reason = report.longreprtext.strip().splitlines()[-1]
         outcome: str = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         if report.when != "call" and report.outcome == "failed":
             outcome = "error"
@@ -345,6 +369,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         session.server_starts,
         time.monotonic() - session.started,
         context,
+        failures=session.failures,
         title="quantgate CPU lane" if gpu is None else "quantgate GPU run",
     )
     terminalreporter.section("quantgate lane")

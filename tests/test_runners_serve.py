@@ -100,3 +100,38 @@ def test_gpu_command_uses_vllm_serve(tmp_path: Path) -> None:
     assert command[:3] == ["/envs/vllm/bin/vllm", "serve", str(tmp_path / "m")]
     assert command[-2:] == ["-tp", "2"]
     assert "127.0.0.1" in command
+
+
+def test_a_job_failing_because_the_server_died_is_blamed_on_the_server(
+    tmp_path: Path, stand_in: Path
+) -> None:
+    import signal
+
+    server = VllmServer(spec(tmp_path, stand_in)).start()
+    try:
+        with server.in_use("evaluation look0"):
+            pass
+        with pytest.raises(ValueError, match="the job's own fault"), server.in_use("evaluation look1"):
+            raise ValueError("the job's own fault")
+        assert server.process is not None
+        process = server.process
+
+        def job_during_which_the_server_dies() -> None:
+            with server.in_use("vllm bench serve"):
+                os.kill(process.pid, signal.SIGKILL)
+                process.popen.wait(timeout=10)
+                raise ConnectionRefusedError("the bench lost its server")
+
+        with pytest.raises(ToolError) as caught:
+            job_during_which_the_server_dies()
+        assert caught.value.reason == "exited with status -9 during vllm bench serve"
+        assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+        def next_job() -> None:
+            with server.in_use("evaluation look2"):
+                raise AssertionError("not reached: a dead server is refused before the job")
+
+        with pytest.raises(ToolError, match="exited with status -9 before evaluation look2"):
+            next_job()
+    finally:
+        server.stop()

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         float(doc.get("wall_s", 0.0)),
         doc.get("context", {}),
         title=str(doc.get("title", "quantgate CPU lane")),
+        failures=doc.get("failures", {}),
         changes=changes,
         generated=doc.get("generated"),
     )

@@ -221,10 +221,13 @@ class GpuLane:
         benchmark = self.catalog.benchmarks[cell.benchmark or ""]
         path, reference = self.reference(cell)
         decision = self.recovery_decision(cell)
+
+        def look_at(samples: int, look: int) -> Evaluation:
+            with server.in_use(f"evaluation look{look}"):
+                return self.worker().run(self.evaluation_job(server, cell, samples, look, f"look{look}"))
+
         verdict, looks, _ = judge_sequentially(
-            lambda samples, look: self.worker().run(
-                self.evaluation_job(server, cell, samples, look, f"look{look}")
-            ),
+            look_at,
             reference.counts(),
             decision.floor,
             benchmark.sampling.samples if benchmark.sampling else 1,
@@ -267,14 +270,15 @@ class GpuLane:
         quantized model (tensor parallelism), the per-GPU speedup is reported beside it.
         """
         spec = self.catalog.scenarios[cell.scenario or ""]
-        results = self.bench_worker().run(
-            server.base_url,
-            self.served_name(cell),
-            Path(self.repository(cell)),
-            self.bench_runs(cell),
-            self.bench_dir(cell),
-            timeout=3600.0,
-        )
+        with server.in_use("vllm bench serve"):
+            results = self.bench_worker().run(
+                server.base_url,
+                self.served_name(cell),
+                Path(self.repository(cell)),
+                self.bench_runs(cell),
+                self.bench_dir(cell),
+                timeout=3600.0,
+            )
         mine = scenario_figures(results, cell.scenario or "", spec.metric)
         gpus = cell.requirement.count
         atomic_write_text(

@@ -582,7 +582,8 @@ class Lane:
             timeout=acc.timeout_s,
         )
         shutil.rmtree(job.out_dir, ignore_errors=True)
-        return self.worker().run(job)
+        with server.in_use(f"evaluation {tag}"):
+            return self.worker().run(job)
 
     def provenance(self, checkpoint: Checkpoint, samples: int, seed: int) -> dict[str, str]:
         """What an accuracy run depends on; ``store.MUST_MATCH`` keys must agree to compare."""
@@ -730,14 +731,15 @@ class Lane:
         return self._bench_worker
 
     def bench(self, server: VllmServer, checkpoint: Checkpoint) -> list[BenchResult]:
-        return self.bench_worker().run(
-            server.base_url,
-            checkpoint.served_name,
-            checkpoint.path,
-            self.bench_runs(),
-            self.workdir / "bench" / checkpoint.served_name,
-            timeout=self.spec.speed.timeout_s,
-        )
+        with server.in_use("vllm bench serve"):
+            return self.bench_worker().run(
+                server.base_url,
+                checkpoint.served_name,
+                checkpoint.path,
+                self.bench_runs(),
+                self.workdir / "bench" / checkpoint.served_name,
+                timeout=self.spec.speed.timeout_s,
+            )
 
     def judge_speed(
         self,

@@ -30,6 +30,9 @@ class WrittenReport:
     summary_lines: tuple[str, ...]
 
 
+FAILURE_TAIL_LINES = 15
+
+
 def _num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -104,6 +107,17 @@ def coverage(outcomes: Mapping[str, tuple[str, str]]) -> tuple[Counter[str], lis
     return counts, rows
 
 
+def failure_sections(failures: Mapping[str, Mapping[str, str]], lines: int = FAILURE_TAIL_LINES) -> list[str]:
+    """Per failed test: its reason, and the last lines of the log of the tool that failed."""
+    out: list[str] = []
+    for node, failure in failures.items():
+        out += [f"### {node}", "", str(failure.get("reason", "")), ""]
+        tail = str(failure.get("tail", "")).splitlines()[-lines:]
+        if tail:
+            out += [f"last {len(tail)} lines of `{failure.get('log', '')}`:", "", "```", *tail, "```", ""]
+    return out
+
+
 def _key(record: Mapping[str, Any]) -> tuple[str, str]:
     return str(record.get("kind")), str(record.get("cell"))
 
@@ -147,6 +161,7 @@ def write_report(
     wall_s: float,
     context: Mapping[str, str],
     title: str = "quantgate CPU lane",
+    failures: Mapping[str, Mapping[str, str]] | None = None,
     changes: Sequence[str] | None = None,
     generated: str | None = None,
 ) -> WrittenReport:
@@ -219,6 +234,9 @@ def write_report(
     lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
     if not_passed:
         lines += _table(["test", "outcome", "why"], not_passed)
+    if failures:
+        lines += ["", "## Failures: reason and the failing tool's log", ""]
+        lines += failure_sections(failures)
     lines += ["", "## Changes since the last run in this directory", ""]
     lines += list(changes) if changes is not None else changes_since(directory / "cells.json", records)
     directory.mkdir(parents=True, exist_ok=True)
@@ -237,6 +255,7 @@ def write_report(
                 "generated": generated or datetime.now(UTC).isoformat(timespec="seconds"),
                 "records": list(records),
                 "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
+                "failures": dict(failures or {}),
                 "server_start_s": dict(server_starts),
             },
             indent=1,

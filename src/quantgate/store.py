@@ -75,14 +75,15 @@ class Reference(Strict):
             raise ValueError(f"must be {REFERENCE_KIND!r}")
         return value
 
-    @model_validator(mode="after")
-    def _unique_items(self) -> Reference:
+    @field_validator("items")
+    @classmethod
+    def _unique_items(cls, items: tuple[StoredItem, ...]) -> tuple[StoredItem, ...]:
         seen: set[str] = set()
-        for item in self.items:
+        for item in items:
             if item.item in seen:
                 raise ValueError(f"item {item.item!r} appears twice")
             seen.add(item.item)
-        return self
+        return items
 
     def counts(self) -> dict[str, tuple[int, int]]:
         return {i.item: (i.samples, i.correct) for i in self.items}

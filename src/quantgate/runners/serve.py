@@ -10,9 +10,10 @@ taken between choosing and binding is retried on another port; every other failu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -99,6 +100,24 @@ class VllmServer:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.alive()
+
+    @contextlib.contextmanager
+    def in_use(self, during: str) -> Iterator[None]:
+        """Blame the server when it is the server that died: a job that fails while (or because) the
+        server has exited becomes a ``ToolError`` of the server with its exit status and log tail."""
+        self._raise_if_dead(f"before {during}")
+        try:
+            yield
+        except Exception as error:
+            if self.process is not None and not self.process.alive():
+                self._raise_if_dead(f"during {during}", error)
+            raise
+
+    def _raise_if_dead(self, when: str, cause: BaseException | None = None) -> None:
+        if self.process is None or self.process.alive():
+            return
+        code = self.process.popen.returncode
+        raise ToolError(self.process.tool, f"exited with status {code} {when}", self.log_path) from cause
 
     def stop(self) -> None:
         if self.process is not None:
