@@ -48,6 +48,14 @@ def test_a_failed_or_uncovered_cell_fails_the_gate(
     assert any(p.startswith(problem) for p in result.problems), result.problems
 
 
+def test_a_cell_the_matrix_does_not_have_fails_the_gate(tmp_path: Path) -> None:
+    ran = coverage(tmp_path / "c.json", {"a": "passed", "Qwen-7B-fp9-w8a8-h100-aime24": "passed"})
+    result = decide([ran], ["a"], known=["a", "b"])
+    assert not result.passed
+    assert result.problems == ("Qwen-7B-fp9-w8a8-h100-aime24: unknown cell (not in the matrix) [c.json]",)
+    assert decide([coverage(tmp_path / "d.json", {"a": "passed"})], ["a"], known=["a", "b"]).passed
+
+
 def test_two_outcomes_for_one_cell_fail_the_gate(tmp_path: Path) -> None:
     one = coverage(tmp_path / "1.json", {"a": "passed"})
     two = coverage(tmp_path / "2.json", {"a": "skipped"})

@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from quantgate.matrix import expand
 
     kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
-    expected = [c.cell_id for c in expand() if c.gpu in kinds and c.skip_reason is None]
-    result = decide([Path(p) for p in args.coverage], expected)
+    cells = expand()
+    expected = [c.cell_id for c in cells if c.gpu in kinds and c.skip_reason is None]
+    result = decide([Path(p) for p in args.coverage], expected, known=[c.cell_id for c in cells])
     print(result.summary())
     return 0 if result.passed else 1

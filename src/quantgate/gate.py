@@ -47,8 +47,12 @@ def load_coverage(path: Path) -> list[dict[str, Any]]:
     return cells
 
 
-def decide(files: Sequence[Path], expected: Iterable[str]) -> GateResult:
-    """Merge coverage ``files``; every id in ``expected`` must have run green in exactly one outcome."""
+def decide(files: Sequence[Path], expected: Iterable[str], known: Iterable[str] | None = None) -> GateResult:
+    """Merge coverage ``files``; every id in ``expected`` must have run green in exactly one outcome.
+
+    With ``known`` (every cell of the matrix), a cell in a coverage file that the matrix does not have
+    is red too: a renamed model or a stale runner must not pass unnoticed.
+    """
     if not files:
         raise QuantgateError(None, "no coverage file given (fail closed)", "files")
     outcome: dict[str, tuple[str, str, Path]] = {}
@@ -68,6 +72,10 @@ def decide(files: Sequence[Path], expected: Iterable[str]) -> GateResult:
     for cell_id, (status, reason, path) in sorted(outcome.items()):
         if status in RED:
             problems.append(f"{cell_id}: {status}" + (f" ({reason})" if reason else "") + f" [{path.name}]")
+    if known is not None:
+        matrix = set(known)
+        for cell_id in sorted(outcome.keys() - matrix):
+            problems.append(f"{cell_id}: unknown cell (not in the matrix) [{outcome[cell_id][2].name}]")
     for cell_id in sorted(set(expected)):
         status = outcome.get(cell_id, ("absent", "", Path("-")))[0]
         if status not in GREEN and status not in RED:
