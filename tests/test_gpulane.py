@@ -134,3 +134,22 @@ def test_a_bad_figures_file_is_refused_naming_the_field(
     assert caught.value.source == str(path)
     assert caught.value.where is not None
     assert caught.value.where.startswith(field)
+
+
+def server_cell(scheme: str) -> MatrixCell:
+    target = "server-multi-turn-chat"
+    (found,) = [c for c in expand(kind="performance") if c.cell_id == f"Qwen-32B-{scheme}-h100-{target}"]
+    return found
+
+
+def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_path: Path) -> None:
+    with pytest.raises(QuantgateError) as caught:
+        lane(tmp_path, 0.0).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
+    assert caught.value.where == "request_goodput"
+    assert caught.value.source is not None
+    assert caught.value.source.endswith("server.random-64x32.r0.json")
+    lane(tmp_path, 1.0).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
+    outcome = lane(tmp_path, 0.0).judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
+    assert outcome.verdict is not None
+    assert outcome.verdict.verdict == "fail"
+    assert "0 in 3 of 3 runs" in outcome.verdict.detail

@@ -185,6 +185,17 @@ class TestSpeedup:
     def test_bad_measurements(self, bad: float) -> None:
         with pytest.raises(QuantgateError, match="positive"):
             judge_speedup([bad], [1.0], 1.0, higher_is_better=True)
+        with pytest.raises(QuantgateError, match="positive"):
+            judge_speedup([1.0], [bad], 1.0, higher_is_better=False)
+
+    def test_a_goodput_of_zero_is_a_measurement_of_the_candidate(self) -> None:
+        none_met = judge_speedup([2.0, 2.1], [0.0, 0.0], 0.9, higher_is_better=True)
+        assert none_met.verdict == "fail"
+        assert none_met.detail == (
+            "fail: the candidate's figure is 0 in 2 of 2 runs (no request met the limits) vs floor 0.90"
+        )
+        some_met = judge_speedup([2.0, 2.1, 2.0], [0.0, 2.2, 2.1], 0.9, higher_is_better=True)
+        assert some_met.verdict == "inconclusive"
 
 
 def test_minimum_detectable_drop_shrinks_with_samples() -> None:

@@ -444,17 +444,29 @@ def judge_speedup(
     With two or more measurements on each side the interval is a Welch interval on the log ratio
     (speed figures are multiplicative). With one measurement each, only the printed rounding
     (``resolution``, half a unit of the last printed digit) bounds the ratio, and the verdict says so.
+    A throughput of 0 from the candidate (a goodput: no request met the limits) is a measurement: in
+    every run it fails the cell, in some runs it leaves the cell inconclusive.
     """
     for name, values in (("reference", reference), ("candidate", candidate)):
         if not values:
             raise QuantgateError(None, "needs at least one measurement", name)
+        zero_ok = name == "candidate" and higher_is_better
         for v in values:
-            if not (_finite(v) and v > 0.0):
+            if not (_finite(v) and (v > 0.0 or (zero_ok and v == 0.0))):
                 raise QuantgateError(None, f"measurements must be positive numbers, got {v!r}", name)
     if not (_finite(floor) and floor > 0.0):
         raise QuantgateError(None, f"floor must be positive, got {floor!r}", "floor")
     if min(reference_gpus, candidate_gpus) < 1:
         raise QuantgateError(None, "GPU counts must be at least 1", "gpus")
+    zeros = sum(1 for v in candidate if v == 0.0)
+    if zeros:
+        met = len(candidate) - zeros
+        verdict_name: VerdictName = "fail" if met == 0 else "inconclusive"
+        detail = (
+            f"{verdict_name}: the candidate's figure is 0 in {zeros} of {len(candidate)} runs "
+            f"(no request met the limits) vs floor {floor:.2f}"
+        )
+        return SpeedVerdict(verdict_name, 0.0, 0.0, math.inf if met else 0.0, floor, None, None, detail)
 
     def ratio(ref: float, cand: float) -> float:
         return cand / ref if higher_is_better else ref / cand

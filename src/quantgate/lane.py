@@ -238,8 +238,14 @@ class Checkpoint:
         return f"{self.model}__{self.scheme}"
 
 
-def scenario_figures(results: list[BenchResult], scenario: str, metric: str) -> list[float]:
-    """One figure per repeat: mean request latency (s), request throughput or goodput (requests/s)."""
+def scenario_figures(
+    results: Sequence[BenchResult], scenario: str, metric: str, allow_zero: bool = False
+) -> list[float]:
+    """One figure per repeat: mean request latency (s), request throughput or goodput (requests/s).
+
+    A goodput of 0 (no request met the limits) is a figure of a quantized cell (``allow_zero``); for
+    BF16, the reference, it is an error naming the run: the limits are too tight for the machine.
+    """
     figures = []
     for result in results:
         if result.run.scenario != scenario:
@@ -252,12 +258,14 @@ def scenario_figures(results: list[BenchResult], scenario: str, metric: str) -> 
             figures.append(result.request_throughput)
         else:
             figures.append(result.figures.get("request_goodput", 0.0))
+        if figures[-1] <= 0.0 and not allow_zero:
+            raise QuantgateError(
+                result.result_path,
+                f"{metric} is 0: no request met the limits (too tight for this machine?)",
+                "request_goodput",
+            )
     if not figures:
         raise QuantgateError(None, f"no bench run for scenario {scenario!r}", "scenario")
-    if min(figures) <= 0.0:
-        raise QuantgateError(
-            results[0].result_path, f"{metric} is 0 in a run: no request met the limits", "request_goodput"
-        )
     return figures
 
 
@@ -426,6 +434,7 @@ class Lane:
     _pool: ThreadPoolExecutor | None = None
     _bench_worker: BenchWorker | None = None
     _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
+    _bench_failed: dict[str, Exception] = field(default_factory=dict)
 
     @property
     def log_dir(self) -> Path:
@@ -748,12 +757,23 @@ class Lane:
         scenario: str,
         measured: dict[str, list[BenchResult]],
     ) -> SpeedOutcome:
-        """The scenario's figures of this cell (benched once per cell) against the same model's BF16."""
+        """The scenario's figures of this cell (benched once per cell) against the same model's BF16.
+
+        A cell's bench runs once per session: when it fails, every scenario of the cell fails with
+        that error instead of benching again.
+        """
+        if checkpoint.served_name in self._bench_failed:
+            raise self._bench_failed[checkpoint.served_name]
         if checkpoint.served_name not in measured:
             self.wait_quiet()
-            measured[checkpoint.served_name] = self.bench(server, checkpoint)
+            try:
+                measured[checkpoint.served_name] = self.bench(server, checkpoint)
+            except Exception as error:
+                self._bench_failed[checkpoint.served_name] = error
+                raise
         spec = self.catalog.scenarios[scenario]
-        mine = scenario_figures(measured[checkpoint.served_name], scenario, spec.metric)
+        quantized = checkpoint.scheme != "bf16"
+        mine = scenario_figures(measured[checkpoint.served_name], scenario, spec.metric, allow_zero=quantized)
         runs = tuple(r for r in measured[checkpoint.served_name] if r.run.scenario == scenario)
         if checkpoint.scheme == "bf16":
             return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, mine, None, None, runs)
