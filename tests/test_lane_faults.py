@@ -1,0 +1,151 @@
+"""Faults injected into a real CPU-lane run end only the affected cells, with reason and log tail.
+
+One run of ``pytest suites -m cpu`` on tiny-llama's four cells and tiny-qwen2's BF16 cell, with the
+faults of ``tests/lane_faults.py``: the real vLLM server SIGKILLed mid-evaluation (INT8) and mid-bench
+(INT4), the real lighteval worker SIGKILLed mid-job (INT4), lighteval's details and ``vllm bench``'s
+results cut in half (FP8), the first port of a server held by another socket (Llama BF16: the server
+retries and the cell passes), and a server not ready in time (Qwen2 BF16). The checks: BF16 Llama
+passes; each faulted cell's tests fail with the fault named and, for a tool, its log tail in
+report.md; the session reaches its report; no process of the run is left afterwards.
+
+Needs the vllm, compress and eval environments (``tools/setup_envs.sh``; ``./run tests`` builds them).
+Without them the test is skipped, unless ``QG_REQUIRE_ENVS=1``: then it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from quantgate.lane import Envs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def envs_or_skip() -> Envs:
+    envs = Envs.from_environment(REPO)
+    missing = [
+        n for n in ("vllm", "compress", "eval") if not (envs.directory / n / "bin" / "python").exists()
+    ]
+    if missing:
+        why = f"no {', '.join(missing)} environment in {envs.directory} (tools/setup_envs.sh)"
+        if os.environ.get("QG_REQUIRE_ENVS") == "1":
+            pytest.fail(f"QG_REQUIRE_ENVS=1 but {why}")
+        pytest.skip(why)
+    return envs
+
+
+def processes_with(marker: str) -> list[str]:
+    """Command lines of live processes whose environment carries ``marker`` (the run's tools inherit it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envs = envs_or_skip()
+    for name in ("conftest.py", "plugins", "suites"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, pytester.path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, pytester.path / name)
+    shutil.copy(REPO / "tests" / "lane_faults.py", pytester.path / "lane_faults.py")
+    pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider -p no:randomly\n")
+    lane_file = tmp_path / "lane.yaml"
+    # Fewer repeats, and goodput limits no loaded CI machine misses: the healthy cell must stay healthy.
+    lane_text = (REPO / "suites" / "lane" / "cpu.yaml").read_text()
+    lane_file.write_text(
+        lane_text.replace("repeats: 3", "repeats: 2").replace(
+            "{ttft_ms: 500, tpot_ms: 50}", "{ttft_ms: 60000, tpot_ms: 10000}"
+        )
+    )
+    assert "repeats: 2" in lane_file.read_text()
+    assert "ttft_ms: 60000" in lane_file.read_text()
+    marker = f"QG_FAULT_RUN={uuid.uuid4().hex}"
+    monkeypatch.setenv(*marker.split("=", 1))
+    report = tmp_path / "report"
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(
+        "suites/test_cpu_lane.py",
+        "-p",
+        "lane_faults",
+        "-m",
+        "cpu",
+        "-k",
+        "tiny-llama or tiny-qwen2-bf16",
+        f"--qg-lane={lane_file}",
+        f"--qg-envs={envs.directory}",
+        f"--qg-lane-work={tmp_path / 'work'}",
+        f"--qg-report={report}",
+        "--qg-inconclusive=xfail",
+        "-rfE",
+        timeout=1500,
+    )
+    wall = time.monotonic() - started
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    cells = json.loads((report / "cells.json").read_text())
+    by_test = {node.split("::", 1)[1]: (o["outcome"], o["reason"]) for node, o in cells["outcomes"].items()}
+
+    def of(cell: str) -> dict[str, tuple[str, str]]:
+        return {test: outcome for test, outcome in by_test.items() if f"[{cell}" in test}
+
+    assert len(by_test) == 5 * 6, sorted(by_test)
+    healthy = of("tiny-llama-bf16")
+    assert len(healthy) == 6
+    assert {o for o, _ in healthy.values()} <= {"passed", "xfailed"}, healthy
+
+    killed = "vllm server (tiny-llama__int8-w8a8): exited with status -9"
+    assert by_test["test_quantization[tiny-llama-int8-w8a8]"][0] == "passed"
+    assert by_test["test_accuracy[tiny-llama-int8-w8a8]"] == ("failed", f"{killed} during evaluation look0")
+    assert by_test["test_output_length[tiny-llama-int8-w8a8]"][0] == "failed"
+    for scenario in ("single-stream", "multi-stream", "server"):
+        after = by_test[f"test_speed[tiny-llama-int8-w8a8-{scenario}]"]
+        assert after == ("failed", f"{killed} before vllm bench serve")
+
+    worker = by_test["test_accuracy[tiny-llama-int4-w4a16]"]
+    assert worker[0] == "failed"
+    assert "the lighteval worker exited with status -9" in worker[1], worker
+    bench_kill = by_test["test_speed[tiny-llama-int4-w4a16-single-stream]"]
+    assert bench_kill == (
+        "failed",
+        "vllm server (tiny-llama__int4-w4a16): exited with status -9 during vllm bench serve",
+    )
+
+    details = by_test["test_accuracy[tiny-llama-fp8-w8a8]"]
+    assert details[0] == "failed"
+    assert ".parquet" in details[1], details
+    for scenario in ("single-stream", "multi-stream", "server"):
+        truncated = by_test[f"test_speed[tiny-llama-fp8-w8a8-{scenario}]"]
+        assert truncated[0] == "failed"
+        assert ".json" in truncated[1], truncated
+    assert by_test["test_quantization[tiny-llama-fp8-w8a8]"][0] == "passed"
+
+    never = of("tiny-qwen2-bf16")
+    assert {o for o, _ in never.values()} == {"error"}, never
+    assert all("not ready at http://127.0.0.1:" in r and "within 3 s" in r for _, r in never.values())
+
+    text = (report / "report.md").read_text()
+    assert "## Failures: reason and the failing tool's log" in text
+    assert "serve-tiny-llama__int8-w8a8.log`:" in text
+    assert "serve-tiny-qwen2__bf16.log`:" in text
+    serve_log = (tmp_path / "work" / "logs" / "serve-tiny-llama__bf16.log").read_text()
+    assert "Address already in use" in serve_log or "Errno 98" in serve_log
+    time.sleep(1.0)
+    assert processes_with(marker) == [], "processes of the run are still alive"
+    print(f"fault run: {wall:.0f} s, {len(by_test)} tests")
