@@ -284,6 +284,8 @@ def failure_of(excinfo: pytest.ExceptionInfo[BaseException]) -> dict[str, str]:
             "log": str(error.log_path or ""),
             "tail": error.log_tail,
         }
+    if isinstance(error, QuantgateError):
+        return {"reason": str(error), "log": "", "tail": ""}
     text = excinfo.exconly().strip()
     first = text.splitlines()[0] if text else type(error).__name__
     return {"reason": first.removeprefix("Failed: "), "log": "", "tail": ""}

@@ -1,7 +1,8 @@
 """Fault injection into the real CPU lane (loaded with ``-p lane_faults`` by ``tests/test_lane_faults.py``).
 
 Nothing here stands in for a tool: the faults happen to the real tools of a real lane run. The real
-vLLM server and the real lighteval worker are SIGKILLed while a job of theirs runs, the real tools'
+vLLM server, the real lighteval worker and the real ``vllm bench`` worker are SIGKILLed while a job of
+theirs runs, the real tools'
 output files are cut in half before quantgate reads them, the port a server is given is held by
 another socket, and one server gets less time to become ready than it needs. Each fault targets one
 cell (served model), so the test can check that only that cell ends.
@@ -25,6 +26,7 @@ TRUNCATED = "tiny-llama__fp8-w8a8"  # lighteval details and vllm bench results c
 SERVER_KILLED_IN_EVALUATION = "tiny-llama__int8-w8a8"
 WORKER_AND_SERVER_KILLED = "tiny-llama__int4-w4a16"  # lighteval worker killed, later the server mid-bench
 NEVER_READY = "tiny-qwen2__bf16"  # ready timeout shorter than its start
+BENCH_WORKER_KILLED = "tiny-qwen2__int8-w8a8"  # the vllm bench worker killed mid-run
 KILL_AFTER_S = 0.4
 
 
@@ -85,6 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
     def bench_with_faults(self: Any, server: Any, checkpoint: Any) -> Any:
         if checkpoint.served_name == WORKER_AND_SERVER_KILLED:
             _kill_later(lambda: server.process.pid if server.process else None)
+        if checkpoint.served_name == BENCH_WORKER_KILLED:
+            worker = self.bench_worker()
+            _kill_later(lambda: worker.process.pid if worker.process else None)
         return real_bench(self, server, checkpoint)
 
     real_read_evaluation = evaluate.read_evaluation

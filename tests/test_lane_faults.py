@@ -1,12 +1,13 @@
 """Faults injected into a real CPU-lane run end only the affected cells, with reason and log tail.
 
-One run of ``pytest suites -m cpu`` on tiny-llama's four cells and tiny-qwen2's BF16 cell, with the
-faults of ``tests/lane_faults.py``: the real vLLM server SIGKILLed mid-evaluation (INT8) and mid-bench
-(INT4), the real lighteval worker SIGKILLed mid-job (INT4), lighteval's details and ``vllm bench``'s
-results cut in half (FP8), the first port of a server held by another socket (Llama BF16: the server
-retries and the cell passes), and a server not ready in time (Qwen2 BF16). The checks: BF16 Llama
-passes; each faulted cell's tests fail with the fault named and, for a tool, its log tail in
-report.md; the session reaches its report; no process of the run is left afterwards.
+One run of ``pytest suites -m cpu`` on tiny-llama's four cells and two of tiny-qwen2's, with the
+faults of ``tests/lane_faults.py``: the real vLLM server SIGKILLed mid-evaluation (Llama INT8) and
+mid-bench (Llama INT4), the real lighteval worker SIGKILLed mid-job (Llama INT4), the real ``vllm bench``
+worker SIGKILLed mid-run (Qwen2 INT8), lighteval's details and ``vllm bench``'s results cut in half
+(Llama FP8), the first port of a server held by another socket (Llama BF16: the server retries and the
+cell passes), and a server not ready in time (Qwen2 BF16). The checks: Llama BF16 passes, and so do
+Qwen2 INT8's tests that the fault does not touch; each faulted test fails with the fault named and, for a
+tool, its log tail in report.md; the session reaches its report; no process of the run is left.
 
 Needs the vllm, compress and eval environments (``tools/setup_envs.sh``; ``./run tests`` builds them).
 Without them the test is skipped, unless ``QG_REQUIRE_ENVS=1``: then it fails.
@@ -88,7 +89,7 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
         "-m",
         "cpu",
         "-k",
-        "tiny-llama or tiny-qwen2-bf16",
+        "tiny-llama or tiny-qwen2-bf16 or tiny-qwen2-int8",
         f"--qg-lane={lane_file}",
         f"--qg-envs={envs.directory}",
         f"--qg-lane-work={tmp_path / 'work'}",
@@ -105,7 +106,7 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     def of(cell: str) -> dict[str, tuple[str, str]]:
         return {test: outcome for test, outcome in by_test.items() if f"[{cell}" in test}
 
-    assert len(by_test) == 5 * 6, sorted(by_test)
+    assert len(by_test) == 6 * 6, sorted(by_test)
     healthy = of("tiny-llama-bf16")
     assert len(healthy) == 6
     assert {o for o, _ in healthy.values()} <= {"passed", "xfailed"}, healthy
@@ -135,6 +136,14 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
         assert truncated[0] == "failed"
         assert ".json" in truncated[1], truncated
     assert by_test["test_quantization[tiny-llama-fp8-w8a8]"][0] == "passed"
+
+    bench_worker = of("tiny-qwen2-int8-w8a8")
+    for test in ("test_quantization", "test_accuracy", "test_output_length"):
+        assert bench_worker[f"{test}[tiny-qwen2-int8-w8a8]"][0] in ("passed", "xfailed"), bench_worker
+    for scenario in ("single-stream", "multi-stream", "server"):
+        outcome, reason = bench_worker[f"test_speed[tiny-qwen2-int8-w8a8-{scenario}]"]
+        assert outcome == "failed"
+        assert "worker exited with status -9" in reason, reason
 
     never = of("tiny-qwen2-bf16")
     assert {o for o, _ in never.values()} == {"error"}, never

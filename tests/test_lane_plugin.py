@@ -93,10 +93,11 @@ def test_h100_cells_without_an_h100_end_red_with_the_reason(project: pytest.Pyte
 
 PARALLEL_CELLS = """
 import pytest
+from quantgate.runners.process import ToolError
 
 
 @pytest.mark.parametrize("n", range(60))
-def test_cell(n, qg_lane_session):
+def test_cell(n, qg_lane_session, tmp_path):
     qg_lane_session.server_started(f"m-s{n}", 1.0 + n)
     entry = {"name": f"run[{n}]", "fullname": f"lane::m-s{n}::run[{n}]", "stats": {}}
     qg_lane_session.add_benchmarks([entry])
@@ -106,8 +107,12 @@ def test_cell(n, qg_lane_session):
         verdict="pass" if n % 10 else "fail",
         speedup=2.0, low=1.9, high=2.1, floor=1.0, rule="r", gating=True, detail="d",
     )
-    if n % 10 == 0:
+    if n % 20 == 0:
         pytest.fail(f"cell {n} failed")
+    if n % 20 == 10:
+        log = tmp_path / "serve.log"
+        log.write_text("".join(f"line {i}\\n" for i in range(40)) + f"engine {n} died\\n")
+        raise ToolError(f"vllm server (m-s{n})", "exited with status -9 during evaluation look0", log)
 """
 
 
@@ -129,4 +134,15 @@ def test_parallel_workers_lose_no_record_and_the_controller_writes_one_report(
     assert cells["server_start_s"] == {f"m-s{n}": [1.0 + n] for n in range(60)}
     benchmarks = json.loads((report / "benchmark.json").read_text())["benchmarks"]
     assert sorted(b["name"] for b in benchmarks) == sorted(f"run[{n}]" for n in range(60))
-    assert "6 failed, 54 passed" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "6 failed, 54 passed" in text
+    assert "| test_parallel_cells.py::test_cell[20] | failed | cell 20 failed |" in text
+    assert (
+        "| test_parallel_cells.py::test_cell[30] | failed | vllm server (m-s30): exited with status -9"
+        in text
+    )
+    section = text.split("### test_parallel_cells.py::test_cell[30]", 1)[1].split("###", 1)[0]
+    assert "last 15 lines of `" in section
+    assert "line 26\nline 27" in section
+    assert "engine 30 died" in section
+    assert "line 25" not in section
