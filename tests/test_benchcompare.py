@@ -24,8 +24,10 @@ from quantgate.cli import main
 PLAIN = Path(__file__).parent / "data" / "results" / "pytest_benchmark.json"
 
 
-def document(throughput_factor: float = 1.0, latency_factor: float = 1.0) -> dict[str, Any]:
-    results = recorded(0) + recorded(1)
+def document(
+    throughput_factor: float = 1.0, latency_factor: float = 1.0, repeats: tuple[int, ...] = (0, 1)
+) -> dict[str, Any]:
+    results = [result for repeat in repeats for result in recorded(repeat)]
     doc = benchjson.from_results(
         results,
         scheme="int8-w8a8",
@@ -66,32 +68,46 @@ def test_throughput_that_fell_is_a_regression_though_every_time_is_unchanged(tmp
     assert ("multi-stream[random-64x32]", "request_throughput") in worse
     assert ("server[random-64x32]", "request_goodput") in worse
     assert not [c for c in changes if c.metric in ("mean", "mean_ttft_ms") and c.regression]
-    falls = [c.improvement for c in changes if c.metric == "output_throughput"]
-    assert falls == pytest.approx([-0.5] * 3)
+    falls = [c.speedup for c in changes if c.metric == "output_throughput"]
+    assert falls == pytest.approx([0.5] * 3)
 
 
 def test_lower_latency_is_better_and_higher_throughput_is_better(tmp_path: Path) -> None:
-    old = load(write(tmp_path / "old.json", document()))
-    new = load(write(tmp_path / "new.json", document(throughput_factor=1.25, latency_factor=0.8)))
+    old = load(write(tmp_path / "old.json", document(repeats=(0,))))
+    new = load(write(tmp_path / "new.json", document(1.25, 0.8, repeats=(0,))))
     changes = compare(old, new, metrics=("mean", "request_throughput"))
-    assert not [c for c in changes if c.regression]
-    assert {round(c.improvement or 0, 6) for c in changes} == {0.2, 0.25}
+    assert {round(c.speedup or 0, 6) for c in changes} == {1.25}
+    assert {c.verdict for c in changes} == {"pass"}
 
 
-def test_the_command_fails_on_a_regression_and_on_a_missing_benchmark(
+def test_single_figures_are_compared_exactly_and_the_command_says_so_by_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = write(tmp_path / "old.json", document(repeats=(0,)))
+    assert main(["compare", str(old), str(old)]) == 0
+    assert "no regression beyond 5% in" in capsys.readouterr().out
+    slower = write(tmp_path / "slower.json", document(throughput_factor=0.9, repeats=(0,)))
+    assert main(["compare", str(old), str(slower), "--fail-worse", "15%"]) == 0
+    assert main(["compare", str(old), str(slower)]) == 1
+    assert "**FAIL**" in capsys.readouterr().out
+    fewer = document(repeats=(0,))
+    fewer["benchmarks"] = [b for b in fewer["benchmarks"] if not b["name"].startswith("server")]
+    assert main(["compare", str(old), str(write(tmp_path / "fewer.json", fewer))]) == 1
+    assert "| vllm-bench-serve::server[random-64x32] | - | - | | | not in" in capsys.readouterr().out
+
+
+def test_repeats_give_an_interval_a_clear_drop_fails_and_noise_is_inconclusive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = write(tmp_path / "old.json", document())
-    assert main(["compare", str(old), str(old)]) == 0
-    assert "no regression beyond 5%" in capsys.readouterr().out
-    slower = write(tmp_path / "slower.json", document(throughput_factor=0.9))
-    assert main(["compare", str(old), str(slower), "--fail-worse", "15%"]) == 0
-    assert main(["compare", str(old), str(slower)]) == 1
-    assert "**REGRESSION**" in capsys.readouterr().out
-    fewer = document()
-    fewer["benchmarks"] = [b for b in fewer["benchmarks"] if not b["name"].startswith("server")]
-    assert main(["compare", str(old), str(write(tmp_path / "fewer.json", fewer))]) == 1
-    assert "server[random-64x32] | - | - | | | missing from" in capsys.readouterr().out
+    halved = write(tmp_path / "halved.json", document(throughput_factor=0.5))
+    assert main(["compare", str(old), str(halved), "--metric", "request_throughput"]) == 1
+    capsys.readouterr()
+    assert main(["compare", str(old), str(old), "--metric", "request_throughput"]) == 3
+    out = capsys.readouterr().out
+    assert "| inconclusive |" in out
+    assert "x1.000 [" in out
+    assert main(["compare", str(old), str(old), "--metric", "request_throughput", "--fail-worse", "50%"]) == 0
 
 
 def test_a_plain_pytest_benchmark_file_compares_by_its_times(tmp_path: Path) -> None:

@@ -240,7 +240,7 @@ item_counts = st.dictionaries(
 
 def valid(counts: dict[str, Any]) -> bool:
     return bool(counts) and all(
-        isinstance(c, tuple)
+        isinstance(c, (tuple, list))
         and len(c) == 2
         and all(isinstance(v, int) and not isinstance(v, bool) for v in c)
         and c[0] >= 1

@@ -2,13 +2,15 @@
 
 What: ``load`` reads a pytest-benchmark JSON document (quantgate's, or one ``pytest --benchmark-json``
 wrote), refusing layouts it does not know; ``compare`` matches the benchmarks of two files and returns,
-per benchmark and metric, the change *in the better direction*: a throughput that rose and a latency
-that fell are both positive. A drop beyond the threshold is a regression; a benchmark the old file has
-and the new one lacks is a regression too (nothing goes missing silently).
+per benchmark and metric, the speedup of the new file over the old *in the better direction* (a
+throughput that rose and a latency that fell are both above 1), judged by ``quantgate.judge``'s speed
+judge against ``1 - threshold``: repeats of one run (``params.repeat``, ``...-r0]``) give a confidence
+interval on the ratio, so a regression is called only when the whole interval is below the floor and a
+noisy pair is "inconclusive"; single figures are compared exactly. A benchmark the old file has and
+the new one lacks is a regression too (nothing goes missing silently).
 
 Why: ``pytest-benchmark compare`` reads every figure as a time, so a run whose requests/s fell from 40
-to 20 shows as "faster". Repeats of one run (``params.repeat``, ``...-r0]``) are compared by their
-median, so one noisy repeat does not decide. Standard library only; no I/O besides ``load``.
+to 20 shows as "faster", and it compares one number per side. No I/O besides ``load``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from quantgate.errors import QuantgateError
+from quantgate.judge import judge_speedup
 
 SUPPORTED_MAJOR: Final = ("3", "4", "5")
 _REPEAT = re.compile(r"-r\d+\]$")
@@ -76,24 +79,38 @@ class BenchmarkFile:
     when: str | None
 
 
+ChangeVerdict = Literal["pass", "fail", "inconclusive", "missing", "new", "no ratio"]
+
+
 @dataclass(frozen=True)
 class Change:
-    """One benchmark and metric: old and new median, and the change in the better direction."""
+    """One benchmark and metric: old and new median, and the speedup of new over old with its interval.
+
+    ``speedup`` is in the better direction (a throughput that doubled and a latency that halved are
+    both 2.0); ``verdict`` is the judge's against the floor ``1 - threshold``: ``fail`` only when the
+    whole interval is below it, ``inconclusive`` when it straddles it (repeats too noisy to say).
+    """
 
     benchmark: str
     metric: str
     old: float | None
     new: float | None
-    improvement: float | None
-    regression: bool
+    speedup: float | None
+    low: float | None
+    high: float | None
+    verdict: ChangeVerdict
     note: str
 
+    @property
+    def regression(self) -> bool:
+        return self.verdict in ("fail", "missing")
+
     def line(self) -> str:
-        if self.improvement is None:
-            return f"{self.benchmark} {self.metric}: {self.note}"
+        if self.speedup is None:
+            return f"{self.benchmark} {self.metric}: {self.verdict}: {self.note}"
         return (
-            f"{self.benchmark} {self.metric}: {self.old:.6g} -> {self.new:.6g} "
-            f"({self.improvement:+.1%} {'better' if self.improvement >= 0 else 'worse'})"
+            f"{self.benchmark} {self.metric}: {self.old:.6g} -> {self.new:.6g}, "
+            f"x{self.speedup:.3f} [{self.low:.3f}, {self.high:.3f}]: {self.verdict}"
         )
 
 
@@ -186,48 +203,58 @@ def compare(
     for key in sorted(old.figures.keys() | new.figures.keys()):
         before, after = old.figures.get(key), new.figures.get(key)
         if after is None:
-            changes.append(Change(key, "-", None, None, None, True, f"missing from {new.path}"))
+            changes.append(Change(key, "-", None, None, None, None, None, "missing", f"not in {new.path}"))
             continue
         if before is None:
-            changes.append(Change(key, "-", None, None, None, False, f"new in {new.path}"))
+            changes.append(Change(key, "-", None, None, None, None, None, "new", f"only in {new.path}"))
             continue
         for name in metrics:
             if name not in before:
                 continue
             if name not in after:
-                changes.append(Change(key, name, None, None, None, True, f"missing from {new.path}"))
+                changes.append(
+                    Change(key, name, None, None, None, None, None, "missing", f"not in {new.path}")
+                )
                 continue
-            a, b = statistics.median(before[name]), statistics.median(after[name])
-            if a == 0:
-                changes.append(Change(key, name, a, b, None, False, "old figure is 0: no ratio"))
-                continue
-            improvement = (b - a) / a if METRICS[name].higher_is_better else (a - b) / a
-            changes.append(Change(key, name, a, b, improvement, improvement < -threshold, ""))
+            changes.append(_judge(key, METRICS[name], before[name], after[name], threshold))
     return changes
 
 
-def table(changes: Sequence[Change], threshold: float) -> str:
+def _judge(key: str, metric: Metric, old: Sequence[float], new: Sequence[float], threshold: float) -> Change:
+    a, b = statistics.median(old), statistics.median(new)
+    zero_allowed = metric.higher_is_better
+    if min(old) <= 0 or (min(new) <= 0 and not zero_allowed):
+        return Change(key, metric.name, a, b, None, None, None, "no ratio", "a figure is 0")
+    verdict = judge_speedup(old, new, 1.0 - threshold, higher_is_better=metric.higher_is_better)
+    return Change(
+        key, metric.name, a, b, verdict.speedup, verdict.low, verdict.high, verdict.verdict, verdict.detail
+    )
+
+
+def table(changes: Sequence[Change]) -> str:
     """A Markdown table of the changes, regressions first."""
+    order = {"missing": 0, "fail": 1, "inconclusive": 2, "no ratio": 3, "new": 4, "pass": 5}
     lines = [
-        "| benchmark | metric | better | old | new | change | verdict |",
+        "| benchmark | metric | better | old | new | new vs old [interval] | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    for change in sorted(changes, key=lambda c: (not c.regression, c.benchmark, c.metric)):
+    for change in sorted(changes, key=lambda c: (order[c.verdict], c.benchmark, c.metric)):
         metric = METRICS.get(change.metric)
         direction = "-" if metric is None else ("higher" if metric.higher_is_better else "lower")
-        if change.improvement is None:
-            verdict = "**REGRESSION**" if change.regression else "note"
+        shown = f"**{change.verdict.upper()}**" if change.regression else change.verdict
+        if change.speedup is None or change.low is None or change.high is None:
             lines.append(
-                f"| {change.benchmark} | {change.metric} | {direction} | | | {change.note} | {verdict} |"
+                f"| {change.benchmark} | {change.metric} | {direction} | | | {change.note} | {shown} |"
             )
             continue
-        verdict = (
-            "**REGRESSION**"
-            if change.regression
-            else ("better" if change.improvement > threshold else "same")
-        )
+        unit = f" ({metric.unit})" if metric else ""
         lines.append(
-            f"| {change.benchmark} | {change.metric} ({metric.unit if metric else ''}) | {direction} | "
-            f"{change.old:.6g} | {change.new:.6g} | {change.improvement:+.1%} | {verdict} |"
+            f"| {change.benchmark} | {change.metric}{unit} | {direction} | "
+            f"{change.old:.6g} | {change.new:.6g} | "
+            f"x{change.speedup:.3f} [{change.low:.3f}, {_bound(change.high)}] | {shown} |"
         )
     return "\n".join(lines)
+
+
+def _bound(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.3f}"

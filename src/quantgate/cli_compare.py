@@ -1,8 +1,9 @@
 """``quantgate compare OLD.json NEW.json``: pytest-benchmark files compared the right way round.
 
 Throughput that fell is a regression here (``pytest-benchmark compare`` reads every figure as a time).
-Exit 0 when nothing got worse by more than ``--fail-worse`` (default 5 %), 1 on any regression or on a
-benchmark missing from NEW, 2 on bad input.
+Exit codes as ``quantgate judge``: 0 when every figure is judged at least ``1 - --fail-worse`` of the
+old (default 5 %), 1 on a regression or a benchmark missing from NEW, 3 when repeats are too noisy to
+tell (inconclusive, no regression), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -49,15 +50,19 @@ def run(args: argparse.Namespace) -> int:
     old, new = load(args.old), load(args.new)
     changes = compare(old, new, args.metric or DEFAULT_METRICS, args.fail_worse)
     regressions = [c for c in changes if c.regression]
+    inconclusive = [c for c in changes if c.verdict == "inconclusive"]
     if args.json:
-        print(json.dumps([c.__dict__ for c in changes], indent=1))
+        print(json.dumps([{**c.__dict__, "regression": c.regression} for c in changes], indent=1))
     else:
         for label, loaded in (("old", old), ("new", new)):
             print(f"{label}: {loaded.path} (commit {loaded.commit or '?'}, {loaded.when or '?'})")
-        print(table(changes, args.fail_worse))
+        print(table(changes))
         print(
-            f"{len(regressions)} regression(s) beyond {args.fail_worse:.0%} in {len(changes)} comparisons"
-            if regressions
+            f"{len(regressions)} regression(s), {len(inconclusive)} inconclusive, "
+            f"beyond {args.fail_worse:.0%} in {len(changes)} comparisons"
+            if regressions or inconclusive
             else f"no regression beyond {args.fail_worse:.0%} in {len(changes)} comparisons"
         )
-    return 1 if regressions else 0
+    if regressions:
+        return 1
+    return 3 if inconclusive else 0
