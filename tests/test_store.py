@@ -84,15 +84,21 @@ def test_any_valid_counts_round_trip(
 
 
 WRITER = """
-    import sys
+    import os, pathlib, sys, time
     sys.path.insert(0, {src!r})
     from quantgate.store import make_reference, save_reference
+    real_fsync = os.fsync
+    def slow_disk_fsync(fd):  # stands in for a slow disk, so that kills often land inside a write
+        time.sleep(0.03)
+        real_fsync(fd)
+    os.fsync = slow_disk_fsync
     cell = {{"model": "m", "scheme": "bf16", "gpu": "cpu", "benchmark": "b"}}
     n = 0
     while True:
         n += 1
         items = [{{"item": f"q{{i}}", "samples": 8, "correct": n % 9}} for i in range(2000)]
-        save_reference({path!r}, make_reference(cell, {{"run": str(n)}}, items))
+        save_reference({path!r}, make_reference(cell, {{"run": f"{attempt}-{{n}}"}}, items))
+        pathlib.Path({started!r}).touch()
 """
 
 
@@ -100,16 +106,25 @@ KILLS = 40
 
 
 def test_sigkill_during_updates_leaves_old_or_new_never_broken(tmp_path: Path) -> None:
+    """Each writer replaces the file at least once, then is killed at a random point of its later updates."""
     path = tmp_path / "ref.json"
+    started = tmp_path / "started"
     save_reference(path, make_reference(CELL, {"run": "0"}, [{"item": "q0", "samples": 8, "correct": 1}]))
     src = str(Path(__file__).resolve().parents[1] / "src")
-    code = textwrap.dedent(WRITER.format(src=src, path=str(path)))
-    runs_seen = set()
-    delays = random.Random(6).sample(range(300, 1300, 25), KILLS)
-    for delay_ms in delays:
+    delays = random.Random(6).sample(range(0, 400, 5), KILLS)
+    for attempt, delay_ms in enumerate(delays):
+        started.unlink(missing_ok=True)
+        code = textwrap.dedent(WRITER.format(src=src, path=str(path), attempt=attempt, started=str(started)))
         writer = subprocess.Popen([sys.executable, "-c", code])
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert writer.poll() is None, "the writer exited"
+            assert time.monotonic() < deadline, "the writer never finished a first update"
+            time.sleep(0.01)
         time.sleep(delay_ms / 1000)
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
-        runs_seen.add(load_reference(path).provenance["run"])
-    assert len(runs_seen - {"0"}) >= KILLS // 2, "the writer should have replaced the file between kills"
+        assert load_reference(path).provenance["run"].startswith(f"{attempt}-")
+    torn_writes = list(tmp_path.glob(".ref.json.*.tmp"))
+    print(f"{KILLS} kills, {len(torn_writes)} inside a write (temporary file left), file intact after each")
+    assert torn_writes, "no kill landed inside a write: the test did not test anything"
