@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_bench import compare as pytest_benchmark_compare
 from test_bench import machine, recorded
 
 from quantgate import benchjson
@@ -145,11 +144,9 @@ def test_bad_files_are_refused_naming_the_field(
 def test_pytest_benchmark_compare_accepts_what_quantgate_compare_reads(tmp_path: Path) -> None:
     old = write(tmp_path / "0001_old.json", document())
     new = write(tmp_path / "0002_new.json", document(throughput_factor=0.5))
-    theirs = subprocess.run(
-        [sys.executable, "-m", "pytest_benchmark.cli", "compare", str(old), str(new)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    theirs = pytest_benchmark_compare(tmp_path, str(old), str(new))
     assert theirs.returncode == 0, theirs.stderr
+    assert "multi-stream[random-64x32-r0]" in theirs.stdout
+    assert "0001_old" in theirs.stdout
+    assert "0002_new" in theirs.stdout
     assert main(["compare", str(old), str(new)]) == 1
