@@ -15,7 +15,6 @@ to 20 shows as "faster", and it compares one number per side. No I/O besides ``l
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from quantgate.datafile import load_document
 from quantgate.errors import QuantgateError
 from quantgate.judge import judge_speedup
 
@@ -126,14 +126,7 @@ def benchmark_key(entry: Mapping[str, object]) -> str:
 def load(path: str | Path) -> BenchmarkFile:
     """Read a pytest-benchmark JSON file; any problem is a ``QuantgateError`` naming file and field."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except OSError as exc:
-        raise QuantgateError(path, f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise QuantgateError(path, "not UTF-8 text") from None
-    except ValueError as exc:
-        raise QuantgateError(path, f"invalid JSON: {exc}") from None
+    doc = load_document(path)
     if not isinstance(doc, Mapping):
         raise QuantgateError(path, "a pytest-benchmark file is a mapping at the top level")
     version = doc.get("version")
@@ -181,10 +174,6 @@ def load(path: str | Path) -> BenchmarkFile:
         str(commit.get("id")) if isinstance(commit, Mapping) and commit.get("id") else None,
         str(doc["datetime"]) if isinstance(doc.get("datetime"), str) else None,
     )
-
-
-def _refuse_constant(token: str) -> float:
-    raise ValueError(f"{token} is not a number JSON allows")
 
 
 def compare(
