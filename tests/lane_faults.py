@@ -1,9 +1,9 @@
 """Fault injection into the real CPU lane (loaded with ``-p lane_faults`` by ``tests/test_lane_faults.py``).
 
 Nothing here stands in for a tool: the faults happen to the real tools of a real lane run. The real
-vLLM server, the real lighteval worker and the real ``vllm bench`` worker are SIGKILLed while a job of
-theirs runs, the real tools'
-output files are cut in half before quantgate reads them, the port a server is given is held by
+vLLM server, the real lighteval worker and the real ``vllm bench`` worker are SIGKILLed while a job
+runs (0.4 s after the job reached its worker), the real tools' output files are cut in half before
+quantgate reads them, the port a server is given is held by
 another socket, and one server gets less time to become ready than it needs. Each fault targets one
 cell (served model), so the test can check that only that cell ends.
 """
@@ -30,13 +30,57 @@ BENCH_WORKER_KILLED = "tiny-qwen2__int8-w8a8"  # the vllm bench worker killed mi
 KILL_AFTER_S = 0.4
 
 
-def _kill_later(pid: Callable[[], int | None]) -> None:
-    def kill() -> None:
-        target = pid()
-        if target is not None:
-            os.kill(target, signal.SIGKILL)
+class _ArmOnFlush:
+    """A worker's stdin that arms the kill once a job line has been flushed to the worker."""
 
-    threading.Timer(KILL_AFTER_S, kill).start()
+    def __init__(self, stream: Any, arm: Callable[[], None]) -> None:
+        self._stream = stream
+        self._arm = arm
+
+    def flush(self) -> None:
+        self._stream.flush()
+        self._arm()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _kill_during_job(worker: Any, victim: Callable[[], Any], call: Callable[[], Any]) -> Any:
+    """Run ``call``; SIGKILL ``victim()`` ``KILL_AFTER_S`` after ``worker`` was handed its job.
+
+    Armed on the job itself, not on a clock started before it: a worker may be (re)started by the job,
+    and a kill that landed between jobs would only make the next job start a fresh worker.
+    """
+    real_submit = worker.submit
+    timers: list[threading.Timer] = []
+
+    def kill() -> None:
+        target = victim()
+        if target is not None and target.alive():
+            os.kill(target.pid, signal.SIGKILL)
+
+    def arm() -> None:
+        if not timers:
+            timers.append(threading.Timer(KILL_AFTER_S, kill))
+            timers[0].start()
+
+    def submit(*args: Any, **kwargs: Any) -> Any:
+        worker.start()
+        popen = worker.process.popen
+        stream = popen.stdin
+        popen.stdin = _ArmOnFlush(stream, arm)
+        try:
+            return real_submit(*args, **kwargs)
+        finally:
+            popen.stdin = stream
+
+    worker.submit = submit
+    try:
+        return call()
+    finally:
+        del worker.submit
+        for timer in timers:
+            timer.cancel()
 
 
 def _truncate(path: Path) -> None:
@@ -75,22 +119,28 @@ def pytest_configure(config: pytest.Config) -> None:
     def evaluate_with_faults(
         self: Any, server: Any, checkpoint: Any, samples: int, seed: int, tag: str
     ) -> Any:
+        def call() -> Any:
+            return real_evaluate(self, server, checkpoint, samples, seed, tag)
+
+        worker = self.worker()
         if checkpoint.served_name == SERVER_KILLED_IN_EVALUATION:
-            _kill_later(lambda: server.process.pid if server.process else None)
+            return _kill_during_job(worker, lambda: server.process, call)
         if checkpoint.served_name == WORKER_AND_SERVER_KILLED:
-            worker = self.worker()
-            _kill_later(lambda: worker.process.pid if worker.process else None)
-        return real_evaluate(self, server, checkpoint, samples, seed, tag)
+            return _kill_during_job(worker, lambda: worker.process, call)
+        return call()
 
     real_bench = lane.Lane.bench
 
     def bench_with_faults(self: Any, server: Any, checkpoint: Any) -> Any:
+        def call() -> Any:
+            return real_bench(self, server, checkpoint)
+
+        worker = self.bench_worker()
         if checkpoint.served_name == WORKER_AND_SERVER_KILLED:
-            _kill_later(lambda: server.process.pid if server.process else None)
+            return _kill_during_job(worker, lambda: server.process, call)
         if checkpoint.served_name == BENCH_WORKER_KILLED:
-            worker = self.bench_worker()
-            _kill_later(lambda: worker.process.pid if worker.process else None)
-        return real_bench(self, server, checkpoint)
+            return _kill_during_job(worker, lambda: worker.process, call)
+        return call()
 
     real_read_evaluation = evaluate.read_evaluation
 
