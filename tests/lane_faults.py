@@ -45,12 +45,25 @@ class _ArmOnFlush:
         return getattr(self._stream, name)
 
 
-def _kill_during_job(worker: Any, victim: Callable[[], Any], call: Callable[[], Any]) -> Any:
-    """Run ``call``; SIGKILL ``victim()`` ``KILL_AFTER_S`` after ``worker`` was handed its job.
+def _run_with_faults(
+    call: Callable[[], Any],
+    worker: Any,
+    server: Any,
+    served_name: str,
+    *,
+    server_killed: str,
+    worker_killed: str,
+) -> Any:
+    """Run ``call``; for the cell ``server_killed`` (``worker_killed``) SIGKILL the server (the worker)
+    ``KILL_AFTER_S`` after ``worker`` was handed its job.
 
     Armed on the job itself, not on a clock started before it: a worker may be (re)started by the job,
     and a kill that landed between jobs would only make the next job start a fresh worker.
     """
+    victims = {server_killed: lambda: server.process, worker_killed: lambda: worker.process}
+    victim = victims.get(served_name)
+    if victim is None:
+        return call()
     real_submit = worker.submit
     timers: list[threading.Timer] = []
 
@@ -119,28 +132,26 @@ def pytest_configure(config: pytest.Config) -> None:
     def evaluate_with_faults(
         self: Any, server: Any, checkpoint: Any, samples: int, seed: int, tag: str
     ) -> Any:
-        def call() -> Any:
-            return real_evaluate(self, server, checkpoint, samples, seed, tag)
-
-        worker = self.worker()
-        if checkpoint.served_name == SERVER_KILLED_IN_EVALUATION:
-            return _kill_during_job(worker, lambda: server.process, call)
-        if checkpoint.served_name == WORKER_AND_SERVER_KILLED:
-            return _kill_during_job(worker, lambda: worker.process, call)
-        return call()
+        return _run_with_faults(
+            lambda: real_evaluate(self, server, checkpoint, samples, seed, tag),
+            self.worker(),
+            server,
+            checkpoint.served_name,
+            server_killed=SERVER_KILLED_IN_EVALUATION,
+            worker_killed=WORKER_AND_SERVER_KILLED,
+        )
 
     real_bench = lane.Lane.bench
 
     def bench_with_faults(self: Any, server: Any, checkpoint: Any) -> Any:
-        def call() -> Any:
-            return real_bench(self, server, checkpoint)
-
-        worker = self.bench_worker()
-        if checkpoint.served_name == WORKER_AND_SERVER_KILLED:
-            return _kill_during_job(worker, lambda: server.process, call)
-        if checkpoint.served_name == BENCH_WORKER_KILLED:
-            return _kill_during_job(worker, lambda: worker.process, call)
-        return call()
+        return _run_with_faults(
+            lambda: real_bench(self, server, checkpoint),
+            self.bench_worker(),
+            server,
+            checkpoint.served_name,
+            server_killed=WORKER_AND_SERVER_KILLED,
+            worker_killed=BENCH_WORKER_KILLED,
+        )
 
     real_read_evaluation = evaluate.read_evaluation
 

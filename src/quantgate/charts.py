@@ -42,13 +42,25 @@ def _bars(ax: Any, rows: Sequence[Mapping[str, Any]], value: str, floor_label: s
     ax.set_ylim(bottom=max(0.0, min(bottoms) - 0.05))
 
 
-def draw(records: Sequence[Mapping[str, Any]], directory: Path) -> list[Path]:
-    """Write ``recovery.png`` and ``speedup.png`` for the cells that have them; return the files."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt: Any, figure: Any, path: Path, dpi: int) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
+def draw(records: Sequence[Mapping[str, Any]], directory: Path) -> list[Path]:
+    """Write ``recovery.png`` and ``speedup.png`` for the cells that have them; return the files."""
+    plt = _pyplot()
     written: list[Path] = []
     accuracy = [r for r in records if r.get("kind") == "accuracy" and _finite(r.get("recovery"))]
     speed = [r for r in records if r.get("kind") == "speed" and _finite(r.get("speedup"))]
@@ -61,11 +73,7 @@ def draw(records: Sequence[Mapping[str, Any]], directory: Path) -> list[Path]:
         figure, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.8))
         _bars(ax, rows, value, label)
         ax.axhline(1.0, color="grey", linewidth=0.5)
-        figure.tight_layout()
-        path = directory / name
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / name, dpi=110))
     return written
 
 
@@ -97,11 +105,7 @@ def draw_replay(cells: Sequence[Any], directory: Path, stem: str) -> list[Path]:
     """``<stem>-recovery.png``: recovery per model and scheme, one panel per benchmark (like the seed's
     figures); ``<stem>-speedup.png``: per GPU kind, the spread of speedups over models and workloads for
     each scenario and scheme, with the floors."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = replay_records(cells)
     written: list[Path] = []
     accuracy = [r for r in rows if r["kind"] == "accuracy" and _finite(r.get("recovery"))]
@@ -113,11 +117,7 @@ def draw_replay(cells: Sequence[Any], directory: Path, stem: str) -> list[Path]:
             _bars(ax, panel, "recovery", "recovery vs BF16")
             ax.axhline(1.0, color="grey", linewidth=0.5)
             ax.set_title(benchmark, fontsize=9)
-        figure.tight_layout()
-        path = directory / f"{stem}-recovery.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / f"{stem}-recovery.png", dpi=100))
     speed = [r for r in rows if r["kind"] == "speed" and _finite(r.get("speedup"))]
     gpus = sorted({r["target"].split("/")[0] for r in speed})
     if gpus:
@@ -138,9 +138,5 @@ def draw_replay(cells: Sequence[Any], directory: Path, stem: str) -> list[Path]:
             ax.axhline(1.0, color="grey", linewidth=0.5)
             ax.set_ylabel("speedup vs BF16", fontsize=8)
             ax.set_title(f"{gpu}: speedup over models and workloads (dashed: floors)", fontsize=9)
-        figure.tight_layout()
-        path = directory / f"{stem}-speedup.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / f"{stem}-speedup.png", dpi=100))
     return written

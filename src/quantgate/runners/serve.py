@@ -109,8 +109,7 @@ class VllmServer:
         try:
             yield
         except Exception as error:
-            if self.process is not None and not self.process.alive():
-                self._raise_if_dead(f"during {during}", error)
+            self._raise_if_dead(f"during {during}", error)
             raise
 
     def _raise_if_dead(self, when: str, cause: BaseException | None = None) -> None:
