@@ -1,3 +1,10 @@
 """The one list of quantgate's pytest plugins (pytest allows ``pytest_plugins`` only in the root conftest)."""
 
-pytest_plugins = ["plugins.replay", "plugins.gpu", "plugins.matrix", "plugins.lane", "pytester"]
+pytest_plugins = [
+    "plugins.replay",
+    "plugins.gpu",
+    "plugins.matrix",
+    "plugins.lane",
+    "plugins.signals",
+    "pytester",
+]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -62,6 +62,7 @@ class LaneSession:
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     server_starts: dict[str, list[float]] = field(default_factory=dict)
     selected_cells: list[tuple[str, str]] = field(default_factory=list)
+    accuracy_cuts: dict[str, str] = field(default_factory=dict)
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     current: pytest.Item | None = None
@@ -110,6 +111,7 @@ class LaneSession:
             except QuantgateError as exc:
                 self.error = str(exc)
             else:
+                lane.progress = self.say
                 lane.worker().start()
                 lane.bench_worker().start()
                 lane.prepare(self.selected_cells)
@@ -131,6 +133,16 @@ class LaneSession:
                 pytest.fail(f"quantgate GPU lane: {exc}", pytrace=False)
             self.gpu_lane = GpuLane(envs, self.workdir("gpu"))
         return self.gpu_lane
+
+    def say(self, line: str) -> None:
+        """A progress line on the terminal while a cell works (quiet under xdist workers)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None or hasattr(self.config, "workerinput"):
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[quantgate {time.monotonic() - self.started:4.0f} s] {line}")
+            reporter.flush()
 
     def record(self, **fields: Any) -> None:
         """A judged cell's figures for the report (``kind`` accuracy, speed, quantize)."""
@@ -179,6 +191,23 @@ def end_cell(session: LaneSession, cell: str, verdict: str, gating: bool, detail
     if verdict == "inconclusive" and session.config.getoption("qg_inconclusive") == "xfail":
         pytest.xfail(f"{cell}: {detail}")
     pytest.fail(f"{cell}: {detail}", pytrace=False)
+
+
+def over_budget(
+    session: LaneSession, cell: str, kind: str, checkpoint: Any, reason: str, **fields: Any
+) -> NoReturn:
+    """End a test whose step the cell budget cut: recorded, and informational (xfail), never a pass."""
+    session.record(
+        cell=cell,
+        kind=kind,
+        model=checkpoint.model,
+        scheme=checkpoint.scheme,
+        verdict="cut",
+        cuts=[reason],
+        detail=f"cut by the cell budget: {reason}",
+        **fields,
+    )
+    pytest.xfail(f"{cell}: informational: cut by the cell budget: {reason}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -249,7 +278,9 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
         reused=checkpoint.reused,
     )
     server = lane.server(checkpoint)
+    qg_lane_session.say(f"{checkpoint.served_name}: starting the vLLM server")
     server.start()
+    qg_lane_session.say(f"{checkpoint.served_name}: server ready in {server.start_s or 0.0:.0f} s")
     qg_lane_session.server_started(f"{model}-{scheme}", float(server.start_s or 0.0))
     try:
         yield Served(checkpoint, server)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 PORT_TAKEN = "tiny-llama__bf16"  # its first port is held by another socket; the server retries
-TRUNCATED = "tiny-llama__fp8-w8a8"  # lighteval details and vllm bench results cut in half
+TRUNCATED = "tiny-qwen2__int4-w4a16"  # lighteval details and vllm bench results cut in half
 SERVER_KILLED_IN_EVALUATION = "tiny-llama__int8-w8a8"
 WORKER_AND_SERVER_KILLED = "tiny-llama__int4-w4a16"  # lighteval worker killed, later the server mid-bench
 NEVER_READY = "tiny-qwen2__bf16"  # ready timeout shorter than its start
@@ -130,10 +130,10 @@ def pytest_configure(config: pytest.Config) -> None:
     real_evaluate = lane.Lane.evaluate
 
     def evaluate_with_faults(
-        self: Any, server: Any, checkpoint: Any, samples: int, seed: int, tag: str
+        self: Any, server: Any, checkpoint: Any, samples: int, seed: int, tag: str, **kwargs: Any
     ) -> Any:
         return _run_with_faults(
-            lambda: real_evaluate(self, server, checkpoint, samples, seed, tag),
+            lambda: real_evaluate(self, server, checkpoint, samples, seed, tag, **kwargs),
             self.worker(),
             server,
             checkpoint.served_name,

@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Literal
 from pydantic import Field
 
 from quantgate import benchjson
+from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench, size_first_look, top_up_fits
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
@@ -38,6 +40,7 @@ from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery, 
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
+from quantgate.runners.probe import Rate, measure_rate
 from quantgate.runners.quantize import check_signature, quantize, recipe_path
 from quantgate.runners.serve import ServerSpec, VllmServer
 from quantgate.store import Reference, check_comparable, load_reference, make_reference, save_reference
@@ -120,6 +123,17 @@ class SpeedSettings(Strict):
     timeout_s: float = Field(default=600.0, gt=0)
 
 
+class CellBudget(Strict):
+    """Seconds a cell may spend on accuracy and on speed; the work is sized to them (``budget``)."""
+
+    accuracy_s: float = Field(default=math.inf, gt=0)
+    speed_s: float = Field(default=math.inf, gt=0)
+    min_items: int = Field(default=40, ge=1)
+    probe_timeout_s: float = Field(default=20.0, gt=0)
+    look_overhead_s: float = Field(default=4.0, ge=0)
+    run_overhead_s: float = Field(default=1.5, ge=0)
+
+
 class LaneSpec(Strict):
     schema_version: int
     gpu: str
@@ -129,6 +143,7 @@ class LaneSpec(Strict):
     server: ServerSettings
     accuracy: AccuracySettings
     speed: SpeedSettings
+    budget: CellBudget = Field(default_factory=CellBudget)
 
 
 def load_lane(path: str | Path = DEFAULT_LANE, catalog: Catalog | None = None) -> LaneSpec:
@@ -269,6 +284,11 @@ def scenario_figures(
     return figures
 
 
+def geometric_mean(figures: Sequence[float]) -> float | None:
+    """The figures' geometric mean, the centre the speed judge's speedup is the ratio of (0: ``None``)."""
+    return statistics.geometric_mean(figures) if figures and min(figures) > 0 else None
+
+
 def git_commit(root: Path) -> str:
     head = root / ".git" / "HEAD"
     try:
@@ -308,6 +328,8 @@ class SpeedOutcome:
             "figures": [round(f, 6) for f in self.figures],
             "median": statistics.median(self.figures),
             "bf16_median": statistics.median(self.bf16_figures),
+            "geomean": geometric_mean(self.figures),
+            "bf16_geomean": geometric_mean(self.bf16_figures),
             "verdict": None if self.verdict is None else self.verdict.verdict,
         }
         if self.decision is not None and self.verdict is not None:
@@ -340,6 +362,12 @@ class AccuracyOutcome:
     reference_note: str | None
     output_tokens: float | None = None
     reference_output_tokens: float | None = None
+    cuts: tuple[Cut, ...] = ()
+
+    @property
+    def undecided_in_budget(self) -> bool:
+        """Inconclusive because the budget cut the work: informational, not a gating verdict."""
+        return bool(self.cuts) and self.verdict.verdict == "inconclusive"
 
     @property
     def seconds(self) -> float:
@@ -395,11 +423,13 @@ def judge_sequentially(
     first_samples: int,
     reference_path: Path,
     cap: int = DEFAULT_CAP,
+    fits: Callable[[int, Sequence[Evaluation]], bool] | None = None,
 ) -> tuple[Verdict, list[Evaluation], dict[str, tuple[int, int]]]:
     """Sample ``first_samples`` per item, then top up as the judge asks while it says inconclusive.
 
     ``evaluate(samples, look)`` runs one look; each look must use its own seed (vLLM repeats a seed's
-    samples exactly). Returns the final verdict, every look, and the merged per-item counts.
+    samples exactly). ``fits(samples, looks)`` may refuse a top-up (a time budget): the inconclusive
+    verdict then stands. Returns the final verdict, every look, and the merged per-item counts.
     """
     counts: dict[str, tuple[int, int]] = {}
     looks: list[Evaluation] = []
@@ -414,6 +444,8 @@ def judge_sequentially(
                 looks[-1].details, f"against {reference_path}: {exc.message}", exc.where
             ) from None
         if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
+            return verdict, looks, counts
+        if fits is not None and not fits(verdict.more_samples, looks):
             return verdict, looks, counts
         samples = verdict.more_samples
 
@@ -435,6 +467,9 @@ class Lane:
     _bench_worker: BenchWorker | None = None
     _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
     _bench_failed: dict[str, Exception] = field(default_factory=dict)
+    _rates: dict[str, Rate] = field(default_factory=dict)
+    speed_cuts: dict[str, Cut] = field(default_factory=dict)
+    progress: Callable[[str], None] = field(default=lambda line: None)
 
     @property
     def log_dir(self) -> Path:
@@ -550,27 +585,40 @@ class Lane:
         if self._bench_worker is not None:
             self._bench_worker.stop()
 
-    def task_data(self) -> Path:
-        """The evaluation items as lighteval's local dataset (``test.jsonl``), written once per session."""
-        items = self.path(self.spec.accuracy.items)
-        target = self.workdir / "task-data" / sha256_file(items)[:12]
+    def items(self) -> list[dict[str, str]]:
+        """The evaluation items (id, question, answer) in the file's (shuffled) order."""
+        path = self.path(self.spec.accuracy.items)
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rows.append({k: row[k] for k in ("id", "question", "answer")})
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise QuantgateError(path, f"not an item ({exc})", f"line {number}") from None
+        return rows
+
+    def task_data(self, count: int | None = None) -> Path:
+        """The first ``count`` items (all by default) as lighteval's local dataset (``test.jsonl``)."""
+        rows = self.items()[:count]
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        target = self.workdir / "task-data" / hashlib.sha256(text.encode()).hexdigest()[:12]
         if not (target / "test.jsonl").exists():
             target.mkdir(parents=True, exist_ok=True)
-            lines = []
-            for number, line in enumerate(items.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    lines.append(json.dumps({k: row[k] for k in ("id", "question", "answer")}))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise QuantgateError(items, f"not an item ({exc})", f"line {number}") from None
-            (target / "test.jsonl.tmp").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            (target / "test.jsonl.tmp").write_text(text, encoding="utf-8")
             (target / "test.jsonl.tmp").rename(target / "test.jsonl")
         return target
 
     def evaluate(
-        self, server: VllmServer, checkpoint: Checkpoint, samples: int, seed: int, tag: str
+        self,
+        server: VllmServer,
+        checkpoint: Checkpoint,
+        samples: int,
+        seed: int,
+        tag: str,
+        items: int | None = None,
+        timeout: float | None = None,
     ) -> Evaluation:
         acc = self.spec.accuracy
         job = EvalJob(
@@ -580,7 +628,7 @@ class Lane:
             task_file=self.path(acc.task_file),
             task=acc.benchmark,
             model_file=self.path(acc.model_file),
-            data_dir=self.task_data(),
+            data_dir=self.task_data(items),
             samples=samples,
             seed=seed,
             temperature=acc.temperature,
@@ -588,7 +636,7 @@ class Lane:
             max_tokens=acc.max_tokens,
             out_dir=self.workdir / "eval" / checkpoint.served_name / tag,
             concurrency=acc.concurrency,
-            timeout=acc.timeout_s,
+            timeout=timeout or acc.timeout_s,
         )
         shutil.rmtree(job.out_dir, ignore_errors=True)
         with server.in_use(f"evaluation {tag}"):
@@ -664,25 +712,101 @@ class Lane:
             SpeedCellKey(model, self.spec.models[model].params_b, scheme, self.spec.gpu, scenario, "lane")
         )
 
+    def rate(self, server: VllmServer, checkpoint: Checkpoint) -> Rate:
+        """The server's generation rates, probed once per served model (``runners.probe``)."""
+        if checkpoint.served_name not in self._rates:
+            budget, acc = self.spec.budget, self.spec.accuracy
+            prompt = "<s>" + self.items()[0]["question"]
+            with server.in_use("rate probe"):
+                rate = measure_rate(
+                    server.base_url,
+                    checkpoint.served_name,
+                    prompt,
+                    streams=acc.concurrency * acc.first_samples,
+                    timeout=budget.probe_timeout_s,
+                )
+            self._rates[checkpoint.served_name] = rate
+            self.progress(f"{checkpoint.served_name}: {rate.detail}")
+        return self._rates[checkpoint.served_name]
+
     def judge_accuracy(self, server: VllmServer, checkpoint: Checkpoint) -> AccuracyOutcome:
-        """Evaluate, judge against the reference, and top up with fresh seeds while inconclusive."""
-        acc = self.spec.accuracy
+        """Evaluate, judge against the reference, and top up with fresh seeds while inconclusive.
+
+        The first look keeps as many items as fit in half the cell's accuracy budget at the probed
+        rate, and a top-up is drawn only when the looks' measured pace says it fits in what is left;
+        what was cut is in the outcome (``cuts``). A cell that cannot evaluate ``min_items`` in its
+        budget raises ``OverBudget``.
+        """
+        acc, budget = self.spec.accuracy, self.spec.budget
         reference, note = self.reference(checkpoint.model, server if checkpoint.scheme == "bf16" else None)
         decision = self.recovery_decision(checkpoint.model, checkpoint.scheme)
+        reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
+        # lighteval names an item by its row in the task data, so the first N rows keep their names.
+        order = [str(row) for row in range(len(self.items())) if str(row) in reference.counts()]
+        rate = self.rate(server, checkpoint)
+        size = size_first_look(
+            len(order),
+            acc.first_samples,
+            reference_tokens or acc.max_tokens,
+            rate.batch_tps,
+            budget.accuracy_s,
+            min_items=min(budget.min_items, len(order)),
+            overhead_s=budget.look_overhead_s,
+        )
+        if size.items == 0:
+            assert size.cut is not None
+            raise OverBudget(size.cut)
+        chosen = set(order[: size.items])
+        reference_counts = {k: v for k, v in reference.counts().items() if k in chosen}
+        cuts: list[Cut] = [size.cut] if size.cut else []
+        started = time.monotonic()
+
+        def fits(samples: int, looks: Sequence[Evaluation]) -> bool:
+            pace = looks[-1].seconds / (looks[-1].job.samples * len(looks[-1].counts))
+            left = budget.accuracy_s - (time.monotonic() - started)
+            if top_up_fits(samples, size.items, pace, left):
+                return True
+            cuts.append(
+                Cut(
+                    f"top-up of {samples} samples not drawn",
+                    f"it needs ~{samples * size.items * pace:.0f} s, {max(left, 0):.0f} s of the "
+                    f"{budget.accuracy_s:.0f} s budget are left",
+                )
+            )
+            return False
+
+        def look(samples: int, number: int) -> Evaluation:
+            expected = size.seconds * samples / acc.first_samples
+            self.progress(
+                f"{checkpoint.served_name}: accuracy look {number + 1}, {samples} samples x "
+                f"{size.items} items (~{expected:.0f} s)"
+            )
+            return self.evaluate(
+                server,
+                checkpoint,
+                samples,
+                acc.seed + number,
+                f"look{number}",
+                items=size.items,
+                timeout=min(acc.timeout_s, 60.0 + 3.0 * expected),
+            )
+
         verdict, looks, counts = judge_sequentially(
-            lambda samples, look: self.evaluate(server, checkpoint, samples, acc.seed + look, f"look{look}"),
-            reference.counts(),
+            look,
+            reference_counts,
             decision.floor,
             acc.first_samples,
             self.reference_path(checkpoint.model),
             cap=acc.reference_samples,
+            fits=fits if math.isfinite(budget.accuracy_s) else None,
         )
         score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
-        reference_score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
+        chosen_reference = [i for i in reference.items if i.item in chosen]
+        reference_score = sum(i.correct for i in chosen_reference) / sum(i.samples for i in chosen_reference)
         candidate_tokens = mean_output_tokens(
             [(look.counts[item][0], look.output_tokens.get(item)) for look in looks for item in look.counts]
         )
-        reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
+        reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in chosen_reference])
         return AccuracyOutcome(
             decision,
             verdict,
@@ -693,6 +817,7 @@ class Lane:
             note,
             candidate_tokens,
             reference_tokens,
+            cuts=tuple(cuts),
         )
 
     def context(self) -> dict[str, str]:
@@ -708,29 +833,44 @@ class Lane:
 
     # -- speed --------------------------------------------------------------------------------------
 
-    def bench_runs(self) -> list[BenchRun]:
-        """Every scenario's runs, repeats interleaved (r0 of each scenario, then r1, ...) to spread drift."""
-        runs = []
-        for repeat in range(self.spec.speed.repeats):
-            for scenario, load in self.spec.speed.scenarios.items():
-                runs.append(
-                    BenchRun(
-                        scenario,
-                        workload=f"random-{load.input_len}x{load.output_len}",
-                        input_len=load.input_len,
-                        output_len=load.output_len,
-                        num_prompts=load.num_prompts,
-                        max_concurrency=load.max_concurrency,
-                        request_rate=load.request_rate or math.inf,
-                        goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms}
-                        if load.goodput
-                        else {},
-                        repeat=repeat,
-                        num_warmups=self.spec.speed.warmups,
-                        seed=repeat,
-                    )
-                )
-        return runs
+    def bench_runs(self, repeats: int | None = None, warm_up: bool = True) -> list[BenchRun]:
+        """Every scenario's runs, repeats interleaved (r0 of each scenario, then r1, ...) to spread drift.
+
+        With ``warm_up`` the plan opens with a discarded run (scenario ``warm-up``, the first scenario's
+        load): the first measured run of a fresh plan was up to 10x slower than the next ones.
+        """
+        loads = list(self.spec.speed.scenarios.items())
+        plan = [("warm-up", loads[0][1], 0)] if warm_up else []
+        for repeat in range(self.spec.speed.repeats if repeats is None else repeats):
+            plan += [(scenario, load, repeat) for scenario, load in loads]
+        return [
+            BenchRun(
+                scenario,
+                workload=f"random-{load.input_len}x{load.output_len}",
+                input_len=load.input_len,
+                output_len=load.output_len,
+                num_prompts=load.num_prompts,
+                max_concurrency=load.max_concurrency,
+                request_rate=load.request_rate or math.inf,
+                goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms} if load.goodput else {},
+                repeat=repeat,
+                num_warmups=self.spec.speed.warmups,
+                seed=repeat,
+            )
+            for scenario, load, repeat in plan
+        ]
+
+    def run_seconds(self, run: BenchRun, rate: Rate) -> float:
+        """A run's expected seconds at the probed rates, the tool's warm-up requests included."""
+        return estimate_run_seconds(
+            run.num_prompts + run.num_warmups,
+            run.output_len,
+            single_stream=run.max_concurrency == 1,
+            request_rate=run.request_rate,
+            single_tps=rate.single_tps,
+            batch_tps=rate.batch_tps,
+            overhead_s=self.spec.budget.run_overhead_s,
+        )
 
     def bench_worker(self) -> BenchWorker:
         if self._bench_worker is None:
@@ -740,14 +880,30 @@ class Lane:
         return self._bench_worker
 
     def bench(self, server: VllmServer, checkpoint: Checkpoint) -> list[BenchResult]:
+        """The cell's bench plan with as many repeats as fit in the speed budget (``OverBudget``: none)."""
+        rate = self.rate(server, checkpoint)
+        plan = self.bench_runs(repeats=1)
+        warm_s = self.run_seconds(plan[0], rate)
+        repeat_s = sum(self.run_seconds(run, rate) for run in plan[1:])
+        size = size_bench(self.spec.speed.repeats, repeat_s, warm_s, self.spec.budget.speed_s, rate.detail)
+        if size.cut is not None:
+            self.speed_cuts[checkpoint.served_name] = size.cut
+        if size.repeats == 0:
+            assert size.cut is not None
+            raise OverBudget(size.cut)
+        planned = warm_s + size.repeats * repeat_s
+        self.progress(
+            f"{checkpoint.served_name}: vllm bench serve, {size.repeats} repeats x "
+            f"{len(self.spec.speed.scenarios)} scenarios after a warm-up run (~{planned:.0f} s)"
+        )
         with server.in_use("vllm bench serve"):
             return self.bench_worker().run(
                 server.base_url,
                 checkpoint.served_name,
                 checkpoint.path,
-                self.bench_runs(),
+                self.bench_runs(size.repeats),
                 self.workdir / "bench" / checkpoint.served_name,
-                timeout=self.spec.speed.timeout_s,
+                timeout=min(self.spec.speed.timeout_s, 60.0 + 3.0 * planned),
             )
 
     def judge_speed(
@@ -778,6 +934,9 @@ class Lane:
         if checkpoint.scheme == "bf16":
             return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, mine, None, None, runs)
         reference = measured.get(f"{checkpoint.model}__bf16")
+        bf16_cut = self.speed_cuts.get(f"{checkpoint.model}__bf16")
+        if reference is None and bf16_cut is not None and f"{checkpoint.model}__bf16" in self._bench_failed:
+            raise OverBudget(Cut("speed not judged", f"BF16 speed was not measured ({bf16_cut})"))
         if reference is None:
             raise QuantgateError(
                 self.reference_path(checkpoint.model),

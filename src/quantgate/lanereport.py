@@ -84,8 +84,8 @@ def speed_rows(records: Sequence[Mapping[str, Any]], per_gpu: bool = False) -> l
                 r["scheme"],
                 r["scenario"],
                 f"{r.get('metric')} ({r.get('unit')})",
-                _num(r.get("bf16_median")),
-                _num(r.get("median")),
+                _num(r.get("bf16_geomean", r.get("bf16_median"))),
+                _num(r.get("geomean", r.get("median"))),
                 f"{_num(r.get('speedup'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
                 "–" if r.get("floor") is None else _floor(r),
                 f"**{verdict}**",
@@ -204,8 +204,8 @@ def write_report(
                 "scheme",
                 "scenario",
                 "metric",
-                "BF16 median",
-                "median",
+                "BF16 (geometric mean)",
+                "quantized (geometric mean)",
                 "speedup [low, high]",
                 *(["GPUs BF16 → quantized", "speedup per GPU"] if per_gpu else []),
                 "floor (rule)",
@@ -230,6 +230,13 @@ def write_report(
             for r in tools
         ],
     )
+    cut = [r for r in records if r.get("cuts")]
+    if cut:
+        lines += ["", "## Cut by the cell budget (sized from the server's probed rate)", ""]
+        lines += _table(
+            ["cell", "step", "what was cut and why"],
+            [[r["cell"], str(r.get("kind")), "; ".join(str(c) for c in r["cuts"])] for r in cut],
+        )
     lines += ["", "## Coverage", ""]
     lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
     if not_passed:

@@ -3,16 +3,28 @@
 Each tool starts in its own session (process group); stopping it signals the whole group, SIGTERM
 first and SIGKILL after a grace period, so a server's engine and worker processes go with it. Output
 goes to a log file whose tail is attached to every failure.
+
+An owner that dies without stopping its tools (SIGKILL, a crash) still takes them along: on Linux
+each tool runs under ``setpriv --pdeathsig KILL``, so the kernel kills it with its parent, and a
+watchdog process (one per owner, in its own session) signals every group the owner had not stopped
+once the owner's end of a pipe closes. The parent-death signal reaches only the tool itself; the
+watchdog also reaches its children (vLLM's EngineCore outlives a SIGKILLed API server, vllm#55510).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 LOG_TAIL_LINES = 40
+WATCHDOG_GRACE_S = 10.0
+_PDEATHSIG = ("--pdeathsig", "KILL", "--")
 # Readiness probes go straight to loopback, never through a proxy from the environment.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -86,7 +100,7 @@ class ToolProcess:
             log.flush()
             try:
                 popen = subprocess.Popen(
-                    list(command),
+                    _argv(command, env, cwd),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
@@ -98,6 +112,7 @@ class ToolProcess:
                 raise ToolError(
                     tool, f"cannot start {command[0]!r}: {exc.strerror or exc}", log_path
                 ) from None
+        _WATCHDOG.track(popen.pid)
         return cls(tool, tuple(command), log_path, popen, time.monotonic())
 
     @property
@@ -126,6 +141,7 @@ class ToolProcess:
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 if self.popen.poll() is not None and not _group_alive(self.popen.pid):
+                    _WATCHDOG.untrack(self.popen.pid)
                     return
                 time.sleep(0.05)
         self.popen.poll()
@@ -142,6 +158,147 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _argv(command: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None) -> list[str]:
+    """The argv to exec: ``command`` under ``setpriv --pdeathsig KILL`` where that can run.
+
+    The parent-death signal fires when the *thread* that started the tool exits: a thread that starts
+    a tool must outlive it (the quantize pool thread waits for its tool). A command that cannot be
+    found runs bare, so that it fails to start the way it would without setpriv.
+    """
+    setpriv = _setpriv()
+    if setpriv is None:
+        return list(command)
+    name = command[0]
+    if os.sep in name:
+        path = os.path.join(cwd or "", name)
+        found = os.path.isfile(path) and os.access(path, os.X_OK)
+    else:
+        found = shutil.which(name, path=os.pathsep.join(os.get_exec_path(env))) is not None
+    return [setpriv, *_PDEATHSIG, *command] if found else list(command)
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """``setpriv`` if it can set the parent-death signal here (Linux, util-linux 2.33 or later)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [setpriv, *_PDEATHSIG, setpriv, "--version"], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return setpriv if probe.returncode == 0 else None
+
+
+class _Watchdog:
+    """This process's watchdog: told of each tool group started and stopped (``+pgid``/``-pgid``
+    lines on a pipe), it stops the groups still listed when the pipe closes, that is when this process
+    has exited, however it ended. Started on first use; a forked child starts its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+        self._fd = -1
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def track(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            if self._popen is None or self._popen.poll() is not None:
+                self._start()  # sends every group, this one included
+            else:
+                self._send(f"+{pgid}\n")
+
+    def untrack(self, pgid: int) -> None:
+        with self._lock:
+            if pgid in self._groups:
+                self._groups.discard(pgid)
+                self._send(f"-{pgid}\n")
+
+    def _start(self) -> None:
+        self._close()
+        read, write = os.pipe()
+        src = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-c", "from quantgate.runners.process import watch; watch()"],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(write)
+            return  # no watchdog: the parent-death signal still ends the tools themselves
+        finally:
+            os.close(read)
+        self._fd = write
+        self._send("".join(f"+{pgid}\n" for pgid in self._groups))
+
+    def _send(self, text: str) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._fd, text.encode())
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def close(self) -> None:
+        """At exit: close the pipe and give the watchdog a moment to finish (reaped, not a zombie)."""
+        self._close()
+        if self._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=1.0)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's watchdog and groups are not the child's."""
+        self._lock = threading.Lock()
+        self._groups = set()
+        self._close()
+        self._popen = None
+
+
+_WATCHDOG = _Watchdog()
+atexit.register(_WATCHDOG.close)
+os.register_at_fork(after_in_child=_WATCHDOG.forget)
+
+
+def watch(grace: float = WATCHDOG_GRACE_S) -> None:
+    """The watchdog's main loop (stdin: the owner's pipe). At its end, every group still listed gets
+    SIGTERM, and SIGKILL after ``grace`` seconds. Groups found empty are dropped as they end, so that
+    an id the system reuses later is never signalled."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    groups: set[int] = set()
+    pending = b""
+    while True:
+        if select.select([0], [], [], 1.0)[0]:
+            data = os.read(0, 4096)
+            if not data:
+                break
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                pgid = int(line)
+                if pgid > 0:
+                    groups.add(pgid)
+                else:
+                    groups.discard(-pgid)
+        groups = {pgid for pgid in groups if _group_alive(pgid)}
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while groups and time.monotonic() < deadline:
+            time.sleep(0.05)
+            groups = {pgid for pgid in groups if _group_alive(pgid)}
 
 
 def run_tool(

@@ -1,0 +1,68 @@
+"""The main job holds on a slow host: a cell whose server is 30x slower is cut to its budget, not red.
+
+One run of ``pytest suites -m cpu`` on tiny-llama's BF16 and FP8 cells with the repository's lane file
+and its cell budgets, the FP8 server slowed 30x by the slow-host stand-in (``tests/slow_host.py``:
+SIGSTOP for 29/30 of every 100 ms, as on the hosts where vLLM's FP8 CPU kernel generates 20-50x
+slower than BF16). The checks: the run is green (a cut is informational, never a failure and never a
+pass); the FP8 cell's work was cut, and the report and cells.json say what and why; BF16's tests pass;
+no process of the run is left. Its wall time is printed (a figure, not a check).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envs = envs_or_skip()
+    copy_lane_project(pytester, "slow_host")
+    marker = f"QG_SLOW_RUN={uuid.uuid4().hex}"
+    monkeypatch.setenv(*marker.split("=", 1))
+    monkeypatch.setenv("QG_SLOW_CELLS", "tiny-llama__fp8-w8a8")
+    monkeypatch.setenv("QG_SLOW_FACTOR", "30")
+    report = tmp_path / "report"
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(
+        "suites/test_cpu_lane.py",
+        "-p",
+        "slow_host",
+        "-m",
+        "cpu",
+        "-k",
+        "tiny-llama-bf16 or tiny-llama-fp8",
+        f"--qg-lane={REPO / 'suites' / 'lane' / 'cpu.yaml'}",
+        f"--qg-envs={envs.directory}",
+        f"--qg-lane-work={tmp_path / 'work'}",
+        f"--qg-report={report}",
+        "--qg-inconclusive=xfail",
+        "-rfEx",
+        timeout=1200,
+    )
+    wall = time.monotonic() - started
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-4000:]
+    cells = json.loads((report / "cells.json").read_text())
+    outcomes = {node.split("::", 1)[1]: (o["outcome"], o["reason"]) for node, o in cells["outcomes"].items()}
+    fp8 = {test: o for test, o in outcomes.items() if "fp8" in test}
+    cut = {test: reason for test, (outcome, reason) in fp8.items() if "cut by the cell budget" in reason}
+    assert cut, f"nothing of the slowed cell was cut: {fp8}"
+    assert all(outcomes[test][0] == "xfailed" for test in cut), cut
+    records = [r for r in cells["records"] if r.get("scheme") == "fp8-w8a8" and r.get("cuts")]
+    assert records, "no record of the FP8 cell names a cut"
+    assert "tokens/s" in " ".join(c for r in records for c in r["cuts"])
+    assert "## Cut by the cell budget" in (report / "report.md").read_text()
+    bf16 = {test: o for test, o in outcomes.items() if "bf16" in test}
+    assert {o for o, _ in bf16.values()} <= {"passed", "xfailed"}, bf16
+    assert not any("cut by the cell budget" in reason for _, reason in bf16.values()), bf16
+    time.sleep(1.0)
+    assert processes_with(marker) == [], "processes of the run are still alive"
+    print(f"slow-host run: {wall:.0f} s; cut: {sorted(cut)}")
