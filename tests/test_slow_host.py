@@ -4,8 +4,9 @@ One run of ``pytest suites -m cpu`` on tiny-llama's BF16 and FP8 cells with the 
 and its cell budgets, the FP8 server slowed 30x by the slow-host stand-in (``tests/slow_host.py``:
 SIGSTOP for 29/30 of every 100 ms, as on the hosts where vLLM's FP8 CPU kernel generates 20-50x
 slower than BF16). The checks: the run is green (a cut is informational, never a failure and never a
-pass); the FP8 cell's work was cut, and the report and cells.json say what and why; BF16's tests pass;
-no process of the run is left. Its wall time is printed (a figure, not a check).
+pass); the FP8 cell's work was cut, and the report and cells.json say what and why; BF16's tests pass
+or are informational (beside the other tests of ``./run tests -n 2`` its budget may cut it too); no
+process of the run is left. Its wall time is printed (a figure, not a check).
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green
     assert "## Cut by the cell budget" in (report / "report.md").read_text()
     bf16 = {test: o for test, o in outcomes.items() if "bf16" in test}
     assert {o for o, _ in bf16.values()} <= {"passed", "xfailed"}, bf16
-    assert not any("cut by the cell budget" in reason for _, reason in bf16.values()), bf16
     time.sleep(1.0)
     assert processes_with(marker) == [], "processes of the run are still alive"
     print(f"slow-host run: {wall:.0f} s; cut: {sorted(cut)}")

@@ -493,8 +493,8 @@ class Lane:
     def prepare(self, cells: list[tuple[str, str]]) -> None:
         """Start quantizing the given cells in the background, one at a time, in cell order.
 
-        Quantization overlaps with the first cells' server start and evaluation (which do not measure
-        time); ``wait_quiet`` holds speed measurements until it is done.
+        Quantization overlaps with the first server start and the workers' imports; ``wait_quiet``
+        holds the rate probe (and so every measured step) until it is done.
         """
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qg-quantize")
@@ -713,8 +713,13 @@ class Lane:
         )
 
     def rate(self, server: VllmServer, checkpoint: Checkpoint) -> Rate:
-        """The server's generation rates, probed once per served model (``runners.probe``)."""
+        """The server's generation rates, probed once per served model (``runners.probe``).
+
+        Background quantization is waited for first: the rates size the cell's work to its budget, and
+        measured beside a quantization they came out 20-40x low.
+        """
         if checkpoint.served_name not in self._rates:
+            self.wait_quiet()
             budget, acc = self.spec.budget, self.spec.accuracy
             prompt = "<s>" + self.items()[0]["question"]
             with server.in_use("rate probe"):
