@@ -153,3 +153,34 @@ def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_p
     assert outcome.verdict is not None
     assert outcome.verdict.verdict == "fail"
     assert "0 in 3 of 3 runs" in outcome.verdict.detail
+
+
+def test_a_served_model_starts_with_the_context_its_longest_cell_needs(tmp_path: Path) -> None:
+    """Whichever cell starts a served model (a speed cell needs a few hundred tokens), the server gets
+    the served model's context, so a later reasoning cell's prompts and answers fit."""
+    python = tmp_path / "envs" / "vllm" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    gpu_lane = lane(tmp_path, 1.0)
+    cells = [c for c in expand() if c.served_model == cell("int4-w4a16").served_model]
+    speed = min((c for c in cells if c.kind == "performance"), key=lambda c: c.context_tokens)
+    longest = max(c.context_tokens for c in cells)
+    assert speed.context_tokens < longest
+    for first in (speed, *(c for c in cells if c.kind == "accuracy")):
+        assert gpu_lane.server_spec(first, (0,), 0.9).max_model_len == longest
+
+
+def test_tool_timeouts_follow_the_cell_estimate(tmp_path: Path) -> None:
+    """A BF16 MATH-500 look of a 70B model is estimated in hours: its job and requests may take them."""
+    from quantgate.gpus import estimate_cell_seconds
+
+    gpu_lane = lane(tmp_path, 1.0)
+    (math_cell,) = [c for c in expand(kind="accuracy") if c.cell_id == "Llama-70B-bf16-h100-math_500"]
+    estimate = estimate_cell_seconds(gpu_lane.catalog, math_cell)
+    assert estimate > 3600
+    job = gpu_lane.evaluation_job(Server(), math_cell, 20, 0, "look0")  # type: ignore[arg-type]
+    assert job.timeout >= 3 * estimate
+    assert job.endpoint()["timeout"] == job.timeout
+    small = gpu_lane.evaluation_job(Server(), math_cell, 2, 0, "look1")  # type: ignore[arg-type]
+    assert small.timeout < job.timeout
+    assert gpu_lane.timeout(cell("bf16")) >= 900

@@ -31,10 +31,10 @@ from pydantic import Field
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
-from quantgate.gpus import Lease
+from quantgate.gpus import Lease, estimate_cell_seconds
 from quantgate.judge import Verdict, judge_speedup
 from quantgate.lane import ROOT, Envs, SpeedOutcome, judge_sequentially, scenario_figures
-from quantgate.matrix import MatrixCell
+from quantgate.matrix import MatrixCell, served_models
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 from quantgate.runners.bench import BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
@@ -49,6 +49,11 @@ GPU_LOADS: dict[str, dict[str, Any]] = {
     "server": {"num_prompts": 256, "request_rate": 8.0, "goodput": {"ttft": 2000.0, "tpot": 100.0}},
 }
 REPEATS = 3
+# A tool job may take this many times its estimate (``gpus.estimate_cell_seconds``) plus the slack
+# before it is stopped as hung; never less than the floor.
+TIMEOUT_FACTOR = 3.0
+TIMEOUT_SLACK_S = 600.0
+TIMEOUT_FLOOR_S = 900.0
 FIGURES_FILE = "figures.json"
 FIGURES_SCHEMA_VERSION = 1
 GPU_MUST_MATCH = ("model_repo", "temperature", "top_p", "max_tokens", "vllm", "lighteval")
@@ -102,7 +107,7 @@ class GpuLane:
             python=self.envs.python("vllm"),
             log_dir=self.log_dir,
             cpu=False,
-            max_model_len=cell.context_tokens,
+            max_model_len=self.served_context(cell),
             extra_args=(
                 "--tensor-parallel-size",
                 str(cell.requirement.count),
@@ -114,6 +119,15 @@ class GpuLane:
             env={"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in devices)},
             ready_timeout=1800.0,
         )
+
+    def served_context(self, cell: MatrixCell) -> int:
+        """The served model's context length: the longest its cells need, whichever cell starts it."""
+        return served_models(self.catalog)[(cell.model, cell.scheme, cell.gpu)].context_tokens
+
+    def timeout(self, cell: MatrixCell, share: float = 1.0) -> float:
+        """Seconds before a tool job of ``share`` of the cell's estimated work is stopped as hung."""
+        estimate = estimate_cell_seconds(self.catalog, cell) * share
+        return max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * estimate + TIMEOUT_SLACK_S)
 
     def serve(self, cell: MatrixCell, lease: Lease) -> VllmServer:
         """The cell's server: started by the first cell of its served model on the lease's devices,
@@ -183,6 +197,7 @@ class GpuLane:
             max_tokens=cell.context_tokens,
             out_dir=self.workdir / "eval" / self.served_name(cell) / (cell.benchmark or "") / tag,
             fewshot=benchmark.fewshot or 0,
+            timeout=self.timeout(cell, samples / benchmark.sampling.samples),
         )
 
     def reference(self, cell: MatrixCell) -> tuple[Path, Reference]:
@@ -277,7 +292,7 @@ class GpuLane:
                 Path(self.repository(cell)),
                 self.bench_runs(cell),
                 self.bench_dir(cell),
-                timeout=3600.0,
+                timeout=self.timeout(cell),
             )
         mine = scenario_figures(results, cell.scenario or "", spec.metric, allow_zero=cell.scheme != "bf16")
         gpus = cell.requirement.count
