@@ -184,3 +184,29 @@ def test_tool_timeouts_follow_the_cell_estimate(tmp_path: Path) -> None:
     small = gpu_lane.evaluation_job(Server(), math_cell, 2, 0, "look1")  # type: ignore[arg-type]
     assert small.timeout < job.timeout
     assert gpu_lane.timeout(cell("bf16")) >= 900
+
+
+@pytest.mark.parametrize("task", ["aime24", "math_500", "gpqa_diamond"])
+def test_a_look_reads_the_metric_lighteval_013_writes_with_the_samples_it_drew(
+    tmp_path: Path, task: str
+) -> None:
+    """Files of real lighteval 0.13 runs of its own tasks (4 samples per item, ``@k=1@n=4``): the task's
+    own metric name, whatever n asked (``math_500`` writes ``pass@k:k=1&n=1``), and 4 samples per item."""
+    import shutil
+
+    from quantgate.runners.evaluate import read_evaluation
+
+    source = Path(__file__).parent / "data" / "lighteval-builtin" / task
+    (math_cell,) = [c for c in expand(kind="accuracy") if c.cell_id == f"Qwen-7B-bf16-h100-{task}"]
+    job = dataclasses.replace(
+        lane(tmp_path, 1.0).evaluation_job(Server(), math_cell, 4, 0, "look0"),  # type: ignore[arg-type]
+        out_dir=tmp_path / "out",
+    )
+    for kind in ("details", "results"):
+        target = job.out_dir / kind / "run"
+        target.mkdir(parents=True)
+        for found in source.glob(f"{kind}_*"):
+            shutil.copy(found, target / found.name)
+    evaluation = read_evaluation(job, 1.0)
+    assert len(evaluation.counts) == 5
+    assert set(evaluation.counts.values()) == {(4, 0)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from hypothesis import given, settings
@@ -233,3 +234,29 @@ def test_properties(data: list[tuple[tuple[int, int], tuple[int, int]]], floor: 
     assert math.isfinite(verdict.recovery)
     better = {k: (n, n) for k, (n, _) in cand.items()}
     assert judge_recovery(ref, better, floor).verdict != "fail" or verdict.verdict == "fail"
+
+
+@pytest.mark.parametrize(
+    ("confidence", "df", "expected"),
+    [
+        # scipy.stats.t.ppf, computed in the vllm tool environment (scipy 1.x)
+        (0.975, 2.5, 3.5746548420036817),
+        (0.975, 3.7, 2.8675207071911895),
+        (0.9, 1.3, 2.425947410787918),
+        (0.95, 10, 1.8124611228107335),
+    ],
+)
+def test_student_t_quantiles_match_scipy(confidence: float, df: float, expected: float) -> None:
+    from quantgate.judge import _t
+
+    assert _t(confidence, df) == pytest.approx(expected, rel=1e-9)
+
+
+def test_three_repeats_each_widen_the_speed_interval_to_students_t() -> None:
+    """3 vs 3 equal-spread repeats: Welch df 4, so the half-width uses t(0.95, 4) = 2.132, not z = 1.645."""
+    reference = [1.0, 1.1, 0.9]
+    candidate = [1.0, 1.1, 0.9]
+    verdict = judge_speedup(reference, candidate, 1.0, higher_is_better=True)
+    logs = [math.log(v) for v in reference]
+    se = math.sqrt(2 * statistics.variance(logs) / 3)
+    assert math.log(verdict.high) == pytest.approx(2.131846786326649 * se, rel=1e-9)

@@ -48,6 +48,13 @@ GPU_LOADS: dict[str, dict[str, Any]] = {
     "multi-stream": {"num_prompts": 512},
     "server": {"num_prompts": 256, "request_rate": 8.0, "goodput": {"ttft": 2000.0, "tpot": 100.0}},
 }
+# The per-item pass@1 metric each built-in lighteval 0.13 task writes, whatever ``@n=`` asks: names
+# read from real runs of the three tasks (tests/data/lighteval-builtin, docs/lighteval-builtin-notes.md).
+LIGHTEVAL_METRICS = {
+    "aime24": "pass@k:k=1",
+    "math_500": "pass@k:k=1&n=1",
+    "gpqa:diamond": "gpqa_pass@k:k=1",
+}
 REPEATS = 3
 # A tool job may take this many times its estimate (``gpus.estimate_cell_seconds``) plus the slack
 # before it is stopped as hung; never less than the floor.
@@ -198,6 +205,7 @@ class GpuLane:
             out_dir=self.workdir / "eval" / self.served_name(cell) / (cell.benchmark or "") / tag,
             fewshot=benchmark.fewshot or 0,
             timeout=self.timeout(cell, samples / benchmark.sampling.samples),
+            metric_name=LIGHTEVAL_METRICS.get(benchmark.lighteval_task),
         )
 
     def reference(self, cell: MatrixCell) -> tuple[Path, Reference]:

@@ -45,9 +45,12 @@ lighteval details, item ids and counts (``_details_result``):
   the same id are an error.
 * A per-sample metric is a *count* metric when it is a mean over samples of a 0/1 score: lighteval's
   ``pass@k`` with ``k=1`` (``pass@k:k=1&n=20``, ``gpqa_pass@k:k=1``), ``avg@n`` and the old
-  ``math_pass@1:N_samples``/``gpqa_pass@1:N_samples``. Its ``samples`` is the ``n`` in its name, or,
-  when the name has none, the number of predictions in the row (lighteval then sets ``n`` to that
-  number too). ``correct = round(value * samples)``, and ``value * samples`` must lie within
+  ``math_pass@1:N_samples``/``gpqa_pass@1:N_samples``. Its ``samples`` is, in the current layout, the
+  number of predictions in the row (lighteval 0.13 keeps a task's own metric names whatever ``@n=``
+  asks: ``math_500@k=1@n=4`` scores 4 samples and writes ``pass@k:k=1&n=1``; real files in
+  ``tests/data/lighteval-builtin``); in the older flat layout the ``n`` in its name (it scored
+  ``math_pass@1:1_samples`` on the first of 4 predictions); either, where only one is known.
+  ``correct = round(value * samples)``, and ``value * samples`` must lie within
   ``1e-6 * samples`` of that integer, else the file is refused: pass@1 over n is exactly ``c / n``
   (Chen et al.'s estimator telescopes for k = 1), and lighteval counts missing predictions as wrong,
   so this is the count lighteval itself scored. Any other metric whose every value is 0 or 1 counts as one
@@ -746,6 +749,7 @@ class _DetailRow:
     predictions: int | None
     output_tokens: float | None
     metrics: Mapping[str, object]
+    names_samples: bool = False  # the older flat layout: a metric's name says over how many samples
 
 
 def _literal(path: Path, value: object, where: str) -> object:
@@ -822,6 +826,7 @@ def _detail_row(path: Path, where: str, record: object) -> _DetailRow:
             predictions=predictions,
             output_tokens=None,
             metrics=metrics,
+            names_samples=True,
         )
     raise QuantgateError(path, "neither doc/metric (current lighteval) nor metrics (older) columns", where)
 
@@ -941,7 +946,8 @@ def _metric_outcomes(
     outcomes = []
     for row, item, value in zip(rows, ids, values, strict=True):
         where = _join(f"{row.where}.metric", metric)
-        samples = named_n if named_n is not None else row.predictions
+        samples = row.predictions if row.predictions is not None and not row.names_samples else named_n
+        samples = row.predictions if samples is None else samples
         if samples is None or samples < 1:
             raise QuantgateError(
                 path,

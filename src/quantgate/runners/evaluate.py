@@ -46,6 +46,7 @@ class EvalJob:
     concurrency: int = 8
     timeout: float = 900.0
     fewshot: int = 0
+    metric_name: str | None = None
 
     def endpoint(self) -> dict[str, object]:
         return {
@@ -67,7 +68,8 @@ class EvalJob:
 
     @property
     def metric(self) -> str:
-        return f"pass@k:k=1&n={self.samples}"
+        """The per-item count metric to read: the task's own name (``metric_name``), else the local task's."""
+        return self.metric_name or f"pass@k:k=1&n={self.samples}"
 
 
 @dataclass(frozen=True)
