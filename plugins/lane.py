@@ -131,7 +131,9 @@ class LaneSession:
                 envs.python("eval")
             except QuantgateError as exc:
                 pytest.fail(f"quantgate GPU lane: {exc}", pytrace=False)
-            self.gpu_lane = GpuLane(envs, self.workdir("gpu"))
+            self.gpu_lane = GpuLane(
+                envs, self.workdir("gpu"), update_baselines=bool(self.config.getoption("qg_update_baselines"))
+            )
         return self.gpu_lane
 
     def say(self, line: str) -> None:

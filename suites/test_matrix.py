@@ -2,9 +2,10 @@
 
 ``pytest suites -m h100 -n 8`` selects the H100 cells; the GPU plugin leases each served model's devices,
 and the cells of one served model share one ``vllm serve`` (started by the first, stopped when the lease
-is released). Accuracy is judged against the same kind's stored BF16 reference; speed against the BF16
-figures measured in the same run directory. Written for GPU runners: without a GPU of the kind the cells
-are skipped with the reason and the run ends red (fail closed).
+is released). Accuracy and speed are judged against the same kind's stored BF16 references
+(``baselines/<gpu>/<model>/``), which the BF16 cells write under ``--qg-update-baselines``. Written for
+GPU runners: without a GPU of the kind the cells are skipped with the reason and the run ends red (fail
+closed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[GpuLane
 
 def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane, server = serve(qg_accuracy_cell, qg_lease, qg_lane_session)
-    decision, verdict, looks = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
+    decision, verdict, looks, written = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
+    if written:
+        qg_lane_session.reference_written(written)
     qg_lane_session.record(
         cell=qg_accuracy_cell.cell_id,
         kind="accuracy",
@@ -49,7 +52,9 @@ def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session
 
 def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane, server = serve(qg_performance_cell, qg_lease, qg_lane_session)
-    outcome = gpu_lane.judge_speed(server, qg_performance_cell)
+    outcome, written = gpu_lane.judge_speed(server, qg_performance_cell)
+    if written:
+        qg_lane_session.reference_written(written)
     qg_lane_session.add_benchmarks(
         outcome.benchmark_entries(
             qg_performance_cell.model,

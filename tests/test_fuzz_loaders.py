@@ -2,7 +2,7 @@
 
 Each loader gets 500 mutated copies of a real file it reads (the committed catalog, rules, lane file,
 published cards, a stored BF16 reference, recorded tool outputs, a lane report, a coverage file, a
-pytest-benchmark file, a GPU lane figures file): a value replaced by any JSON value (NaN, infinities,
+pytest-benchmark file, a stored BF16 speed reference): a value replaced by any JSON value (NaN, infinities,
 huge or negative numbers, wrong types), a key deleted or renamed, up to three times. The loader either
 accepts the file or raises ``QuantgateError`` whose source is that file; anything else fails the test.
 Targeted classes that must never pass (NaN, negative counts, correct > samples, unknown schema
@@ -31,9 +31,8 @@ from quantgate.catalog import load_catalog
 from quantgate.cli_report import load_cells
 from quantgate.errors import QuantgateError
 from quantgate.gate import load_coverage
-from quantgate.gpulane import read_figures
+from quantgate.gpulane import load_speed_reference
 from quantgate.lane import load_lane
-from quantgate.matrix import expand
 from quantgate.published import load_published
 from quantgate.rules import load_rules
 from quantgate.runners.bench import BenchRun, read_bench_result
@@ -44,7 +43,6 @@ DATA = Path(__file__).parent / "data"
 EXAMPLES = 500
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 BENCH_RUN = BenchRun("multi-stream", workload="random-64x32", input_len=64, output_len=32, num_prompts=32)
-FIGURES_CELL = next(c for c in expand(kind="performance") if c.scheme == "int8-w8a8")
 COVERAGE = {
     "schema_version": 1,
     "kind": "quantgate-coverage",
@@ -53,7 +51,12 @@ COVERAGE = {
         {"cell_id": "Qwen-7B-int8-w8a8-h100-aime24", "status": "skipped", "reason": "no h100"},
     ],
 }
-FIGURES = {"schema_version": 1, "gpus": 2, "figures": [10.5, 11.0, 10.75]}
+SPEED_REFERENCE = {
+    "schema_version": 1,
+    "gpus": 2,
+    "figures": [10.5, 11.0, 10.75],
+    "provenance": {"gpu": "h100", "vllm": "0.32.0", "scenario": "multi-stream"},
+}
 
 # name -> (the real file, or a document to write, and the loader)
 LOADERS: dict[str, tuple[Path | dict[str, Any], Callable[[Path], object]]] = {
@@ -68,7 +71,7 @@ LOADERS: dict[str, tuple[Path | dict[str, Any], Callable[[Path], object]]] = {
     "lane-report": (DATA / "lane-report" / "cells.json", load_cells),
     "coverage": (COVERAGE, load_coverage),
     "pytest-benchmark": (DATA / "results" / "pytest_benchmark.json", load_benchmark_file),
-    "gpu-figures": (FIGURES, lambda path: read_figures(path, FIGURES_CELL)),
+    "gpu-speed-reference": (SPEED_REFERENCE, load_speed_reference),
 }
 CATALOG_FILES = sorted(p.name for p in (REPO / "suites" / "catalog").glob("*.yaml"))
 _fresh = itertools.count()
@@ -176,7 +179,7 @@ def refused(load: Callable[[Path], object], doc: Any, path: Path) -> QuantgateEr
     return caught.value
 
 
-VERSIONED = ["rules", "lane", "published", "reference", "lane-report", "coverage", "gpu-figures"]
+VERSIONED = ["rules", "lane", "published", "reference", "lane-report", "coverage", "gpu-speed-reference"]
 
 
 @pytest.mark.parametrize("name", VERSIONED)

@@ -1,9 +1,9 @@
-"""The GPU lane's speed judgement, without a GPU: BF16 on two GPUs against INT4 on one.
+"""The GPU lane without a GPU: stored BF16 references, speed with per-GPU figures, contexts, timeouts.
 
 No GPU is reachable here, so ``RecordedGpuBench`` stands in for ``vllm bench serve`` on a GPU server: it
 answers each requested run with a real recorded result of the tool (``tests/data/bench``), its
 throughput scaled by a factor the test chooses. Everything after the tool (figures per repeat, the
-figures file between cells, the judge with per-GPU figures, the record and the report) is the real code.
+stored BF16 speed reference, the judge with per-GPU figures, the record and the report) is the real code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from quantgate.errors import QuantgateError
-from quantgate.gpulane import FIGURES_FILE, GpuLane
+from quantgate.gpulane import GpuLane
 from quantgate.lane import Envs
 from quantgate.lanereport import write_report
 from quantgate.matrix import MatrixCell, expand
@@ -73,8 +73,10 @@ def cell(scheme: str) -> MatrixCell:
     return found
 
 
-def lane(tmp_path: Path, factor: float) -> GpuLane:
-    gpu_lane = GpuLane(Envs(tmp_path / "envs"), tmp_path / "work")
+def lane(tmp_path: Path, factor: float, update: bool = False) -> GpuLane:
+    gpu_lane = GpuLane(
+        Envs(tmp_path / "envs"), tmp_path / "work", baselines=tmp_path / "baselines", update_baselines=update
+    )
     gpu_lane._bench_worker = RecordedGpuBench(factor)  # type: ignore[assignment]
     return gpu_lane
 
@@ -82,15 +84,17 @@ def lane(tmp_path: Path, factor: float) -> GpuLane:
 def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Path) -> None:
     bf16, int4 = cell("bf16"), cell("int4-w4a16")
     assert (bf16.requirement.count, int4.requirement.count) == (2, 1)
-    reference = lane(tmp_path, 1.0).judge_speed(Server(), bf16)  # type: ignore[arg-type]
+    reference, note = lane(tmp_path, 1.0, update=True).judge_speed(Server(), bf16)  # type: ignore[arg-type]
     assert reference.verdict is None
-    stored = json.loads(
-        (tmp_path / "work" / "bench" / f"Qwen-32B-bf16-h100-{bf16.target}" / FIGURES_FILE).read_text()
-    )
+    path = tmp_path / "baselines" / "h100" / "Qwen-32B" / "speed" / f"{bf16.target}.json"
+    assert note == f"new BF16 speed reference {path}"
+    stored = json.loads(path.read_text())
     assert stored["gpus"] == 2
     assert stored["figures"] == reference.figures
+    assert stored["provenance"]["gpu"] == "h100"
 
-    outcome = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
+    outcome, note = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
+    assert note is None
     assert outcome.verdict is not None
     assert outcome.verdict.speedup == pytest.approx(0.8, rel=1e-9)
     assert outcome.verdict.per_gpu_speedup == pytest.approx(1.6, rel=1e-9)
@@ -109,24 +113,46 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
     assert "| 2 → 1 | 1.600 |" in text
 
 
-def test_without_a_bf16_measurement_the_cell_fails_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(QuantgateError, match=r"figures\.json: no BF16 measurement of Qwen-32B on h100"):
+def test_a_bf16_speed_cell_without_the_flag_writes_nothing(tmp_path: Path) -> None:
+    outcome, note = lane(tmp_path, 1.0).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    assert (outcome.verdict, note) == (None, None)
+    assert not (tmp_path / "baselines").exists()
+
+
+def test_without_a_bf16_reference_the_cell_fails_naming_the_file_and_the_command(tmp_path: Path) -> None:
+    """Shards and xdist workers split a model's schemes, so BF16 speed is a stored reference; a kind's
+    first night has none, and the error says how to make them."""
+    with pytest.raises(QuantgateError) as caught:
         lane(tmp_path, 1.0).judge_speed(Server(), cell("fp8-w8a8"))  # type: ignore[arg-type]
+    assert caught.value.source is not None
+    assert caught.value.source.endswith("h100/Qwen-32B/speed/multi-stream-multi-turn-chat.json")
+    assert 'pytest suites -m h100 -k "Qwen-32B-bf16-" --qg-update-baselines' in str(caught.value)
+
+
+def test_a_speed_reference_of_another_vllm_is_refused(tmp_path: Path) -> None:
+    lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    path = tmp_path / "baselines" / "h100" / "Qwen-32B" / "speed" / f"{cell('bf16').target}.json"
+    stored = json.loads(path.read_text())
+    stored["provenance"]["vllm"] = "0.31.0"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(QuantgateError, match=r"vllm: stored '0\.31\.0', now 'unknown'") as caught:
+        lane(tmp_path, 1.0).judge_speed(Server(), cell("int8-w8a8"))  # type: ignore[arg-type]
+    assert caught.value.where == "provenance"
 
 
 @pytest.mark.parametrize(
     ("content", "field"),
     [
-        ({"schema_version": 2, "gpus": 2, "figures": [1.0]}, "schema_version"),
-        ({"schema_version": 1, "gpus": 0, "figures": [1.0]}, "gpus"),
-        ({"schema_version": 1, "gpus": 2, "figures": []}, "figures"),
-        ({"schema_version": 1, "gpus": 2, "figures": [1.0, -3.0]}, "figures[1]"),
+        ({"schema_version": 2, "gpus": 2, "figures": [1.0, 1.1], "provenance": {}}, "schema_version"),
+        ({"schema_version": 1, "gpus": 0, "figures": [1.0, 1.1], "provenance": {}}, "gpus"),
+        ({"schema_version": 1, "gpus": 2, "figures": [1.0], "provenance": {}}, "figures"),
+        ({"schema_version": 1, "gpus": 2, "figures": [1.0, -3.0], "provenance": {}}, "figures[1]"),
     ],
 )
-def test_a_bad_figures_file_is_refused_naming_the_field(
+def test_a_bad_speed_reference_is_refused_naming_the_field(
     tmp_path: Path, content: dict[str, Any], field: str
 ) -> None:
-    path = tmp_path / "work" / "bench" / f"Qwen-32B-bf16-h100-{cell('bf16').target}" / FIGURES_FILE
+    path = tmp_path / "baselines" / "h100" / "Qwen-32B" / "speed" / f"{cell('bf16').target}.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(content))
     with pytest.raises(QuantgateError) as caught:
@@ -134,6 +160,15 @@ def test_a_bad_figures_file_is_refused_naming_the_field(
     assert caught.value.source == str(path)
     assert caught.value.where is not None
     assert caught.value.where.startswith(field)
+
+
+def test_without_an_accuracy_reference_the_cell_fails_naming_the_command(tmp_path: Path) -> None:
+    (aime,) = [c for c in expand(kind="accuracy") if c.cell_id == "Qwen-7B-int4-w4a16-h100-aime24"]
+    with pytest.raises(QuantgateError) as caught:
+        lane(tmp_path, 1.0).reference(aime)
+    assert caught.value.source is not None
+    assert caught.value.source.endswith("h100/Qwen-7B/aime24.json")
+    assert 'pytest suites -m h100 -k "Qwen-7B-bf16-" --qg-update-baselines' in str(caught.value)
 
 
 def server_cell(scheme: str) -> MatrixCell:
@@ -148,8 +183,8 @@ def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_p
     assert caught.value.where == "request_goodput"
     assert caught.value.source is not None
     assert caught.value.source.endswith("server.random-64x32.r0.json")
-    lane(tmp_path, 1.0).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
-    outcome = lane(tmp_path, 0.0).judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
+    lane(tmp_path, 1.0, update=True).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
+    outcome, _ = lane(tmp_path, 0.0).judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
     assert outcome.verdict is not None
     assert outcome.verdict.verdict == "fail"
     assert "0 in 3 of 3 runs" in outcome.verdict.detail
@@ -210,3 +245,38 @@ def test_a_look_reads_the_metric_lighteval_013_writes_with_the_samples_it_drew(
     evaluation = read_evaluation(job, 1.0)
     assert len(evaluation.counts) == 5
     assert set(evaluation.counts.values()) == {(4, 0)}
+
+
+class RecordedLighteval:
+    """Stand-in for the lighteval worker on a GPU machine: a real lighteval 0.13 aime24 run's files."""
+
+    def run(self, job: Any) -> Any:
+        import shutil
+
+        from quantgate.runners.evaluate import read_evaluation
+
+        source = Path(__file__).parent / "data" / "lighteval-builtin" / "aime24"
+        for kind in ("details", "results"):
+            target = job.out_dir / kind / "run"
+            target.mkdir(parents=True, exist_ok=True)
+            for found in source.glob(f"{kind}_*"):
+                shutil.copy(found, target / found.name)
+        return read_evaluation(dataclasses.replace(job, samples=4), 1.0)
+
+
+def test_the_bf16_cell_writes_the_kinds_accuracy_reference_under_the_flag(tmp_path: Path) -> None:
+    cells = {
+        c.scheme: c
+        for c in expand(kind="accuracy")
+        if c.cell_id.startswith("Qwen-7B-") and c.cell_id.endswith("-h100-aime24")
+    }
+    writer = lane(tmp_path, 1.0, update=True)
+    writer._worker = RecordedLighteval()  # type: ignore[assignment]
+    path, reference, note = writer.reference(cells["bf16"], Server())  # type: ignore[arg-type]
+    assert note == f"new reference {path}"
+    assert path == tmp_path / "baselines" / "h100" / "Qwen-7B" / "aime24.json"
+    assert len(reference.items) == 5
+    assert reference.provenance["gpu"] == "h100"
+    _, loaded, none = lane(tmp_path, 1.0).reference(cells["int4-w4a16"])
+    assert none is None
+    assert loaded.counts() == reference.counts()

@@ -32,14 +32,14 @@ from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
 from quantgate.gpus import Lease, estimate_cell_seconds
-from quantgate.judge import Verdict, judge_speedup
+from quantgate.judge import DEFAULT_CAP, Verdict, judge_speedup
 from quantgate.lane import ROOT, Envs, SpeedOutcome, judge_sequentially, scenario_figures
 from quantgate.matrix import MatrixCell, served_models
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 from quantgate.runners.bench import BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
 from quantgate.runners.serve import ServerSpec, VllmServer
-from quantgate.store import Reference, load_reference, provenance_mismatch
+from quantgate.store import Reference, load_reference, make_reference, provenance_mismatch, save_reference
 
 MODEL_FILE = ROOT / "fixtures" / "lane" / "lighteval_model.py"
 # Per-scenario loads on a GPU: enough requests for stable figures in about a minute per run.
@@ -61,17 +61,25 @@ REPEATS = 3
 TIMEOUT_FACTOR = 3.0
 TIMEOUT_SLACK_S = 600.0
 TIMEOUT_FLOOR_S = 900.0
-FIGURES_FILE = "figures.json"
-FIGURES_SCHEMA_VERSION = 1
+SPEED_REFERENCE_SCHEMA_VERSION = 1
+REFERENCE_SEED = 100_000
 GPU_MUST_MATCH = ("model_repo", "temperature", "top_p", "max_tokens", "vllm", "lighteval")
+SPEED_MUST_MATCH = ("model_repo", "gpu", "scenario", "workload", "load", "vllm")
 
 
-class BenchFigures(Strict):
-    """``figures.json``: a performance cell's figure per repeat and the GPUs its server used."""
+class SpeedReference(Strict):
+    """``baselines/<gpu>/<model>/speed/<target>.json``: BF16's figure per repeat, its GPUs, provenance.
+
+    Why stored, not measured beside the quantized cells: a kind's shards and xdist workers split a
+    model's schemes across runners and processes, so BF16 may run elsewhere or later; and re-measuring
+    BF16 every night costs a quarter of a kind's GPU-hours. The provenance (``SPEED_MUST_MATCH``) must
+    hold for a quantized cell to be judged against it.
+    """
 
     schema_version: int
     gpus: int = Field(ge=1)
-    figures: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    figures: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=2)
+    provenance: dict[str, str]
 
 
 @dataclass
@@ -83,6 +91,7 @@ class GpuLane:
     catalog: Catalog = field(default_factory=load_catalog)
     rules: Rules = field(default_factory=load_rules)
     baselines: Path = ROOT / "baselines"
+    update_baselines: bool = False
     _servers: dict[str, VllmServer] = field(default_factory=dict)
     _worker: LightevalWorker | None = None
     _bench_worker: BenchWorker | None = None
@@ -208,27 +217,63 @@ class GpuLane:
             metric_name=LIGHTEVAL_METRICS.get(benchmark.lighteval_task),
         )
 
-    def reference(self, cell: MatrixCell) -> tuple[Path, Reference]:
-        path = self.baselines / cell.gpu / cell.model / f"{cell.benchmark}.json"
-        if not path.exists():
-            raise QuantgateError(
-                path, f"no stored {cell.gpu} BF16 reference for {cell.model}/{cell.benchmark}"
-            )
-        reference = load_reference(path)
+    def update_command(self, cell: MatrixCell) -> str:
+        """The command that (re)writes the BF16 references a cell of this kind is judged against."""
+        return f'pytest suites -m {cell.gpu} -k "{cell.model}-bf16-" --qg-update-baselines'
+
+    def accuracy_provenance(self, cell: MatrixCell) -> dict[str, str]:
         sampling = self.catalog.benchmarks[cell.benchmark or ""].sampling
-        current = {
+        return {
             "model_repo": self.catalog.model(cell.model).bf16_repo,
             "temperature": str(sampling.temperature if sampling else 0.0),
             "top_p": str(sampling.top_p if sampling else 1.0),
             "max_tokens": str(cell.context_tokens),
             "vllm": self.envs.version("vllm"),
             "lighteval": self.envs.version("lighteval"),
+            "gpu": cell.gpu,
         }
+
+    def reference(
+        self, cell: MatrixCell, server: VllmServer | None = None
+    ) -> tuple[Path, Reference, str | None]:
+        """The kind's stored BF16 reference, checked against this run; under ``update_baselines`` a BF16
+        cell (``server`` serves it) first writes it from ``DEFAULT_CAP`` samples per item. The note
+        says what was written (the run then fails, so that no reference changes silently)."""
+        path = self.baselines / cell.gpu / cell.model / f"{cell.benchmark}.json"
+        current = self.accuracy_provenance(cell)
+        if self.update_baselines and server is not None and cell.scheme == "bf16":
+            with server.in_use("reference evaluation"):
+                evaluation = self.worker().run(
+                    self.evaluation_job(server, cell, DEFAULT_CAP, REFERENCE_SEED, "reference")
+                )
+            items = [
+                {
+                    "item": item,
+                    "samples": n,
+                    "correct": c,
+                    "output_tokens": evaluation.output_tokens.get(item),
+                }
+                for item, (n, c) in sorted(evaluation.counts.items())
+            ]
+            key = {"model": cell.model, "scheme": "bf16", "gpu": cell.gpu, "benchmark": cell.benchmark or ""}
+            reference = make_reference(key, {**current, "samples": str(DEFAULT_CAP)}, items)
+            return path, reference, save_reference(path, reference)
+        if not path.exists():
+            raise QuantgateError(
+                path,
+                f"no stored {cell.gpu} BF16 reference for {cell.model}/{cell.benchmark}; "
+                f"write it with: {self.update_command(cell)}",
+            )
+        reference = load_reference(path)
         differ = provenance_mismatch(reference.provenance, current, keys=GPU_MUST_MATCH)
         if differ:
             shown = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
-            raise QuantgateError(path, f"reference provenance differs ({shown})", "provenance")
-        return path, reference
+            raise QuantgateError(
+                path,
+                f"reference provenance differs ({shown}); rewrite it with: {self.update_command(cell)}",
+                "provenance",
+            )
+        return path, reference, None
 
     def recovery_decision(self, cell: MatrixCell) -> Decision:
         model = self.catalog.model(cell.model)
@@ -239,10 +284,11 @@ class GpuLane:
 
     def judge_accuracy(
         self, server: VllmServer, cell: MatrixCell
-    ) -> tuple[Decision, Verdict, list[Evaluation]]:
-        """Evaluate the cell's benchmark, judge against the reference, top up while inconclusive."""
+    ) -> tuple[Decision, Verdict, list[Evaluation], str | None]:
+        """Evaluate the cell's benchmark, judge against the reference, top up while inconclusive; the
+        last value says which reference was written (``update_baselines``), else ``None``."""
         benchmark = self.catalog.benchmarks[cell.benchmark or ""]
-        path, reference = self.reference(cell)
+        path, reference, note = self.reference(cell, server)
         decision = self.recovery_decision(cell)
 
         def look_at(samples: int, look: int) -> Evaluation:
@@ -256,7 +302,7 @@ class GpuLane:
             benchmark.sampling.samples if benchmark.sampling else 1,
             path,
         )
-        return decision, verdict, looks
+        return decision, verdict, looks, note
 
     def bench_runs(self, cell: MatrixCell) -> list[BenchRun]:
         workload = self.catalog.workloads[cell.workload or ""]
@@ -281,16 +327,50 @@ class GpuLane:
     def tool_env(self) -> dict[str, str]:
         return {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
-    def bench_dir(self, cell: MatrixCell, scheme: str | None = None) -> Path:
-        """Where a performance cell's results go; shared by the workers of one run (same work dir)."""
-        key = f"{cell.model}-{scheme or cell.scheme}-{cell.gpu}-{cell.target}"
-        return self.workdir / "bench" / key
+    def bench_dir(self, cell: MatrixCell) -> Path:
+        """Where a performance cell's tool results go in this run."""
+        return self.workdir / "bench" / cell.cell_id
 
-    def judge_speed(self, server: VllmServer, cell: MatrixCell) -> SpeedOutcome:
-        """Measure the cell; judge it against the same model's BF16 cell measured in this run directory.
+    def speed_reference_path(self, cell: MatrixCell) -> Path:
+        return self.baselines / cell.gpu / cell.model / "speed" / f"{cell.target}.json"
 
-        The speedup compares whole servers (the cards' definition); when BF16 needs more GPUs than the
-        quantized model (tensor parallelism), the per-GPU speedup is reported beside it.
+    def speed_provenance(self, cell: MatrixCell) -> dict[str, str]:
+        return {
+            "model_repo": self.catalog.model(cell.model).bf16_repo,
+            "gpu": cell.gpu,
+            "scenario": cell.scenario or "",
+            "workload": cell.workload or "",
+            "load": json.dumps(GPU_LOADS[cell.scenario or ""], sort_keys=True),
+            "vllm": self.envs.version("vllm"),
+        }
+
+    def speed_reference(self, cell: MatrixCell) -> tuple[list[float], int]:
+        """The stored BF16 figures and GPU count of the cell's target, checked against this run."""
+        path = self.speed_reference_path(cell)
+        if not path.exists():
+            raise QuantgateError(
+                path,
+                f"no stored {cell.gpu} BF16 speed reference for {cell.model} {cell.target}; "
+                f"write it with: {self.update_command(cell)}",
+            )
+        stored = load_speed_reference(path)
+        differ = provenance_mismatch(stored.provenance, self.speed_provenance(cell), keys=SPEED_MUST_MATCH)
+        if differ:
+            shown = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
+            raise QuantgateError(
+                path,
+                f"provenance differs ({shown}); rewrite it with: {self.update_command(cell)}",
+                "provenance",
+            )
+        return list(stored.figures), stored.gpus
+
+    def judge_speed(self, server: VllmServer, cell: MatrixCell) -> tuple[SpeedOutcome, str | None]:
+        """Measure the cell; judge a quantized one against the kind's stored BF16 figures.
+
+        A BF16 cell is the reference: under ``update_baselines`` its figures are stored (the note says
+        so, and the run fails). The speedup compares whole servers (the cards' definition); when BF16
+        needs more GPUs than the quantized model (tensor parallelism), the per-GPU speedup is reported
+        beside it.
         """
         spec = self.catalog.scenarios[cell.scenario or ""]
         with server.in_use("vllm bench serve"):
@@ -304,13 +384,20 @@ class GpuLane:
             )
         mine = scenario_figures(results, cell.scenario or "", spec.metric, allow_zero=cell.scheme != "bf16")
         gpus = cell.requirement.count
-        atomic_write_text(
-            self.bench_dir(cell) / FIGURES_FILE,
-            json.dumps({"schema_version": FIGURES_SCHEMA_VERSION, "gpus": gpus, "figures": mine}),
-        )
         runs = tuple(results)
         if cell.scheme == "bf16":
-            return SpeedOutcome(
+            note = None
+            if self.update_baselines:
+                path = self.speed_reference_path(cell)
+                reference = {
+                    "schema_version": SPEED_REFERENCE_SCHEMA_VERSION,
+                    "gpus": gpus,
+                    "figures": mine,
+                    "provenance": self.speed_provenance(cell),
+                }
+                note = f"{'updated' if path.exists() else 'new'} BF16 speed reference {path}"
+                atomic_write_text(path, json.dumps(reference, indent=1, sort_keys=True) + "\n")
+            outcome = SpeedOutcome(
                 cell.scenario or "",
                 spec.metric,
                 spec.higher_is_better,
@@ -322,7 +409,8 @@ class GpuLane:
                 gpus,
                 gpus,
             )
-        bf16, bf16_gpus = read_figures(self.bench_dir(cell, "bf16") / FIGURES_FILE, cell)
+            return outcome, note
+        bf16, bf16_gpus = self.speed_reference(cell)
         model = self.catalog.model(cell.model)
         decision = self.rules.speedup_for(
             SpeedCellKey(
@@ -337,7 +425,7 @@ class GpuLane:
             reference_gpus=bf16_gpus,
             candidate_gpus=gpus,
         )
-        return SpeedOutcome(
+        outcome = SpeedOutcome(
             cell.scenario or "",
             spec.metric,
             spec.higher_is_better,
@@ -349,15 +437,9 @@ class GpuLane:
             gpus,
             bf16_gpus,
         )
+        return outcome, None
 
 
-def read_figures(path: Path, cell: MatrixCell) -> tuple[list[float], int]:
-    """The BF16 cell's figures and GPU count, as its speed test wrote them in this run directory."""
-    if not path.exists():
-        raise QuantgateError(
-            path,
-            f"no BF16 measurement of {cell.model} on {cell.gpu} for {cell.target} in this run directory; "
-            "select the BF16 cells too",
-        )
-    loaded = load_model(BenchFigures, path, "BF16 speed figures", FIGURES_SCHEMA_VERSION)
-    return list(loaded.figures), loaded.gpus
+def load_speed_reference(path: Path) -> SpeedReference:
+    """A stored BF16 speed reference; any other schema version or a bad field is refused, naming it."""
+    return load_model(SpeedReference, path, "BF16 speed reference", SPEED_REFERENCE_SCHEMA_VERSION)
