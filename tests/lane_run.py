@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,15 @@ def envs_or_skip() -> Envs:
     return envs
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] not in ("Z", "X")
+
+
 def processes_with(marker: str) -> list[str]:
     """Command lines of live processes whose environment carries ``marker`` (the run's tools inherit it)."""
     found = []
@@ -33,8 +46,9 @@ def processes_with(marker: str) -> list[str]:
         if not proc.name.isdigit():
             continue
         try:
-            if marker.encode() in (proc / "environ").read_bytes():
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            if marker.encode() in (proc / "environ").read_bytes() and pid_alive(int(proc.name)):
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{proc.name}: {cmdline.strip()}")
         except OSError:
             continue
     return found
@@ -50,3 +64,49 @@ def copy_lane_project(pytester: pytest.Pytester, plugin: str) -> None:
             shutil.copy(source, pytester.path / name)
     shutil.copy(REPO / "tests" / f"{plugin}.py", pytester.path / f"{plugin}.py")
     pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider -p no:randomly\n")
+
+
+@dataclass(frozen=True)
+class LaneRun:
+    """A finished lane run in a pytester directory: pytest's result, the report's cells and outcomes."""
+
+    result: pytest.RunResult
+    cells: dict[str, Any]
+    outcomes: dict[str, tuple[str, str]]  # test name (without the file) -> (outcome, reason)
+    wall_s: float
+
+
+def run_lane(
+    pytester: pytest.Pytester,
+    plugin: str,
+    select: str,
+    lane_file: Path,
+    envs: Envs,
+    work: Path,
+    timeout: float,
+) -> LaneRun:
+    """``pytest suites -m cpu`` on the ``select``-ed cells with the test plugin ``plugin``, reported to
+    ``work/report``; the tools' environments are ``envs``."""
+    report = work / "report"
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(
+        "suites/test_cpu_lane.py",
+        "-p",
+        plugin,
+        "-m",
+        "cpu",
+        "-k",
+        select,
+        f"--qg-lane={lane_file}",
+        f"--qg-envs={envs.directory}",
+        f"--qg-lane-work={work / 'work'}",
+        f"--qg-report={report}",
+        "--qg-inconclusive=xfail",
+        "-rfEx",
+        timeout=timeout,
+    )
+    wall = time.monotonic() - started
+    cells_file = report / "cells.json"
+    cells = json.loads(cells_file.read_text()) if cells_file.exists() else {"outcomes": {}, "records": []}
+    outcomes = {node.split("::", 1)[1]: (o["outcome"], o["reason"]) for node, o in cells["outcomes"].items()}
+    return LaneRun(result, cells, outcomes, wall)

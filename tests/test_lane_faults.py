@@ -16,13 +16,12 @@ Without them the test is skipped, unless ``QG_REQUIRE_ENVS=1``: then it fails.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with
+from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with, run_lane
 
 
 def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
@@ -42,28 +41,10 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     assert "ttft_ms: 60000" in lane_file.read_text()
     marker = f"QG_FAULT_RUN={uuid.uuid4().hex}"
     monkeypatch.setenv(*marker.split("=", 1))
+    run = run_lane(pytester, "lane_faults", "bf16 or int8 or int4", lane_file, envs, tmp_path, 1500)
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED, run.result.stdout.str()[-3000:]
     report = tmp_path / "report"
-    started = time.monotonic()
-    result = pytester.runpytest_subprocess(
-        "suites/test_cpu_lane.py",
-        "-p",
-        "lane_faults",
-        "-m",
-        "cpu",
-        "-k",
-        "bf16 or int8 or int4",
-        f"--qg-lane={lane_file}",
-        f"--qg-envs={envs.directory}",
-        f"--qg-lane-work={tmp_path / 'work'}",
-        f"--qg-report={report}",
-        "--qg-inconclusive=xfail",
-        "-rfE",
-        timeout=1500,
-    )
-    wall = time.monotonic() - started
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
-    cells = json.loads((report / "cells.json").read_text())
-    by_test = {node.split("::", 1)[1]: (o["outcome"], o["reason"]) for node, o in cells["outcomes"].items()}
+    by_test = run.outcomes
 
     def of(cell: str) -> dict[str, tuple[str, str]]:
         return {test: outcome for test, outcome in by_test.items() if f"[{cell}" in test}
@@ -119,4 +100,4 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     assert "Address already in use" in serve_log or "Errno 98" in serve_log
     time.sleep(1.0)
     assert processes_with(marker) == [], "processes of the run are still alive"
-    print(f"fault run: {wall:.0f} s, {len(by_test)} tests")
+    print(f"fault run: {run.wall_s:.0f} s, {len(by_test)} tests")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from lane_run import pid_alive, processes_with
 
 from quantgate.runners import process as process_module
 from quantgate.runners.process import ToolProcess, run_tool
@@ -79,30 +80,6 @@ def tool():
 def test_runs_until_ended(tool):
     time.sleep(600)
 """
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] not in ("Z", "X")
-
-
-def processes_with(marker: str) -> list[str]:
-    """Live processes whose environment carries ``marker`` (everything the inner run started inherits it)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (proc / "environ").read_bytes() and pid_alive(int(proc.name)):
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{proc.name}: {cmdline.strip()}")
-        except OSError:
-            continue
-    return found
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:

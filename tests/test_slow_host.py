@@ -11,13 +11,12 @@ process of the run is left. Its wall time is printed (a figure, not a check).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with
+from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with, run_lane
 
 pytestmark = pytest.mark.slow
 
@@ -31,28 +30,13 @@ def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green
     monkeypatch.setenv(*marker.split("=", 1))
     monkeypatch.setenv("QG_SLOW_CELLS", "tiny-llama__fp8-w8a8")
     monkeypatch.setenv("QG_SLOW_FACTOR", "30")
-    report = tmp_path / "report"
-    started = time.monotonic()
-    result = pytester.runpytest_subprocess(
-        "suites/test_cpu_lane.py",
-        "-p",
-        "slow_host",
-        "-m",
-        "cpu",
-        "-k",
-        "tiny-llama-bf16 or tiny-llama-fp8",
-        f"--qg-lane={REPO / 'suites' / 'lane' / 'cpu.yaml'}",
-        f"--qg-envs={envs.directory}",
-        f"--qg-lane-work={tmp_path / 'work'}",
-        f"--qg-report={report}",
-        "--qg-inconclusive=xfail",
-        "-rfEx",
-        timeout=1200,
+    lane_file = REPO / "suites" / "lane" / "cpu.yaml"
+    run = run_lane(
+        pytester, "slow_host", "tiny-llama-bf16 or tiny-llama-fp8", lane_file, envs, tmp_path, 1200
     )
-    wall = time.monotonic() - started
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-4000:]
-    cells = json.loads((report / "cells.json").read_text())
-    outcomes = {node.split("::", 1)[1]: (o["outcome"], o["reason"]) for node, o in cells["outcomes"].items()}
+    assert run.result.ret == pytest.ExitCode.OK, run.result.stdout.str()[-4000:]
+    report = tmp_path / "report"
+    cells, outcomes = run.cells, run.outcomes
     fp8 = {test: o for test, o in outcomes.items() if "fp8" in test}
     cut = {test: reason for test, (outcome, reason) in fp8.items() if "cut by the cell budget" in reason}
     assert cut, f"nothing of the slowed cell was cut: {fp8}"
@@ -65,4 +49,4 @@ def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green
     assert {o for o, _ in bf16.values()} <= {"passed", "xfailed"}, bf16
     time.sleep(1.0)
     assert processes_with(marker) == [], "processes of the run are still alive"
-    print(f"slow-host run: {wall:.0f} s; cut: {sorted(cut)}")
+    print(f"slow-host run: {run.wall_s:.0f} s; cut: {sorted(cut)}")

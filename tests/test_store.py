@@ -44,8 +44,8 @@ def test_update_with_other_provenance_says_so(tmp_path: Path) -> None:
 
 def test_comparison_across_provenance_is_refused(tmp_path: Path) -> None:
     with pytest.raises(QuantgateError, match=r"provenance: .*vllm: stored '0.32.0', now '0.33.0'"):
-        check_comparable(tmp_path / "ref.json", reference(), {**PROVENANCE, "vllm": "0.33.0"})
-    check_comparable(tmp_path / "ref.json", reference(), {**PROVENANCE, "seed": "1"})
+        check_comparable(tmp_path / "ref.json", reference().provenance, {**PROVENANCE, "vllm": "0.33.0"})
+    check_comparable(tmp_path / "ref.json", reference().provenance, {**PROVENANCE, "seed": "1"})
 
 
 @pytest.mark.parametrize(

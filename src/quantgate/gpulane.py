@@ -39,7 +39,7 @@ from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load
 from quantgate.runners.bench import BenchRun, BenchWorker
 from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
 from quantgate.runners.serve import ServerSpec, VllmServer
-from quantgate.store import Reference, load_reference, make_reference, provenance_mismatch, save_reference
+from quantgate.store import Reference, check_comparable, load_reference, make_reference, save_reference
 
 MODEL_FILE = ROOT / "fixtures" / "lane" / "lighteval_model.py"
 # Per-scenario loads on a GPU: enough requests for stable figures in about a minute per run.
@@ -221,6 +221,13 @@ class GpuLane:
         """The command that (re)writes the BF16 references a cell of this kind is judged against."""
         return f'pytest suites -m {cell.gpu} -k "{cell.model}-bf16-" --qg-update-baselines'
 
+    def require(self, path: Path, what: str, cell: MatrixCell) -> None:
+        """Fail closed when a reference is missing, naming the command that writes it."""
+        if not path.exists():
+            raise QuantgateError(
+                path, f"no stored {cell.gpu} {what}; write it with: {self.update_command(cell)}"
+            )
+
     def accuracy_provenance(self, cell: MatrixCell) -> dict[str, str]:
         sampling = self.catalog.benchmarks[cell.benchmark or ""].sampling
         return {
@@ -246,33 +253,15 @@ class GpuLane:
                 evaluation = self.worker().run(
                     self.evaluation_job(server, cell, DEFAULT_CAP, REFERENCE_SEED, "reference")
                 )
-            items = [
-                {
-                    "item": item,
-                    "samples": n,
-                    "correct": c,
-                    "output_tokens": evaluation.output_tokens.get(item),
-                }
-                for item, (n, c) in sorted(evaluation.counts.items())
-            ]
             key = {"model": cell.model, "scheme": "bf16", "gpu": cell.gpu, "benchmark": cell.benchmark or ""}
-            reference = make_reference(key, {**current, "samples": str(DEFAULT_CAP)}, items)
+            reference = make_reference(
+                key, {**current, "samples": str(DEFAULT_CAP)}, evaluation.reference_items()
+            )
             return path, reference, save_reference(path, reference)
-        if not path.exists():
-            raise QuantgateError(
-                path,
-                f"no stored {cell.gpu} BF16 reference for {cell.model}/{cell.benchmark}; "
-                f"write it with: {self.update_command(cell)}",
-            )
+        self.require(path, f"BF16 reference for {cell.model}/{cell.benchmark}", cell)
         reference = load_reference(path)
-        differ = provenance_mismatch(reference.provenance, current, keys=GPU_MUST_MATCH)
-        if differ:
-            shown = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
-            raise QuantgateError(
-                path,
-                f"reference provenance differs ({shown}); rewrite it with: {self.update_command(cell)}",
-                "provenance",
-            )
+        fix = f"rewrite it with: {self.update_command(cell)}"
+        check_comparable(path, reference.provenance, current, GPU_MUST_MATCH, fix)
         return path, reference, None
 
     def recovery_decision(self, cell: MatrixCell) -> Decision:
@@ -347,21 +336,10 @@ class GpuLane:
     def speed_reference(self, cell: MatrixCell) -> tuple[list[float], int]:
         """The stored BF16 figures and GPU count of the cell's target, checked against this run."""
         path = self.speed_reference_path(cell)
-        if not path.exists():
-            raise QuantgateError(
-                path,
-                f"no stored {cell.gpu} BF16 speed reference for {cell.model} {cell.target}; "
-                f"write it with: {self.update_command(cell)}",
-            )
+        self.require(path, f"BF16 speed reference for {cell.model} {cell.target}", cell)
         stored = load_speed_reference(path)
-        differ = provenance_mismatch(stored.provenance, self.speed_provenance(cell), keys=SPEED_MUST_MATCH)
-        if differ:
-            shown = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
-            raise QuantgateError(
-                path,
-                f"provenance differs ({shown}); rewrite it with: {self.update_command(cell)}",
-                "provenance",
-            )
+        fix = f"rewrite it with: {self.update_command(cell)}"
+        check_comparable(path, stored.provenance, self.speed_provenance(cell), SPEED_MUST_MATCH, fix)
         return list(stored.figures), stored.gpus
 
     def judge_speed(self, server: VllmServer, cell: MatrixCell) -> tuple[SpeedOutcome, str | None]:

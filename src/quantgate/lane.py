@@ -679,24 +679,15 @@ class Lane:
         current = self.provenance(bf16, acc.reference_samples, seed)
         if self.update_baselines and server is not None:
             evaluation = self.evaluate(server, bf16, acc.reference_samples, seed, "reference")
-            items = [
-                {
-                    "item": item,
-                    "samples": n,
-                    "correct": c,
-                    "output_tokens": evaluation.output_tokens.get(item),
-                }
-                for item, (n, c) in sorted(evaluation.counts.items())
-            ]
             cell = {"model": model, "scheme": "bf16", "gpu": self.spec.gpu, "benchmark": acc.benchmark}
-            reference = make_reference(cell, current, items)
+            reference = make_reference(cell, current, evaluation.reference_items())
             return reference, save_reference(path, reference)
         if not path.exists():
             raise QuantgateError(
                 path, f"no stored {self.spec.gpu} reference for {model}; write one with --qg-update-baselines"
             )
         reference = load_reference(path)
-        check_comparable(path, reference, current)
+        check_comparable(path, reference.provenance, current)
         return reference, None
 
     def recovery_decision(self, model: str, scheme: str) -> Decision:

@@ -143,7 +143,7 @@ class Replay:
         if not path.exists():
             return None
         reference = load_reference(path)
-        check_comparable(path, reference, provenance)
+        check_comparable(path, reference.provenance, provenance)
         return str(path), reference.counts()
 
     # ---- published model-card figures -------------------------------------------------------

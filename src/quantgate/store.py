@@ -118,16 +118,18 @@ def provenance_mismatch(
     }
 
 
-def check_comparable(path: str | Path, stored: Reference, current: Mapping[str, str]) -> None:
-    """Refuse to compare against a reference produced under different conditions."""
-    diff = provenance_mismatch(stored.provenance, current)
+def check_comparable(
+    path: str | Path,
+    stored: Mapping[str, str],
+    current: Mapping[str, str],
+    keys: Iterable[str] = MUST_MATCH,
+    fix: str = "rerun the reference with --qg-update-baselines",
+) -> None:
+    """Refuse to compare against a reference produced under different conditions, naming the keys."""
+    diff = provenance_mismatch(stored, current, keys)
     if diff:
         shown = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise QuantgateError(
-            path,
-            f"reference provenance differs ({shown}); rerun the reference with --qg-update-baselines",
-            "provenance",
-        )
+        raise QuantgateError(path, f"reference provenance differs ({shown}); {fix}", "provenance")
 
 
 def save_reference(path: str | Path, reference: Reference) -> str:

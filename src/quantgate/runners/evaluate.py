@@ -84,6 +84,13 @@ class Evaluation:
     results: Path
     seconds: float
 
+    def reference_items(self) -> list[dict[str, object]]:
+        """The per-item records a stored reference keeps (``quantgate.store``), in item order."""
+        return [
+            {"item": item, "samples": n, "correct": c, "output_tokens": self.output_tokens.get(item)}
+            for item, (n, c) in sorted(self.counts.items())
+        ]
+
 
 class LightevalWorker(JobWorker):
     """The eval environment's lighteval, kept running between jobs (``drivers/lighteval_worker.py``)."""
