@@ -57,3 +57,26 @@ def test_bad_declaration_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().err == (
         "quantgate: GPU inventory: b200:2: unknown GPU kind 'b200'; known: a6000, a100, h100, h200, l40s\n"
     )
+
+
+def test_a_runner_that_expects_gpus_fails_when_nvml_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([], fail="Driver Not Loaded"))
+    assert main(["gpus", "--expect", "h100:8"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "quantgate gpus: --expect h100:8: 8x h100 expected, 0 visible from NVML: "
+        "cannot initialise: Driver Not Loaded\n"
+    )
+
+
+def test_a_runner_with_fewer_gpus_than_expected_fails_and_one_with_enough_passes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([H100, H100]))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert main(["gpus", "--expect", "h100:8"]) == 1
+    assert "8x h100 expected, 2 visible from NVML" in capsys.readouterr().err
+    assert main(["gpus", "--expect", "h100:2"]) == 0
+    assert main(["gpus", "--expect", "nonsense:2"]) == 2

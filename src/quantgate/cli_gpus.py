@@ -19,6 +19,7 @@ from quantgate.catalog import Catalog, load_catalog
 from quantgate.gpus import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
 
 EXIT_OK = 0
+EXIT_MISSING = 1
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -36,13 +37,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SPEC",
         help="plan for this inventory instead of asking NVML, e.g. h100:8,a6000:4",
     )
+    parser.add_argument(
+        "--expect",
+        metavar="KIND:N",
+        help="a GPU runner's check: exit 1 with the reason unless NVML shows at least N GPUs of KIND",
+    )
     parser.add_argument("--json", action="store_true", help="print the inventory and fit as JSON")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the inventory (and fit); 0, or (through ``quantgate.cli``) 2 on a bad ``--declare``."""
+    """Print the inventory (and fit); 0, 1 when ``--expect`` is not met (NVML unreadable included), or
+    (through ``quantgate.cli``) 2 on a bad ``--declare``/``--expect``."""
     catalog = load_catalog()
     if args.declare is not None:
         inventory = declared_inventory(args.declare, catalog, source=f"--declare {args.declare}")
@@ -55,12 +62,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"inventory": inventory.as_dict(), "fit": rows}, sys.stdout, indent=1)
         sys.stdout.write("\n")
-        return EXIT_OK
-    _print_inventory(inventory, sys.stdout)
-    if rows:
-        sys.stdout.write("\n")
-        _write_rows(_fit_table(rows), sys.stdout)
+    else:
+        _print_inventory(inventory, sys.stdout)
+        if rows:
+            sys.stdout.write("\n")
+            _write_rows(_fit_table(rows), sys.stdout)
+    if args.expect is not None:
+        missing = unmet_expectation(args.expect, catalog, inventory)
+        if missing:
+            sys.stderr.write(f"quantgate gpus: --expect {args.expect}: {missing}\n")
+            return EXIT_MISSING
     return EXIT_OK
+
+
+def unmet_expectation(spec: str, catalog: Catalog, inventory: Inventory) -> str | None:
+    """Why ``inventory`` does not hold what ``KIND:N`` expects, or ``None`` when it does."""
+    expected = declared_inventory(spec, catalog, source=f"--expect {spec}")
+    for kind in sorted({d.kind for d in expected.devices if d.kind is not None}):
+        need, have = expected.count(kind), inventory.count(kind)
+        if have < need:
+            why = f": {inventory.note}" if inventory.note else ""
+            return f"{need}x {kind} expected, {have} visible from {inventory.source}{why}"
+    return None
 
 
 def fit_rows(catalog: Catalog, inventory: Inventory) -> list[dict[str, Any]]:
