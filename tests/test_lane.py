@@ -319,3 +319,20 @@ def test_the_report_names_verdicts_that_changed_since_the_last_run(tmp_path: Pat
     assert "- accuracy a: pass → fail (1.000 → 0.900)" in text
     assert "- accuracy b: not in this run" in text
     assert "- accuracy c: new" in text
+
+
+def test_an_unknown_device_kind_is_blamed_on_the_lane_file(tmp_path: Path) -> None:
+    """Found by the loader fuzz: ``gpu: ''`` was refused naming the catalog's gpus.yaml."""
+    import yaml
+
+    from quantgate.lane import load_lane
+
+    document = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "suites" / "lane" / "cpu.yaml").read_text()
+    )
+    document["gpu"] = ""
+    path = tmp_path / "lane.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(QuantgateError) as caught:
+        load_lane(path)
+    assert (caught.value.source, caught.value.where) == (str(path), "gpu")

@@ -161,7 +161,9 @@ def load_lane(path: str | Path = DEFAULT_LANE, catalog: Catalog | None = None) -
             raise QuantgateError(path, f"scheme {scheme!r} is listed twice", f"schemes[{index}]")
     if "bf16" not in spec.schemes:
         raise QuantgateError(path, "must include bf16, the reference of every other scheme", "schemes")
-    catalog.gpu(spec.gpu)
+    if spec.gpu not in catalog.gpus:
+        known = ", ".join(catalog.gpus)
+        raise QuantgateError(path, f"unknown device kind {spec.gpu!r}; known: {known}", "gpu")
     return spec
 
 
