@@ -33,7 +33,14 @@ from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
 from quantgate.gpus import Lease, estimate_cell_seconds
 from quantgate.judge import DEFAULT_CAP, Verdict, judge_speedup
-from quantgate.lane import ROOT, Envs, SpeedOutcome, judge_sequentially, scenario_figures
+from quantgate.lane import (
+    REFERENCE_SEED_OFFSET,
+    ROOT,
+    Envs,
+    SpeedOutcome,
+    judge_sequentially,
+    scenario_figures,
+)
 from quantgate.matrix import MatrixCell, served_models
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 from quantgate.runners.bench import BenchRun, BenchWorker
@@ -62,7 +69,6 @@ TIMEOUT_FACTOR = 3.0
 TIMEOUT_SLACK_S = 600.0
 TIMEOUT_FLOOR_S = 900.0
 SPEED_REFERENCE_SCHEMA_VERSION = 1
-REFERENCE_SEED = 100_000
 GPU_MUST_MATCH = ("model_repo", "temperature", "top_p", "max_tokens", "vllm", "lighteval")
 SPEED_MUST_MATCH = ("model_repo", "gpu", "scenario", "workload", "load", "vllm")
 
@@ -251,7 +257,7 @@ class GpuLane:
         if self.update_baselines and server is not None and cell.scheme == "bf16":
             with server.in_use("reference evaluation"):
                 evaluation = self.worker().run(
-                    self.evaluation_job(server, cell, DEFAULT_CAP, REFERENCE_SEED, "reference")
+                    self.evaluation_job(server, cell, DEFAULT_CAP, REFERENCE_SEED_OFFSET, "reference")
                 )
             key = {"model": cell.model, "scheme": "bf16", "gpu": cell.gpu, "benchmark": cell.benchmark or ""}
             reference = make_reference(

@@ -473,6 +473,7 @@ class Lane:
     _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
     _bench_failed: dict[str, Exception] = field(default_factory=dict)
     _rates: dict[str, Rate] = field(default_factory=dict)
+    _items: list[dict[str, str]] | None = None
     speed_cuts: dict[str, Cut] = field(default_factory=dict)
     progress: Callable[[str], None] = field(default=lambda line: None)
 
@@ -591,7 +592,12 @@ class Lane:
             self._bench_worker.stop()
 
     def items(self) -> list[dict[str, str]]:
-        """The evaluation items (id, question, answer) in the file's (shuffled) order."""
+        """The evaluation items (id, question, answer) in the file's (shuffled) order, read once."""
+        if self._items is None:
+            self._items = self._read_items()
+        return self._items
+
+    def _read_items(self) -> list[dict[str, str]]:
         path = self.path(self.spec.accuracy.items)
         rows = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -742,8 +748,9 @@ class Lane:
         reference, note = self.reference(checkpoint.model, server if checkpoint.scheme == "bf16" else None)
         decision = self.recovery_decision(checkpoint.model, checkpoint.scheme)
         reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
+        reference_counts = reference.counts()
         # lighteval names an item by its row in the task data, so the first N rows keep their names.
-        order = [str(row) for row in range(len(self.items())) if str(row) in reference.counts()]
+        order = [str(row) for row in range(len(self.items())) if str(row) in reference_counts]
         rate = self.rate(server, checkpoint)
         size = size_first_look(
             len(order),
@@ -758,7 +765,7 @@ class Lane:
             assert size.cut is not None
             raise OverBudget(size.cut)
         chosen = set(order[: size.items])
-        reference_counts = {k: v for k, v in reference.counts().items() if k in chosen}
+        chosen_counts = {k: v for k, v in reference_counts.items() if k in chosen}
         cuts: list[Cut] = [size.cut] if size.cut else []
         started = time.monotonic()
 
@@ -794,7 +801,7 @@ class Lane:
 
         verdict, looks, counts = judge_sequentially(
             look,
-            reference_counts,
+            chosen_counts,
             decision.floor,
             acc.first_samples,
             self.reference_path(checkpoint.model),
@@ -935,9 +942,9 @@ class Lane:
         if checkpoint.scheme == "bf16":
             return SpeedOutcome(scenario, spec.metric, spec.higher_is_better, mine, mine, None, None, runs)
         reference = measured.get(f"{checkpoint.model}__bf16")
-        bf16_cut = self.speed_cuts.get(f"{checkpoint.model}__bf16")
-        if reference is None and bf16_cut is not None and f"{checkpoint.model}__bf16" in self._bench_failed:
-            raise OverBudget(Cut("speed not judged", f"BF16 speed was not measured ({bf16_cut})"))
+        bf16_failure = self._bench_failed.get(f"{checkpoint.model}__bf16")
+        if reference is None and isinstance(bf16_failure, OverBudget):
+            raise OverBudget(Cut("speed not judged", f"BF16 speed was not measured ({bf16_failure.cut})"))
         if reference is None:
             raise QuantgateError(
                 self.reference_path(checkpoint.model),

@@ -18,9 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from quantgate.runners.process import ToolError
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from quantgate.runners.process import NO_PROXY, ToolError
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Rate:
 
 
 def _generate(
-    base_url: str, served_name: str, prompt: str, n: int, max_tokens: int, timeout: float, api_key: str | None
+    base_url: str, served_name: str, prompt: str, n: int, max_tokens: int, timeout: float
 ) -> tuple[int, float] | None:
     """Generated tokens and seconds of one request; ``None`` when it outlived ``timeout``."""
     body = {
@@ -58,15 +56,15 @@ def _generate(
         "seed": 0,
         "ignore_eos": True,
     }
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
-        base_url + "/v1/completions", data=json.dumps(body).encode(), headers=headers, method="POST"
+        base_url + "/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     started = time.monotonic()
     try:
-        with _NO_PROXY.open(request, timeout=timeout) as response:
+        with NO_PROXY.open(request, timeout=timeout) as response:
             answer = json.loads(response.read())
     except TimeoutError:
         return None
@@ -92,28 +90,26 @@ def measure_rate(
     streams: int,
     max_tokens: int = 32,
     timeout: float = 30.0,
-    api_key: str | None = None,
 ) -> Rate:
     """The server's generation rates now (see the module docstring).
 
     Two short requests go first and are not measured, one alone and one with ``streams`` sequences:
-    a fresh server compiles kernels for each new batch shape (oneDNN on CPU), and its first requests
-    ran 10-15x slower than the same requests a moment later.
+    a fresh server sets up its kernels for each new batch shape on first use.
     """
     started = time.monotonic()
 
     def bounded(single_tps: float, batch_tps: float) -> Rate:
         return Rate(single_tps, batch_tps, streams, time.monotonic() - started, bounded=True)
 
-    if _generate(base_url, served_name, prompt, 1, 4, timeout, api_key) is None:
+    if _generate(base_url, served_name, prompt, 1, 4, timeout) is None:
         return bounded(4 / timeout, streams * 4 / timeout)
-    if _generate(base_url, served_name, prompt, streams, 4, timeout, api_key) is None:
+    if _generate(base_url, served_name, prompt, streams, 4, timeout) is None:
         return bounded(4 / timeout, streams * 4 / timeout)
-    single = _generate(base_url, served_name, prompt, 1, max_tokens, timeout, api_key)
+    single = _generate(base_url, served_name, prompt, 1, max_tokens, timeout)
     if single is None:
         return bounded(max_tokens / timeout, streams * max_tokens / timeout)
     single_tps = single[0] / max(single[1], 1e-6)
-    batch = _generate(base_url, served_name, prompt, streams, max_tokens // 2, timeout, api_key)
+    batch = _generate(base_url, served_name, prompt, streams, max_tokens // 2, timeout)
     if batch is None:
         return bounded(single_tps, streams * (max_tokens // 2) / timeout)
     return Rate(single_tps, batch[0] / max(batch[1], 1e-6), streams, time.monotonic() - started)

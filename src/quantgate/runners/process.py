@@ -37,7 +37,7 @@ LOG_TAIL_LINES = 40
 WATCHDOG_GRACE_S = 10.0
 _PDEATHSIG = ("--pdeathsig", "KILL", "--")
 # Readiness probes go straight to loopback, never through a proxy from the environment.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ToolError(RuntimeError):
@@ -329,7 +329,7 @@ def wait_until_ready(process: ToolProcess, url: str, timeout: float, poll: float
                 process.tool, f"exited with status {process.popen.returncode} before ready", process.log_path
             )
         try:
-            with _NO_PROXY.open(url, timeout=2.0) as response:
+            with NO_PROXY.open(url, timeout=2.0) as response:
                 if response.status == 200:
                     return time.monotonic() - process.started
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
