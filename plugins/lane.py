@@ -55,14 +55,14 @@ class LaneSession:
     gpu_lane: Any = None
     error: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
-    accuracy: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[tuple[str, str], Any] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     server_starts: dict[str, list[float]] = field(default_factory=dict)
     selected_cells: list[tuple[str, str]] = field(default_factory=list)
-    accuracy_cuts: dict[str, str] = field(default_factory=dict)
+    accuracy_cuts: dict[tuple[str, str], str] = field(default_factory=dict)
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     current: pytest.Item | None = None
@@ -233,7 +233,18 @@ def lane_session(config: pytest.Config) -> LaneSession:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = lane_session(metafunc.config)
-    if "qg_served" in metafunc.fixturenames:
+    if "qg_served" in metafunc.fixturenames and "qg_benchmark" in metafunc.fixturenames:
+        from quantgate.lane import accuracy_cells
+
+        pairs = accuracy_cells(session.spec())
+        metafunc.parametrize(
+            ("qg_served", "qg_benchmark"),
+            pairs,
+            indirect=["qg_served"],
+            scope="session",
+            ids=[f"{m}-{s}-{b}" for (m, s), b in pairs],
+        )
+    elif "qg_served" in metafunc.fixturenames:
         from quantgate.lane import lane_cells
 
         cells = lane_cells(session.spec())
@@ -244,15 +255,53 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("qg_scenario", list(session.spec().speed.scenarios))
 
 
+# Within a served model: its quantization check, then per benchmark its accuracy and output length,
+# then its speed scenarios.
+TEST_ORDER = ("test_quantization", "test_accuracy", "test_output_length", "test_speed")
+
+
+def _served_param(item: pytest.Item) -> tuple[str, str] | None:
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("qg_served") if callspec is not None else None
+    return None if cell is None else (str(cell[0]), str(cell[1]))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Remember which cells the selection serves, so that only those are quantized ahead."""
-    cells = lane_session(config).selected_cells
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        cell = callspec.params.get("qg_served") if callspec is not None else None
-        if cell is not None and tuple(cell) not in cells:
-            cells.append(tuple(cell))
+    """Run each served model's tests together, BF16 first (its speed is the others' reference), and
+    remember which cells the selection serves, so that only those are quantized ahead.
+
+    pytest's own reordering groups session-scoped parameters one at a time; with a served model and
+    a benchmark among one test's parameters it interleaves the cells, so that servers would restart
+    and BF16 speed would come last.
+    """
+    slots = [index for index, item in enumerate(items) if _served_param(item) is not None]
+    if not slots:
+        return
+    spec = lane_session(config).spec()
+    from quantgate.lane import lane_cells
+
+    cells = lane_cells(spec)
+
+    def order(slot: int) -> tuple[int, int, int, int]:
+        item = items[slot]
+        cell = _served_param(item)
+        assert cell is not None
+        benchmarks = spec.models[cell[0]].benchmarks
+        benchmark = item.callspec.params.get("qg_benchmark")  # type: ignore[attr-defined]
+        name = getattr(item, "originalname", item.name)
+        test = TEST_ORDER.index(name) if name in TEST_ORDER else len(TEST_ORDER)
+        phase = 0 if test == 0 else 1 if benchmark is not None else 2
+        return (cells.index(cell), phase, benchmarks.index(benchmark) if benchmark in benchmarks else 0, test)
+
+    ordered = [items[slot] for slot in sorted(slots, key=lambda slot: (order(slot), slot))]
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
+    selected = lane_session(config).selected_cells
+    for item in ordered:
+        cell = _served_param(item)
+        if cell is not None and cell not in selected:
+            selected.append(cell)
 
 
 @pytest.fixture(scope="session")

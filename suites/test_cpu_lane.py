@@ -34,17 +34,18 @@ def test_quantization(qg_served: Served, qg_lane_session: LaneSession) -> None:
 
 
 @pytest.mark.accuracy
-def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
+def test_accuracy(qg_served: Served, qg_benchmark: str, qg_lane_session: LaneSession) -> None:
     """Recovery against the stored BF16 reference, paired per item, topped up while inconclusive."""
     lane = qg_lane_session.get_lane()
     checkpoint = qg_served.checkpoint
-    cell = f"{checkpoint.model}-{checkpoint.scheme}"
+    cell = f"{checkpoint.model}-{checkpoint.scheme}-{qg_benchmark}"
+    key = (checkpoint.served_name, qg_benchmark)
     try:
-        outcome = lane.judge_accuracy(qg_served.server, checkpoint)
+        outcome = lane.judge_accuracy(qg_served.server, checkpoint, qg_benchmark)
     except OverBudget as cut:
-        qg_lane_session.accuracy_cuts[checkpoint.served_name] = str(cut.cut)
-        over_budget(qg_lane_session, cell, "accuracy", checkpoint, str(cut.cut))
-    qg_lane_session.accuracy[checkpoint.served_name] = outcome
+        qg_lane_session.accuracy_cuts[key] = str(cut.cut)
+        over_budget(qg_lane_session, cell, "accuracy", checkpoint, str(cut.cut), benchmark=qg_benchmark)
+    qg_lane_session.accuracy[key] = outcome
     if outcome.reference_note:
         qg_lane_session.reference_written(outcome.reference_note)
     qg_lane_session.record(
@@ -52,7 +53,7 @@ def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
         kind="accuracy",
         model=checkpoint.model,
         scheme=checkpoint.scheme,
-        benchmark=lane.spec.accuracy.benchmark,
+        benchmark=qg_benchmark,
         verdict=outcome.verdict.verdict,
         gating=outcome.decision.gating,
         rule=outcome.decision.rule_id,
@@ -72,6 +73,8 @@ def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
         tokens_per_solved=outcome.tokens_per_solved,
         seconds_per_solved=outcome.seconds_per_solved,
         cuts=[str(c) for c in outcome.cuts],
+        answers=outcome.answers,
+        cut_answers=outcome.cut_answers,
     )
     detail = outcome.verdict.detail
     if outcome.cuts:
@@ -81,15 +84,17 @@ def test_accuracy(qg_served: Served, qg_lane_session: LaneSession) -> None:
 
 
 @pytest.mark.speed
-def test_output_length(qg_served: Served, qg_lane_session: LaneSession) -> None:
+def test_output_length(qg_served: Served, qg_benchmark: str, qg_lane_session: LaneSession) -> None:
     """Reasoning-aware speed: answers as long as the reference's, within the lane's range."""
     checkpoint = qg_served.checkpoint
-    outcome = qg_lane_session.accuracy.get(checkpoint.served_name)
-    cut = qg_lane_session.accuracy_cuts.get(checkpoint.served_name)
+    key = (checkpoint.served_name, qg_benchmark)
+    outcome = qg_lane_session.accuracy.get(key)
+    cut = qg_lane_session.accuracy_cuts.get(key)
+    cell = f"{checkpoint.served_name} {qg_benchmark}"
     if outcome is None and cut is not None:
-        pytest.xfail(f"{checkpoint.served_name}: informational: no accuracy run, {cut}")
+        pytest.xfail(f"{cell}: informational: no accuracy run, {cut}")
     if outcome is None:
-        pytest.fail(f"{checkpoint.served_name}: no accuracy run of this cell in the session (fail closed)")
+        pytest.fail(f"{cell}: no accuracy run of this cell in the session (fail closed)")
     low, high = qg_lane_session.get_lane().spec.accuracy.output_length
     ratio = outcome.length_ratio
     assert ratio is not None, "lighteval recorded no output token counts"

@@ -130,10 +130,17 @@ def pytest_configure(config: pytest.Config) -> None:
     real_evaluate = lane.Lane.evaluate
 
     def evaluate_with_faults(
-        self: Any, server: Any, checkpoint: Any, samples: int, seed: int, tag: str, **kwargs: Any
+        self: Any,
+        server: Any,
+        checkpoint: Any,
+        benchmark: str,
+        samples: int,
+        seed: int,
+        tag: str,
+        **kwargs: Any,
     ) -> Any:
         return _run_with_faults(
-            lambda: real_evaluate(self, server, checkpoint, samples, seed, tag, **kwargs),
+            lambda: real_evaluate(self, server, checkpoint, benchmark, samples, seed, tag, **kwargs),
             self.worker(),
             server,
             checkpoint.served_name,

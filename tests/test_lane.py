@@ -34,7 +34,17 @@ def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
         pytest.param(lambda d: d.update(schemes=["fp8-w8a8"]), "schemes", id="no-bf16"),
         pytest.param(lambda d: d.update(schemes=["bf16", "int3"]), "schemes", id="unknown-scheme"),
         pytest.param(lambda d: d.update(schemes=["bf16", "bf16"]), "schemes[1]", id="twice"),
-        pytest.param(lambda d: d["accuracy"].update(top_p=1.5), "accuracy.top_p", id="top-p"),
+        pytest.param(lambda d: d["accuracy"].update(max_tokens=0), "accuracy.max_tokens", id="max-tokens"),
+        pytest.param(
+            lambda d: d["models"]["tiny-llama"].update(benchmarks=["aime24", "mmlu"]),
+            "models.tiny-llama.benchmarks[1]",
+            id="deterministic-benchmark",
+        ),
+        pytest.param(
+            lambda d: d["models"]["tiny-qwen2"].update(benchmarks=[]),
+            "models.tiny-qwen2.benchmarks",
+            id="none",
+        ),
         pytest.param(
             lambda d: d["models"]["tiny-llama"].update(family="gpt"), "models.tiny-llama.family", id="family"
         ),
@@ -209,6 +219,7 @@ def test_the_report_has_every_cell_and_the_coverage(tmp_path: Path) -> None:
             "kind": "accuracy",
             "model": "m",
             "scheme": "int8-w8a8",
+            "benchmark": "aime24",
             "verdict": "fail",
             "gating": True,
             "rule": "int8-small",
@@ -228,8 +239,9 @@ def test_the_report_has_every_cell_and_the_coverage(tmp_path: Path) -> None:
     }
     written = write_report(tmp_path, records, outcomes, None, {"m-bf16": [18.0]}, 12.0, {"lane": "cpu"})
     text = written.markdown.read_text()
-    row = "| m | int8-w8a8 | 0.500 | 0.700 | 0.714 [0.690, 0.740] | 0.97 (int8-small) | 8→4→8 (20/item) |"
-    assert row + " – | – | **fail** |" in text
+    row = "| m | int8-w8a8 | aime24 | 0.500 | 0.700 | 0.714 [0.690, 0.740] | 0.97 (int8-small) |"
+    row += " 8→4→8 (20/item) |"
+    assert row + " – | – | – | **fail** |" in text
     assert "1 error, 1 failed" in text
     assert "ToolError: vllm bench" in text
     assert "| m-bf16 | reused | 1 | 18.0 |" in text
@@ -272,6 +284,7 @@ def test_the_terminal_summary_names_recovery_and_output_length() -> None:
             "kind": "accuracy",
             "model": "m",
             "scheme": "s",
+            "benchmark": "b",
             "verdict": "pass",
             "score": 0.7,
             "reference_score": 0.7,
@@ -290,7 +303,7 @@ def test_the_terminal_summary_names_recovery_and_output_length() -> None:
         written = write_report(Path(directory), records, {}, None, {}, 1.0, {})
     assert (
         written.summary_lines[0]
-        == "m s: pass@1 0.700 vs 0.700, recovery 1.000 [0.990, 1.010], length x1.050, pass"
+        == "m s b: pass@1 0.700 vs 0.700, recovery 1.000 [0.990, 1.010], length x1.050, pass"
     )
 
 

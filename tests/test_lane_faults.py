@@ -38,7 +38,7 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     lane_file.write_text(
         lane_text.replace("repeats: 3", "repeats: 2")
         .replace("{ttft_ms: 500, tpot_ms: 50}", "{ttft_ms: 60000, tpot_ms: 10000}")
-        .replace("accuracy_s: 120", "accuracy_s: 100000")
+        .replace("accuracy_s: 40", "accuracy_s: 100000")
         .replace("speed_s: 60", "speed_s: 100000")
     )
     for edited in ("repeats: 2", "ttft_ms: 60000", "accuracy_s: 100000", "speed_s: 100000"):
@@ -53,20 +53,23 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     def of(cell: str) -> dict[str, tuple[str, str]]:
         return {test: outcome for test, outcome in by_test.items() if f"[{cell}" in test}
 
-    assert len(by_test) == 6 * 6, sorted(by_test)
+    assert len(by_test) == 3 * 6 + 3 * 8, sorted(by_test)
     healthy = of("tiny-llama-bf16")
     assert len(healthy) == 6
     assert {o for o, _ in healthy.values()} <= {"passed", "xfailed"}, healthy
 
     killed = "vllm server (tiny-llama__int8-w8a8): exited with status -9"
     assert by_test["test_quantization[tiny-llama-int8-w8a8]"][0] == "passed"
-    assert by_test["test_accuracy[tiny-llama-int8-w8a8]"] == ("failed", f"{killed} during evaluation look0")
-    assert by_test["test_output_length[tiny-llama-int8-w8a8]"][0] == "failed"
+    assert by_test["test_accuracy[tiny-llama-int8-w8a8-gpqa_diamond]"] == (
+        "failed",
+        f"{killed} during evaluation look0",
+    )
+    assert by_test["test_output_length[tiny-llama-int8-w8a8-gpqa_diamond]"][0] == "failed"
     for scenario in ("single-stream", "multi-stream", "server"):
         after = by_test[f"test_speed[tiny-llama-int8-w8a8-{scenario}]"]
         assert after == ("failed", f"{killed} before vllm bench serve")
 
-    worker = by_test["test_accuracy[tiny-llama-int4-w4a16]"]
+    worker = by_test["test_accuracy[tiny-llama-int4-w4a16-gpqa_diamond]"]
     assert worker[0] == "failed"
     assert "the lighteval worker exited with status -9" in worker[1], worker
     bench_kill = by_test["test_speed[tiny-llama-int4-w4a16-single-stream]"]
@@ -75,9 +78,10 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
         "vllm server (tiny-llama__int4-w4a16): exited with status -9 during vllm bench serve",
     )
 
-    details = by_test["test_accuracy[tiny-qwen2-int4-w4a16]"]
-    assert details[0] == "failed"
-    assert ".parquet" in details[1], details
+    for benchmark in ("aime24", "math_500"):
+        details = by_test[f"test_accuracy[tiny-qwen2-int4-w4a16-{benchmark}]"]
+        assert details[0] == "failed"
+        assert ".parquet" in details[1], details
     for scenario in ("single-stream", "multi-stream", "server"):
         truncated = by_test[f"test_speed[tiny-qwen2-int4-w4a16-{scenario}]"]
         assert truncated[0] == "failed"
@@ -85,8 +89,11 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     assert by_test["test_quantization[tiny-qwen2-int4-w4a16]"][0] == "passed"
 
     bench_worker = of("tiny-qwen2-int8-w8a8")
-    for test in ("test_quantization", "test_accuracy", "test_output_length"):
-        assert bench_worker[f"{test}[tiny-qwen2-int8-w8a8]"][0] in ("passed", "xfailed"), bench_worker
+    assert bench_worker["test_quantization[tiny-qwen2-int8-w8a8]"][0] == "passed", bench_worker
+    for test in ("test_accuracy", "test_output_length"):
+        for benchmark in ("aime24", "math_500"):
+            outcome = bench_worker[f"{test}[tiny-qwen2-int8-w8a8-{benchmark}]"][0]
+            assert outcome in ("passed", "xfailed"), bench_worker
     for scenario in ("single-stream", "multi-stream", "server"):
         outcome, reason = bench_worker[f"test_speed[tiny-qwen2-int8-w8a8-{scenario}]"]
         assert outcome == "failed"

@@ -24,10 +24,23 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_cpu_selects_one_test_per_cell_and_scenario_bf16_first(project: pytest.Pytester) -> None:
     result = project.runpytest("suites", "-m", "cpu", "--collect-only", "-q")
     ids = [line for line in result.outlines if "test_cpu_lane.py::" in line]
-    assert len(ids) == 8 * (3 + 3)
-    served = [line.split("[", 1)[1].split("]")[0] for line in ids if "::test_accuracy[" in line]
-    assert served[0] == "tiny-llama-bf16"
-    assert served.index("tiny-qwen2-bf16") < served.index("tiny-qwen2-int8-w8a8")
+    # per served model: quantization and 3 scenarios; per accuracy cell (llama: gpqa_diamond, qwen2:
+    # aime24 and math_500, 4 schemes each): accuracy and output length
+    assert len(ids) == 8 * (1 + 3) + 4 * 3 * 2
+    cells = [line.split("[", 1)[1].split("]")[0] for line in ids if "::test_accuracy[" in line]
+    assert cells[0] == "tiny-llama-bf16-gpqa_diamond"
+    assert cells.index("tiny-qwen2-bf16-aime24") < cells.index("tiny-qwen2-bf16-math_500")
+    assert cells.index("tiny-qwen2-bf16-math_500") < cells.index("tiny-qwen2-int8-w8a8-aime24")
+    tests = [line.split("::", 1)[1] for line in ids]
+    assert tests[: 1 + 2 + 3] == [
+        "test_quantization[tiny-llama-bf16]",
+        "test_accuracy[tiny-llama-bf16-gpqa_diamond]",
+        "test_output_length[tiny-llama-bf16-gpqa_diamond]",
+        "test_speed[tiny-llama-bf16-single-stream]",
+        "test_speed[tiny-llama-bf16-multi-stream]",
+        "test_speed[tiny-llama-bf16-server]",
+    ], "a served model's tests run together, BF16 first"
+    assert {cell.rsplit("-", 1)[1] for cell in cells} == {"aime24", "math_500", "gpqa_diamond"}
 
 
 def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report(
@@ -60,10 +73,12 @@ def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report
 
 def test_a_bad_lane_file_stops_collection_naming_it(project: pytest.Pytester, tmp_path: Path) -> None:
     lane = tmp_path / "lane.yaml"
-    lane.write_text((REPO / "suites" / "lane" / "cpu.yaml").read_text().replace("top_p: 0.95", "top_p: 2"))
+    lane.write_text(
+        (REPO / "suites" / "lane" / "cpu.yaml").read_text().replace("max_tokens: 40", "max_tokens: 0")
+    )
     result = project.runpytest("suites", "-m", "cpu", f"--qg-lane={lane}", "--collect-only")
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines([f"*UsageError: quantgate: {lane}: accuracy.top_p*"])
+    result.stdout.fnmatch_lines([f"*UsageError: quantgate: {lane}: accuracy.max_tokens*"])
 
 
 def test_h100_selects_exactly_the_h100_cells_of_the_matrix_suite(project: pytest.Pytester) -> None:

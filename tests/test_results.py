@@ -909,3 +909,48 @@ def test_random_bytes_raise_only_quantgate_error(scratch: Path, prefix: bytes, b
     path = scratch / "random.bin"
     path.write_bytes(prefix + body)
     read_or_quantgate_error(path)
+
+
+def test_answers_cut_at_the_length_limit_are_counted_per_item_from_a_real_run(tmp_path: Path) -> None:
+    from quantgate.runners.evaluate import EvalJob, read_evaluation
+
+    recorded = Path(__file__).parent / "data" / "lighteval-cut"
+    (details,) = recorded.glob("details_*.parquet")
+    (gpqa,) = [r for r in read_result(details).accuracy if r.metric == "gpqa_pass@k:k=1"]
+    lengths = {i.item: i.output_lengths for i in gpqa.items or ()}
+    assert lengths == {
+        "0": (12,) * 4,
+        "1": (12,) * 4,
+        "2": (11,) * 4,
+        "3": (12,) * 4,
+        "4": (11,) * 4,
+        "5": (12,) * 4,
+    }
+    out = tmp_path / "run"
+    (out / "details").mkdir(parents=True)
+    (out / "results").mkdir()
+    shutil.copy(details, out / "details" / details.name)
+    shutil.copy(next(recorded.glob("results_*.json")), out / "results")
+
+    def job(max_tokens: int) -> EvalJob:
+        return EvalJob(
+            "http://127.0.0.1:9",
+            "m",
+            Path("t"),
+            None,
+            "gpqa:diamond",
+            Path("m.py"),
+            None,
+            4,
+            0,
+            0.6,
+            0.95,
+            max_tokens,
+            out,
+            metric_name="gpqa_pass@k:k=1",
+        )
+
+    at_limit = read_evaluation(job(12), 1.0)
+    assert at_limit.cut == {"0": 4, "1": 4, "2": 0, "3": 4, "4": 0, "5": 4}
+    assert at_limit.cut_answers == 16
+    assert read_evaluation(job(32), 1.0).cut_answers == 0

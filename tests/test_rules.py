@@ -33,8 +33,9 @@ def accuracy_cells() -> list[AccuracyCellKey]:
             CATALOG.models.items(), [s for s in CATALOG.schemes if s != "bf16"], CATALOG.benchmarks.items()
         )
     ] + [
-        AccuracyCellKey(m, spec.params_b, s, lane.accuracy.benchmark, spec.family)
+        AccuracyCellKey(m, spec.params_b, s, b, spec.family)
         for (m, spec), s in itertools.product(lane.models.items(), lane.schemes)
+        for b in spec.benchmarks
     ]
 
 
@@ -60,13 +61,14 @@ def test_every_cell_is_decided_by_exactly_one_rule() -> None:
     assert used == {r.id for r in rules.recovery} | {r.id for r in rules.speedup}, "a rule decides no cell"
 
 
-def test_rule_selectors_name_catalog_keys() -> None:
+def test_rule_selectors_name_catalog_and_lane_keys() -> None:
+    lane = load_lane()
     check_known_keys(
         load_rules(),
         schemes=CATALOG.schemes,
-        models=CATALOG.models,
+        models=[*CATALOG.models, *lane.models],
         benchmarks=CATALOG.benchmarks,
-        families={b.family for b in CATALOG.benchmarks.values()},
+        families={b.family for b in CATALOG.benchmarks.values()} | {m.family for m in lane.models.values()},
         gpus=CATALOG.gpus,
         scenarios=CATALOG.scenarios,
         workloads=CATALOG.workloads,
@@ -155,7 +157,7 @@ def test_unknown_selector_value_is_refused(tmp_path: Path) -> None:
         check_known_keys(
             load_rules(path),
             schemes=CATALOG.schemes,
-            models=CATALOG.models,
+            models=[*CATALOG.models, *load_lane().models],
             benchmarks=CATALOG.benchmarks,
             families={b.family for b in CATALOG.benchmarks.values()},
             gpus=CATALOG.gpus,

@@ -1,11 +1,12 @@
 """The committed tiny models are what their seeded builder makes: rebuild both and check them.
 
-``build.py --check`` compares what does not depend on floating point byte for byte (``items.jsonl``,
-``calibration.jsonl``, and per model ``config.json``, ``generation_config.json`` and the tokenizer files)
-and the weights by behaviour, not by bytes: their bytes depend on the CPU kernels that torch, MKL and
-oneDNN pick for the host's instruction set. On one AVX-512/AMX host, five llama rebuilds under different
-kernel settings (``ATEN_CPU_CAPABILITY`` avx2/avx512, ``ONEDNN_MAX_CPU_ISA``, ``MKL_CBWR``) gave four
-weight hashes, none of them the committed one, so a byte check passes only where the fixtures were built.
+``build.py --check`` compares what does not depend on floating point byte for byte (the task data in
+``tasks/``, ``calibration.jsonl``, and per model ``config.json``, ``generation_config.json`` and the
+tokenizer files) and the weights by behaviour, not by bytes: their bytes depend on the CPU kernels that
+torch, MKL and oneDNN pick for the host's instruction set. On one AVX-512/AMX host, five llama rebuilds
+under different kernel settings (``ATEN_CPU_CAPABILITY`` avx2/avx512, ``ONEDNN_MAX_CPU_ISA``, ``MKL_CBWR``)
+gave four weight hashes, none of them the committed one, so a byte check passes only where the fixtures were
+built.
 
 Tolerances, per architecture, from those rebuilds (docs/cpu-lane-notes.md section 2):
 
@@ -70,8 +71,8 @@ def _builder(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _copy_llama(target: Path) -> Path:
     """The shared data files and the llama directory of the committed models, under ``target``."""
     target.mkdir()
-    for name in ("items.jsonl", "calibration.jsonl"):
-        shutil.copyfile(COMMITTED / name, target / name)
+    shutil.copyfile(COMMITTED / "calibration.jsonl", target / "calibration.jsonl")
+    shutil.copytree(COMMITTED / "tasks", target / "tasks")
     shutil.copytree(COMMITTED / "llama", target / "llama")
     return target
 
@@ -123,6 +124,23 @@ def test_the_check_names_a_tampered_config_weights_and_loss(tmp_path: Path) -> N
     differs = [line for line in done.stdout.splitlines() if line.startswith("differs: ")]
     assert any(line.startswith("differs: llama/config.json (bytes)") for line in differs), differs
     assert any("llama/model.safetensors greedy accuracy" in line for line in differs), differs
-    assert any("llama/build.json final_loss: 0.096 vs committed 0.2" in line for line in differs), differs
+    loss = json.loads((COMMITTED / "llama" / "build.json").read_text())["final_loss"]
+    assert any(f"llama/build.json final_loss: {loss} vs committed 0.2" in line for line in differs), differs
     assert len(differs) == 3, differs
     assert "behaviour OUT OF TOLERANCE" in done.stdout, done.stdout
+
+
+def test_the_prompts_the_models_learned_are_what_the_installed_lighteval_renders() -> None:
+    """``prompt_forms.json`` (the build's copy of lighteval's prompts) matches lighteval as installed;
+    when lighteval changes its prompts, this fails and the models must be rebuilt."""
+    python = Envs.from_environment(ROOT).directory / "eval" / "bin" / "python"
+    if not python.exists():
+        if os.environ.get("QG_REQUIRE_ENVS") == "1":
+            pytest.fail(f"QG_REQUIRE_ENVS=1 but there is no eval environment at {python.parent.parent}")
+        pytest.skip(f"no eval environment at {python.parent.parent} (tools/setup_envs.sh eval)")
+    forms = ROOT / "fixtures" / "tinymodel" / "prompt_forms.py"
+    done = subprocess.run(
+        [str(python), str(forms), "--check"], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "matches lighteval" in done.stdout

@@ -186,6 +186,7 @@ class BenchmarkSpec(Strict):
     family: Literal["reasoning", "openllm_v1"]
     kind: Literal["task", "composite"]
     lighteval_task: str | None
+    lighteval_metric: str | None = None
     fewshot: Annotated[int, Field(ge=0)] | None
     metric: Literal["pass@1", "acc", "acc_norm", "mc2", "exact_match_strict", "mean"]
     items: PositiveInt | None
@@ -206,6 +207,10 @@ class BenchmarkSpec(Strict):
                 raise ValueError("metric 'mean' is for composites")
             if (self.scoring == "sampled") != (self.sampling is not None):
                 raise ValueError("sampling is required when scoring is 'sampled' and must be null otherwise")
+            if self.scoring == "sampled" and self.lighteval_metric is None:
+                raise ValueError(
+                    "a sampled task needs lighteval_metric, the per-item metric lighteval writes"
+                )
         else:
             if not self.members:
                 raise ValueError("a composite needs members")

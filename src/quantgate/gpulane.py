@@ -49,18 +49,14 @@ from quantgate.runners.serve import ServerSpec, VllmServer
 from quantgate.store import Reference, check_comparable, load_reference, make_reference, save_reference
 
 MODEL_FILE = ROOT / "fixtures" / "lane" / "lighteval_model.py"
+# lighteval's own aime24, math_500 and gpqa:diamond, imported alone (the full registry imports a module
+# that downloads at import); on a GPU runner they read the hub datasets (no QUANTGATE_TASK_DATA).
+TASK_FILE = ROOT / "fixtures" / "lane" / "builtin_tasks.py"
 # Per-scenario loads on a GPU: enough requests for stable figures in about a minute per run.
 GPU_LOADS: dict[str, dict[str, Any]] = {
     "single-stream": {"num_prompts": 32, "max_concurrency": 1},
     "multi-stream": {"num_prompts": 512},
     "server": {"num_prompts": 256, "request_rate": 8.0, "goodput": {"ttft": 2000.0, "tpot": 100.0}},
-}
-# The per-item pass@1 metric each built-in lighteval 0.13 task writes, whatever ``@n=`` asks: names
-# read from real runs of the three tasks (tests/data/lighteval-builtin, docs/lighteval-builtin-notes.md).
-LIGHTEVAL_METRICS = {
-    "aime24": "pass@k:k=1",
-    "math_500": "pass@k:k=1&n=1",
-    "gpqa:diamond": "gpqa_pass@k:k=1",
 }
 REPEATS = 3
 # A tool job may take this many times its estimate (``gpus.estimate_cell_seconds``) plus the slack
@@ -189,7 +185,9 @@ class GpuLane:
     def worker(self) -> LightevalWorker:
         if self._worker is None:
             self._worker = LightevalWorker(
-                self.envs.python("eval"), self.log_dir, {"QUANTGATE_BUILTIN_TASKS": "1"}
+                self.envs.python("eval"),
+                self.log_dir,
+                {"TOKENIZERS_PARALLELISM": "false", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
             )
         return self._worker
 
@@ -208,7 +206,7 @@ class GpuLane:
             base_url=server.base_url,
             served_name=self.served_name(cell),
             tokenizer=Path(self.repository(cell)),
-            task_file=None,
+            task_file=TASK_FILE,
             task=f"{benchmark.lighteval_task}@k=1@n={samples}",
             model_file=MODEL_FILE,
             data_dir=None,
@@ -220,7 +218,7 @@ class GpuLane:
             out_dir=self.workdir / "eval" / self.served_name(cell) / (cell.benchmark or "") / tag,
             fewshot=benchmark.fewshot or 0,
             timeout=self.timeout(cell, samples / benchmark.sampling.samples),
-            metric_name=LIGHTEVAL_METRICS.get(benchmark.lighteval_task),
+            metric_name=benchmark.lighteval_metric,
         )
 
     def update_command(self, cell: MatrixCell) -> str:

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from quantgate import benchjson
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench, size_first_look, top_up_fits
-from quantgate.catalog import Catalog, load_catalog
+from quantgate.catalog import Catalog, Sampling, load_catalog
 from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery, judge_speedup
@@ -74,6 +74,7 @@ class LaneModel(Strict):
     dir: Path
     family: Literal["llama", "qwen2"]
     params_b: float = Field(gt=0)
+    benchmarks: tuple[str, ...] = Field(min_length=1)
 
 
 class Calibration(Strict):
@@ -90,12 +91,13 @@ class ServerSettings(Strict):
 
 
 class AccuracySettings(Strict):
-    benchmark: str
+    """How the lane evaluates: lighteval's task file and quantgate's model backend, the folder of the
+    tasks' local data (one sub-folder per catalog benchmark id), and the lane's sizes; sampling
+    temperature and top-p are the catalog benchmark's."""
+
     task_file: Path
     model_file: Path
-    items: Path
-    temperature: float = Field(ge=0)
-    top_p: float = Field(gt=0, le=1)
+    data: Path
     max_tokens: int = Field(ge=1)
     first_samples: int = Field(ge=1)
     reference_samples: int = Field(ge=2)
@@ -164,6 +166,19 @@ def load_lane(path: str | Path = DEFAULT_LANE, catalog: Catalog | None = None) -
     if spec.gpu not in catalog.gpus:
         known = ", ".join(catalog.gpus)
         raise QuantgateError(path, f"unknown device kind {spec.gpu!r}; known: {known}", "gpu")
+    for model, settings in spec.models.items():
+        for index, benchmark in enumerate(settings.benchmarks):
+            where = f"models.{model}.benchmarks[{index}]"
+            known_benchmark = catalog.benchmarks.get(benchmark)
+            if (
+                known_benchmark is None
+                or known_benchmark.scoring != "sampled"
+                or known_benchmark.kind != "task"
+            ):
+                sampled = ", ".join(k for k, b in catalog.benchmarks.items() if b.scoring == "sampled")
+                raise QuantgateError(
+                    path, f"{benchmark!r} is not a sampled catalog task; those: {sampled}", where
+                )
     return spec
 
 
@@ -171,6 +186,11 @@ def lane_cells(spec: LaneSpec) -> list[tuple[str, str]]:
     """(model, scheme) pairs, BF16 first for each model (its speed is the others' reference)."""
     ordered = ["bf16", *(s for s in spec.schemes if s != "bf16")]
     return [(model, scheme) for model in spec.models for scheme in ordered]
+
+
+def accuracy_cells(spec: LaneSpec) -> list[tuple[tuple[str, str], str]]:
+    """((model, scheme), benchmark) per accuracy cell, in ``lane_cells`` order."""
+    return [(cell, benchmark) for cell in lane_cells(spec) for benchmark in spec.models[cell[0]].benchmarks]
 
 
 def sha256_file(path: Path) -> str:
@@ -386,6 +406,16 @@ class AccuracyOutcome:
         return self.output_tokens / self.reference_output_tokens
 
     @property
+    def answers(self) -> int:
+        return sum(n for look in self.looks for n, _ in look.counts.values())
+
+    @property
+    def cut_answers(self) -> int | None:
+        """Answers cut at the generation limit over all looks (``None`` when a look cannot tell)."""
+        cuts = [look.cut_answers for look in self.looks]
+        return None if any(c is None for c in cuts) else sum(c or 0 for c in cuts)
+
+    @property
     def solved(self) -> int:
         return sum(c for look in self.looks for _, c in look.counts.values())
 
@@ -473,7 +503,7 @@ class Lane:
     _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
     _bench_failed: dict[str, Exception] = field(default_factory=dict)
     _rates: dict[str, Rate] = field(default_factory=dict)
-    _items: list[dict[str, str]] | None = None
+    _items: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     speed_cuts: dict[str, Cut] = field(default_factory=dict)
     progress: Callable[[str], None] = field(default=lambda line: None)
 
@@ -490,6 +520,7 @@ class Lane:
             "HF_DATASETS_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
@@ -591,40 +622,51 @@ class Lane:
         if self._bench_worker is not None:
             self._bench_worker.stop()
 
-    def items(self) -> list[dict[str, str]]:
-        """The evaluation items (id, question, answer) in the file's (shuffled) order, read once."""
-        if self._items is None:
-            self._items = self._read_items()
-        return self._items
+    def data_files(self, benchmark: str) -> tuple[Path, Path]:
+        """A benchmark's local dataset: its README (the config lighteval's task asks for) and rows."""
+        folder = self.path(self.spec.accuracy.data) / benchmark
+        rows = sorted(folder.glob("*.jsonl"))
+        if not (folder / "README.md").exists() or len(rows) != 1:
+            raise QuantgateError(folder, "expected README.md and one rows file (*.jsonl)", "accuracy.data")
+        return folder / "README.md", rows[0]
 
-    def _read_items(self) -> list[dict[str, str]]:
-        path = self.path(self.spec.accuracy.items)
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rows.append({k: row[k] for k in ("id", "question", "answer")})
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise QuantgateError(path, f"not an item ({exc})", f"line {number}") from None
-        return rows
+    def items(self, benchmark: str) -> list[dict[str, object]]:
+        """A benchmark's rows in file order (lighteval names an item by its row), read once."""
+        if benchmark not in self._items:
+            path = self.data_files(benchmark)[1]
+            rows = []
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise QuantgateError(path, f"not a JSON row ({exc})", f"line {number}") from None
+                if not isinstance(row, dict):
+                    raise QuantgateError(path, "not a JSON object", f"line {number}")
+                rows.append(row)
+            self._items[benchmark] = rows
+        return self._items[benchmark]
 
-    def task_data(self, count: int | None = None) -> Path:
-        """The first ``count`` items (all by default) as lighteval's local dataset (``test.jsonl``)."""
-        rows = self.items()[:count]
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        target = self.workdir / "task-data" / hashlib.sha256(text.encode()).hexdigest()[:12]
-        if not (target / "test.jsonl").exists():
+    def task_data(self, benchmark: str, count: int | None = None) -> Path:
+        """The first ``count`` rows (all by default) of a benchmark as the root lighteval's tasks read
+        (``<root>/<benchmark>-<content hash>/``: the README and the rows file). The folder's name
+        carries the hash because ``datasets`` caches a local folder by its name, not its rows."""
+        readme, rows_file = self.data_files(benchmark)
+        text = "".join(json.dumps(row) + "\n" for row in self.items(benchmark)[:count])
+        key = hashlib.sha256((readme.read_text(encoding="utf-8") + text).encode()).hexdigest()[:12]
+        root = self.workdir / "task-data" / f"{benchmark}-{key}"
+        target = root / f"{benchmark}-{key}"
+        if not (target / rows_file.name).exists():
             target.mkdir(parents=True, exist_ok=True)
-            (target / "test.jsonl.tmp").write_text(text, encoding="utf-8")
-            (target / "test.jsonl.tmp").rename(target / "test.jsonl")
-        return target
+            shutil.copyfile(readme, target / "README.md")
+            (target / "rows.tmp").write_text(text, encoding="utf-8")
+            (target / "rows.tmp").rename(target / rows_file.name)
+        return root
 
     def evaluate(
         self,
         server: VllmServer,
         checkpoint: Checkpoint,
+        benchmark: str,
         samples: int,
         seed: int,
         tag: str,
@@ -632,20 +674,23 @@ class Lane:
         timeout: float | None = None,
     ) -> Evaluation:
         acc = self.spec.accuracy
+        task = self.catalog.benchmarks[benchmark]
+        sampling = self.sampling(benchmark)
         job = EvalJob(
             base_url=server.base_url,
             served_name=checkpoint.served_name,
             tokenizer=checkpoint.path,
             task_file=self.path(acc.task_file),
-            task=acc.benchmark,
+            task=f"{task.lighteval_task}@k=1@n={samples}",
             model_file=self.path(acc.model_file),
-            data_dir=self.task_data(items),
+            data_dir=self.task_data(benchmark, items),
             samples=samples,
             seed=seed,
-            temperature=acc.temperature,
-            top_p=acc.top_p,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
             max_tokens=acc.max_tokens,
-            out_dir=self.workdir / "eval" / checkpoint.served_name / tag,
+            out_dir=self.workdir / "eval" / checkpoint.served_name / benchmark / tag,
+            metric_name=task.lighteval_metric,
             concurrency=acc.concurrency,
             timeout=timeout or acc.timeout_s,
         )
@@ -653,19 +698,25 @@ class Lane:
         with server.in_use(f"evaluation {tag}"):
             return self.worker().run(job)
 
-    def provenance(self, checkpoint: Checkpoint, samples: int, seed: int) -> dict[str, str]:
+    def sampling(self, benchmark: str) -> Sampling:
+        sampling = self.catalog.benchmarks[benchmark].sampling
+        assert sampling is not None, "load_lane admits only sampled benchmarks"
+        return sampling
+
+    def provenance(self, checkpoint: Checkpoint, benchmark: str, samples: int, seed: int) -> dict[str, str]:
         """What an accuracy run depends on; ``store.MUST_MATCH`` keys must agree to compare."""
         acc = self.spec.accuracy
+        sampling = self.sampling(benchmark)
         return {
             "model": checkpoint.model,
             "scheme": checkpoint.scheme,
             "model_sha256": checkpoint.weights_sha256,
             "tokenizer_sha256": tokenizer_sha256(checkpoint.path),
             "task_sha256": sha256_files(
-                [self.path(acc.task_file), self.path(acc.model_file), self.path(acc.items)]
+                [self.path(acc.task_file), self.path(acc.model_file), *self.data_files(benchmark)]
             ),
-            "temperature": str(acc.temperature),
-            "top_p": str(acc.top_p),
+            "temperature": str(sampling.temperature),
+            "top_p": str(sampling.top_p),
             "max_tokens": str(acc.max_tokens),
             "samples": str(samples),
             "seed": str(seed),
@@ -675,22 +726,24 @@ class Lane:
             "machine": machine(),
         }
 
-    def reference_path(self, model: str) -> Path:
-        return self.baselines / model / f"{self.spec.accuracy.benchmark}.json"
+    def reference_path(self, model: str, benchmark: str) -> Path:
+        return self.baselines / model / f"{benchmark}.json"
 
-    def reference(self, model: str, server: VllmServer | None = None) -> tuple[Reference, str | None]:
+    def reference(
+        self, model: str, benchmark: str, server: VllmServer | None = None
+    ) -> tuple[Reference, str | None]:
         """The stored BF16 reference, checked against this run; written first under ``update_baselines``.
 
         ``server`` must serve the BF16 checkpoint when a reference has to be (re)written.
         """
-        path = self.reference_path(model)
+        path = self.reference_path(model, benchmark)
         bf16 = self.checkpoint(model, "bf16")
         acc = self.spec.accuracy
         seed = acc.seed + REFERENCE_SEED_OFFSET
-        current = self.provenance(bf16, acc.reference_samples, seed)
+        current = self.provenance(bf16, benchmark, acc.reference_samples, seed)
         if self.update_baselines and server is not None:
-            evaluation = self.evaluate(server, bf16, acc.reference_samples, seed, "reference")
-            cell = {"model": model, "scheme": "bf16", "gpu": self.spec.gpu, "benchmark": acc.benchmark}
+            evaluation = self.evaluate(server, bf16, benchmark, acc.reference_samples, seed, "reference")
+            cell = {"model": model, "scheme": "bf16", "gpu": self.spec.gpu, "benchmark": benchmark}
             reference = make_reference(cell, current, evaluation.reference_items())
             return reference, save_reference(path, reference)
         if not path.exists():
@@ -701,12 +754,10 @@ class Lane:
         check_comparable(path, reference.provenance, current)
         return reference, None
 
-    def recovery_decision(self, model: str, scheme: str) -> Decision:
+    def recovery_decision(self, model: str, scheme: str, benchmark: str) -> Decision:
         lane_model = self.spec.models[model]
         return self.rules.recovery_for(
-            AccuracyCellKey(
-                model, lane_model.params_b, scheme, self.spec.accuracy.benchmark, lane_model.family
-            )
+            AccuracyCellKey(model, lane_model.params_b, scheme, benchmark, lane_model.family)
         )
 
     def speed_decision(self, model: str, scheme: str, scenario: str) -> Decision:
@@ -723,7 +774,8 @@ class Lane:
         if checkpoint.served_name not in self._rates:
             self.wait_quiet()
             budget, acc = self.spec.budget, self.spec.accuracy
-            prompt = "<s>" + self.items()[0]["question"]
+            first = self.items(self.spec.models[checkpoint.model].benchmarks[0])[0]
+            prompt = str(first.get("problem") or first.get("Question") or json.dumps(first))
             with server.in_use("rate probe"):
                 rate = measure_rate(
                     server.base_url,
@@ -736,7 +788,7 @@ class Lane:
             self.progress(f"{checkpoint.served_name}: {rate.detail}")
         return self._rates[checkpoint.served_name]
 
-    def judge_accuracy(self, server: VllmServer, checkpoint: Checkpoint) -> AccuracyOutcome:
+    def judge_accuracy(self, server: VllmServer, checkpoint: Checkpoint, benchmark: str) -> AccuracyOutcome:
         """Evaluate, judge against the reference, and top up with fresh seeds while inconclusive.
 
         The first look keeps as many items as fit in half the cell's accuracy budget at the probed
@@ -745,12 +797,13 @@ class Lane:
         budget raises ``OverBudget``.
         """
         acc, budget = self.spec.accuracy, self.spec.budget
-        reference, note = self.reference(checkpoint.model, server if checkpoint.scheme == "bf16" else None)
-        decision = self.recovery_decision(checkpoint.model, checkpoint.scheme)
+        serves_bf16 = server if checkpoint.scheme == "bf16" else None
+        reference, note = self.reference(checkpoint.model, benchmark, serves_bf16)
+        decision = self.recovery_decision(checkpoint.model, checkpoint.scheme, benchmark)
         reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
         reference_counts = reference.counts()
         # lighteval names an item by its row in the task data, so the first N rows keep their names.
-        order = [str(row) for row in range(len(self.items())) if str(row) in reference_counts]
+        order = [str(row) for row in range(len(self.items(benchmark))) if str(row) in reference_counts]
         rate = self.rate(server, checkpoint)
         size = size_first_look(
             len(order),
@@ -786,12 +839,13 @@ class Lane:
         def look(samples: int, number: int) -> Evaluation:
             expected = size.seconds * samples / acc.first_samples
             self.progress(
-                f"{checkpoint.served_name}: accuracy look {number + 1}, {samples} samples x "
+                f"{checkpoint.served_name} {benchmark}: accuracy look {number + 1}, {samples} samples x "
                 f"{size.items} items (~{expected:.0f} s)"
             )
             return self.evaluate(
                 server,
                 checkpoint,
+                benchmark,
                 samples,
                 acc.seed + number,
                 f"look{number}",
@@ -804,7 +858,7 @@ class Lane:
             chosen_counts,
             decision.floor,
             acc.first_samples,
-            self.reference_path(checkpoint.model),
+            self.reference_path(checkpoint.model, benchmark),
             cap=acc.reference_samples,
             fits=fits if math.isfinite(budget.accuracy_s) else None,
         )
@@ -818,7 +872,7 @@ class Lane:
         return AccuracyOutcome(
             decision,
             verdict,
-            self.reference_path(checkpoint.model),
+            self.reference_path(checkpoint.model, benchmark),
             reference_score,
             score,
             tuple(looks),
@@ -834,7 +888,11 @@ class Lane:
         return {
             "lane": f"{self.spec.gpu}: {', '.join(self.spec.models)} x {', '.join(self.spec.schemes)}",
             **tool_context(self.envs),
-            "sampling": f"T={acc.temperature}, top-p {acc.top_p}, max {acc.max_tokens} tokens, "
+            "accuracy": ", ".join(
+                f"{model}: {', '.join(settings.benchmarks)}" for model, settings in self.spec.models.items()
+            )
+            + " (lighteval's built-in tasks on local data)",
+            "sampling": f"the benchmarks' temperature and top-p, max {acc.max_tokens} tokens, "
             f"first look {acc.first_samples}/item, reference {acc.reference_samples}/item",
             "references": str(self.baselines),
         }
@@ -947,7 +1005,7 @@ class Lane:
             raise OverBudget(Cut("speed not judged", f"BF16 speed was not measured ({bf16_failure.cut})"))
         if reference is None:
             raise QuantgateError(
-                self.reference_path(checkpoint.model),
+                self.baselines / checkpoint.model,
                 f"no BF16 speed measured for {checkpoint.model} in this session (its cell failed or was "
                 "deselected); speed is judged against the same session's BF16",
             )

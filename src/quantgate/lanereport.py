@@ -52,11 +52,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _cut(record: Mapping[str, Any]) -> str:
+    """Answers cut at the generation limit, of all answers drawn (``–`` where the tool did not say)."""
+    cut, answers = record.get("cut_answers"), record.get("answers")
+    return "–" if cut is None or not answers else f"{cut}/{answers}"
+
+
 def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return [
         [
             r["model"],
             r["scheme"],
+            str(r.get("benchmark", "")),
             _num(r.get("score")),
             _num(r.get("reference_score")),
             f"{_num(r.get('recovery'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
@@ -64,6 +71,7 @@ def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
             "→".join(str(n) for n in r.get("looks", [])) + f" ({r.get('samples')}/item)",
             _num(r.get("length_ratio")),
             _num(r.get("tokens_per_solved"), 1),
+            _cut(r),
             f"**{r.get('verdict')}**",
         ]
         for r in records
@@ -182,6 +190,7 @@ def write_report(
             [
                 "model",
                 "scheme",
+                "benchmark",
                 "pass@1",
                 "reference",
                 "recovery [low, high]",
@@ -189,6 +198,7 @@ def write_report(
                 "samples",
                 "output length vs ref",
                 "tokens per solved",
+                "cut at the length limit",
                 "verdict",
             ],
             acc,
@@ -285,7 +295,8 @@ def write_report(
         with markdown.open("a", encoding="utf-8") as handle:
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
     summary = [
-        f"{r[0]} {r[1]}: pass@1 {r[2]} vs {r[3]}, recovery {r[4]}, length x{r[7]}, {r[9]}" for r in acc
+        f"{r[0]} {r[1]} {r[2]}: pass@1 {r[3]} vs {r[4]}, recovery {r[5]}, length x{r[8]}, {r[-1]}"
+        for r in acc
     ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[-1]}" for r in speed]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))

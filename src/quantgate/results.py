@@ -56,7 +56,7 @@ lighteval details, item ids and counts (``_details_result``):
   so this is the count lighteval itself scored. Any other metric whose every value is 0 or 1 counts as one
   sample per item; other metrics (maj@k, F1, ...) carry no counts and are left out.
 * ``output_tokens`` is the mean length of the generated token lists in ``model_response.output_tokens``
-  (current layout only).
+  and ``output_lengths`` their lengths, one per sample (current layout only).
 * The task comes from the file name ``details_{task}_{timestamp}.parquet`` (``lighteval|aime24|0`` →
   ``aime24``, fewshot 0), else from ``doc.task_name``, else from the file name as it is.
 
@@ -116,13 +116,19 @@ def _is_count(value: object) -> bool:
 class ItemOutcome:
     """Counts for one item: ``correct`` of ``samples`` generations were right.
 
-    ``output_tokens`` is the mean number of generated tokens per sample, where the tool recorded it.
+    ``output_tokens`` is the mean number of generated tokens per sample, where the tool recorded it,
+    and ``output_lengths`` each sample's (an answer cut at the generation limit has the limit's).
     """
 
     item: str
     samples: int
     correct: int
     output_tokens: float | None = None
+    output_lengths: tuple[int, ...] | None = None
+
+    def cut_at(self, limit: int) -> int | None:
+        """Samples whose answer reached ``limit`` generated tokens (cut there), where lengths are known."""
+        return None if self.output_lengths is None else sum(n >= limit for n in self.output_lengths)
 
     def __post_init__(self) -> None:
         if not isinstance(self.item, str) or not self.item:
@@ -749,6 +755,7 @@ class _DetailRow:
     predictions: int | None
     output_tokens: float | None
     metrics: Mapping[str, object]
+    output_lengths: tuple[int, ...] | None = None
     names_samples: bool = False  # the older flat layout: a metric's name says over how many samples
 
 
@@ -783,15 +790,17 @@ def _detail_row(path: Path, where: str, record: object) -> _DetailRow:
         response_col = _first_present(row, "model_response", "__model_response__")
         predictions: int | None = None
         output_tokens: float | None = None
+        output_lengths: tuple[int, ...] | None = None
         if response_col is not None:
             response_where = _join(where, response_col[0])
             response = _mapping(path, _literal(path, response_col[1], response_where), response_where)
             text = response.get("text")
             if text is not None:
                 predictions = len(_list(path, text, _join(response_where, "text")))
-            output_tokens = _mean_length(
+            output_lengths = _lengths(
                 path, response.get("output_tokens"), _join(response_where, "output_tokens")
             )
+            output_tokens = sum(output_lengths) / len(output_lengths) if output_lengths else None
         doc_id = doc.get("id")
         query = doc.get("query")
         return _DetailRow(
@@ -802,6 +811,7 @@ def _detail_row(path: Path, where: str, record: object) -> _DetailRow:
             predictions=predictions,
             output_tokens=output_tokens,
             metrics=metrics,
+            output_lengths=output_lengths or None,
         )
     if "metrics" in row:  # lighteval before mid-2025: flat columns
         metrics = _mapping(
@@ -831,14 +841,11 @@ def _detail_row(path: Path, where: str, record: object) -> _DetailRow:
     raise QuantgateError(path, "neither doc/metric (current lighteval) nor metrics (older) columns", where)
 
 
-def _mean_length(path: Path, value: object, where: str) -> float | None:
+def _lengths(path: Path, value: object, where: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     sequences = _list(path, value, where)
-    if not sequences:
-        return None
-    lengths = [len(_list(path, seq, _join(where, i))) for i, seq in enumerate(sequences)]
-    return sum(lengths) / len(lengths)
+    return tuple(len(_list(path, seq, _join(where, i))) for i, seq in enumerate(sequences))
 
 
 def _details_task(path: Path, rows: Sequence[_DetailRow]) -> tuple[str, int | None]:
@@ -940,7 +947,7 @@ def _metric_outcomes(
         if any(v not in (0.0, 1.0) for v in values):
             return None
         return [
-            ItemOutcome(item, 1, int(v), row.output_tokens)
+            ItemOutcome(item, 1, int(v), row.output_tokens, row.output_lengths)
             for row, item, v in zip(rows, ids, values, strict=True)
         ]
     outcomes = []
@@ -962,7 +969,7 @@ def _metric_outcomes(
             raise QuantgateError(
                 path, f"{value!r} is not a whole number of correct samples out of {samples}", where
             )
-        outcomes.append(ItemOutcome(item, samples, correct, row.output_tokens))
+        outcomes.append(ItemOutcome(item, samples, correct, row.output_tokens, row.output_lengths))
     return outcomes
 
 

@@ -83,6 +83,12 @@ class Evaluation:
     details: Path
     results: Path
     seconds: float
+    cut: Mapping[str, int] | None = None
+
+    @property
+    def cut_answers(self) -> int | None:
+        """Samples cut at the job's ``max_tokens`` (their answer may be missing), where known."""
+        return None if self.cut is None else sum(self.cut.values())
 
     def reference_items(self) -> list[dict[str, object]]:
         """The per-item records a stored reference keeps (``quantgate.store``), in item order."""
@@ -147,10 +153,12 @@ def read_evaluation(job: EvalJob, seconds: float) -> Evaluation:
             raise QuantgateError(
                 details, f"has {item.samples} samples, the job asked {job.samples}", f"{item.item}.samples"
             )
+    cut = {i.item: i.cut_at(job.max_tokens) for i in items}
     return Evaluation(
         job=job,
         counts={i.item: (i.samples, i.correct) for i in items},
         output_tokens={i.item: i.output_tokens for i in items},
+        cut=None if any(n is None for n in cut.values()) else {k: int(v or 0) for k, v in cut.items()},
         score=found[0].value,
         details=details,
         results=results,

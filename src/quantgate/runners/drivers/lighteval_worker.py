@@ -5,8 +5,9 @@ Usage: python lighteval_worker.py   (jobs on stdin, one JSON object per line)
 Importing lighteval costs about 17 s on the CI machine, more than evaluating a tiny model; a lane
 evaluates eight checkpoints and tops some up, so it keeps one worker and sends it jobs. A job is
 ``{"args": [lighteval CLI arguments], "env": {name: value}, "done": "path"}``: the worker sets the
-environment, runs lighteval's own command line in-process (custom tasks only, as ``lighteval_run.py``,
-unless ``QUANTGATE_BUILTIN_TASKS=1``: GPU lanes use lighteval's own reasoning tasks) and writes
+environment, runs lighteval's own command line in-process (custom tasks only, as ``lighteval_run.py``:
+lighteval's own reasoning tasks come in through ``fixtures/lane/builtin_tasks.py``, which imports only
+their three modules, none of which fetches anything at import) and writes
 ``{"ok": true, "seconds": s}`` or ``{"ok": false, "error": ...}`` to ``done`` atomically.
 A job that crashes the interpreter leaves no ``done`` file; the caller sees the process gone.
 """
@@ -33,8 +34,7 @@ def write_done(path: str, payload: dict[str, object]) -> None:
 
 
 def main() -> None:
-    if os.environ.get("QUANTGATE_BUILTIN_TASKS") != "1":
-        custom_tasks_only_registry()
+    custom_tasks_only_registry()
     import typer
     from lighteval.__main__ import app
 
