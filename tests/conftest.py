@@ -50,3 +50,21 @@ def _guarded(original: Any) -> Any:
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded(_connect))
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_connect_ex))
+
+
+# The tests that run the real tools for minutes. vLLM's CPU threads slow down 10-20x when another busy
+# process shares the two cores (a fault-run look took 190-270 s instead of ~12 s beside the Qwen2
+# rebuild), so under xdist (``./run tests``: ``-n 2 --dist loadgroup``) they run one after another on
+# one worker, the rebuilds (plain training, insensitive to load) first, while the other worker runs the
+# quick tests.
+REAL_TOOLS = ("test_tinymodel.py", "test_served_prompt.py", "test_lane_faults.py", "test_slow_host.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    heavy = [item for item in items if item.path.name in REAL_TOOLS]
+    for item in heavy:
+        item.add_marker(pytest.mark.xdist_group("real-tools"))
+    slots = [index for index, item in enumerate(items) if item.path.name in REAL_TOOLS]
+    ordered = sorted(heavy, key=lambda item: REAL_TOOLS.index(item.path.name))
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item

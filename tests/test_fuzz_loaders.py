@@ -63,7 +63,7 @@ LOADERS: dict[str, tuple[Path | dict[str, Any], Callable[[Path], object]]] = {
     "rules": (REPO / "baselines" / "rules.yaml", load_rules),
     "lane": (REPO / "suites" / "lane" / "cpu.yaml", load_lane),
     "published": (REPO / "baselines" / "published" / "cards-2025-02.json", load_published),
-    "reference": (REPO / "baselines" / "cpu" / "tiny-llama" / "aime24.json", load_reference),
+    "reference": (REPO / "baselines" / "cpu" / "tiny-qwen2" / "aime24.json", load_reference),
     "vllm-bench-result": (
         DATA / "bench" / "multi-stream.random-64x32.r0.json",
         lambda path: read_bench_result(path, BENCH_RUN),

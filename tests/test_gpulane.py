@@ -221,6 +221,19 @@ def test_tool_timeouts_follow_the_cell_estimate(tmp_path: Path) -> None:
     assert gpu_lane.timeout(cell("bf16")) >= 900
 
 
+def test_a_gpu_look_uses_lightevals_own_tasks_without_its_full_registry(tmp_path: Path) -> None:
+    """The GPU worker loads the three built-in task modules through ``builtin_tasks.py`` (nothing that
+    downloads at import) and reads their hub datasets: no local data root is passed."""
+    gpu_lane = lane(tmp_path, 1.0)
+    (aime,) = [c for c in expand(kind="accuracy") if c.cell_id == "Qwen-7B-int8-w8a8-h100-aime24"]
+    job = gpu_lane.evaluation_job(Server(), aime, 20, 0, "look0")  # type: ignore[arg-type]
+    assert job.task_file is not None and job.task_file.name == "builtin_tasks.py"
+    assert job.task == "aime24@k=1@n=20"
+    assert job.data_dir is None
+    assert job.metric == "pass@k:k=1"
+    assert "--custom-tasks" in job.args()
+
+
 @pytest.mark.parametrize("task", ["aime24", "math_500", "gpqa_diamond"])
 def test_a_look_reads_the_metric_lighteval_013_writes_with_the_samples_it_drew(
     tmp_path: Path, task: str

@@ -63,7 +63,7 @@ def _builder(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         check=False,
         text=True,
-        timeout=900,
+        timeout=2400,  # qwen2 trains ~14 min on one core (~190-token prompts)
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 
