@@ -227,7 +227,8 @@ def test_a_gpu_look_uses_lightevals_own_tasks_without_its_full_registry(tmp_path
     gpu_lane = lane(tmp_path, 1.0)
     (aime,) = [c for c in expand(kind="accuracy") if c.cell_id == "Qwen-7B-int8-w8a8-h100-aime24"]
     job = gpu_lane.evaluation_job(Server(), aime, 20, 0, "look0")  # type: ignore[arg-type]
-    assert job.task_file is not None and job.task_file.name == "builtin_tasks.py"
+    assert job.task_file is not None
+    assert job.task_file.name == "builtin_tasks.py"
     assert job.task == "aime24@k=1@n=20"
     assert job.data_dir is None
     assert job.metric == "pass@k:k=1"
