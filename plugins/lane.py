@@ -257,7 +257,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # Within a served model: its quantization check, then per benchmark its accuracy and output length,
 # then its speed scenarios.
-TEST_ORDER = ("test_quantization", "test_accuracy", "test_output_length", "test_speed")
+PHASE = {"test_quantization": 0, "test_accuracy": 1, "test_output_length": 1, "test_speed": 2}
 
 
 def _served_param(item: pytest.Item) -> tuple[str, str] | None:
@@ -283,16 +283,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     cells = lane_cells(spec)
 
-    def order(slot: int) -> tuple[int, int, int, int]:
+    def order(slot: int) -> tuple[int, int, int, bool]:
         item = items[slot]
         cell = _served_param(item)
         assert cell is not None
         benchmarks = spec.models[cell[0]].benchmarks
         benchmark = item.callspec.params.get("qg_benchmark")  # type: ignore[attr-defined]
         name = getattr(item, "originalname", item.name)
-        test = TEST_ORDER.index(name) if name in TEST_ORDER else len(TEST_ORDER)
-        phase = 0 if test == 0 else 1 if benchmark is not None else 2
-        return (cells.index(cell), phase, benchmarks.index(benchmark) if benchmark in benchmarks else 0, test)
+        position = benchmarks.index(benchmark) if benchmark in benchmarks else 0
+        return (cells.index(cell), PHASE.get(name, 3), position, name == "test_output_length")
 
     ordered = [items[slot] for slot in sorted(slots, key=lambda slot: (order(slot), slot))]
     for slot, item in zip(slots, ordered, strict=True):

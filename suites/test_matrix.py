@@ -14,6 +14,7 @@ from plugins.lane import LaneSession, end_cell
 from quantgate.gpulane import GpuLane
 from quantgate.gpus import Lease
 from quantgate.matrix import MatrixCell
+from quantgate.runners.evaluate import answers_and_cuts
 from quantgate.runners.serve import VllmServer
 
 
@@ -28,7 +29,7 @@ def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[GpuLane
 def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane, server = serve(qg_accuracy_cell, qg_lease, qg_lane_session)
     decision, verdict, looks, written = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
-    cuts = [look.cut_answers for look in looks]
+    answers, cut_answers = answers_and_cuts(looks)
     if written:
         qg_lane_session.reference_written(written)
     qg_lane_session.record(
@@ -47,8 +48,8 @@ def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session
         samples=verdict.candidate_samples,
         looks=[look.job.samples for look in looks],
         detail=verdict.detail,
-        answers=sum(n for look in looks for n, _ in look.counts.values()),
-        cut_answers=None if any(c is None for c in cuts) else sum(c or 0 for c in cuts),
+        answers=answers,
+        cut_answers=cut_answers,
     )
     end_cell(qg_lane_session, qg_accuracy_cell.cell_id, verdict.verdict, decision.gating, verdict.detail)
 

@@ -912,7 +912,7 @@ def test_random_bytes_raise_only_quantgate_error(scratch: Path, prefix: bytes, b
 
 
 def test_answers_cut_at_the_length_limit_are_counted_per_item_from_a_real_run(tmp_path: Path) -> None:
-    from quantgate.runners.evaluate import EvalJob, read_evaluation
+    from quantgate.runners.evaluate import EvalJob, answers_and_cuts, read_evaluation
 
     recorded = Path(__file__).parent / "data" / "lighteval-cut"
     (details,) = recorded.glob("details_*.parquet")
@@ -953,4 +953,5 @@ def test_answers_cut_at_the_length_limit_are_counted_per_item_from_a_real_run(tm
     at_limit = read_evaluation(job(12), 1.0)
     assert at_limit.cut == {"0": 4, "1": 4, "2": 0, "3": 4, "4": 0, "5": 4}
     assert at_limit.cut_answers == 16
+    assert answers_and_cuts([at_limit, at_limit]) == (48, 32)
     assert read_evaluation(job(32), 1.0).cut_answers == 0

@@ -39,7 +39,7 @@ from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery, judge_speedup
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
-from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker
+from quantgate.runners.evaluate import EvalJob, Evaluation, LightevalWorker, answers_and_cuts
 from quantgate.runners.probe import Rate, measure_rate
 from quantgate.runners.quantize import check_signature, quantize, recipe_path
 from quantgate.runners.serve import ServerSpec, VllmServer
@@ -407,13 +407,12 @@ class AccuracyOutcome:
 
     @property
     def answers(self) -> int:
-        return sum(n for look in self.looks for n, _ in look.counts.values())
+        return answers_and_cuts(self.looks)[0]
 
     @property
     def cut_answers(self) -> int | None:
         """Answers cut at the generation limit over all looks (``None`` when a look cannot tell)."""
-        cuts = [look.cut_answers for look in self.looks]
-        return None if any(c is None for c in cuts) else sum(c or 0 for c in cuts)
+        return answers_and_cuts(self.looks)[1]
 
     @property
     def solved(self) -> int:
@@ -653,7 +652,7 @@ class Lane:
         readme, rows_file = self.data_files(benchmark)
         text = "".join(json.dumps(row) + "\n" for row in self.items(benchmark)[:count])
         key = hashlib.sha256((readme.read_text(encoding="utf-8") + text).encode()).hexdigest()[:12]
-        root = self.workdir / "task-data" / f"{benchmark}-{key}"
+        root = self.workdir / "task-data" / key
         target = root / f"{benchmark}-{key}"
         if not (target / rows_file.name).exists():
             target.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +96,14 @@ class Evaluation:
             {"item": item, "samples": n, "correct": c, "output_tokens": self.output_tokens.get(item)}
             for item, (n, c) in sorted(self.counts.items())
         ]
+
+
+def answers_and_cuts(looks: Sequence[Evaluation]) -> tuple[int, int | None]:
+    """All answers the looks drew, and how many were cut at the length limit (``None`` when a look
+    cannot tell)."""
+    answers = sum(n for look in looks for n, _ in look.counts.values())
+    cuts = [look.cut_answers for look in looks]
+    return answers, None if any(c is None for c in cuts) else sum(c or 0 for c in cuts)
 
 
 class LightevalWorker(JobWorker):
