@@ -127,25 +127,29 @@ def lane(envs: str | None) -> int:
 
 def overhead(envs: str | None, repeats: int) -> int:
     sys.path.insert(0, str(ROOT / "src"))
-    from quantgate.lane import Envs, Lane, load_lane
+    from quantgate.envs import Envs
+    from quantgate.kinds import load_kind
+    from quantgate.pipeline import Pipeline, local_cells
     from quantgate.runners.bench import DRIVER, bench, serve_args
 
-    spec = load_lane()
+    spec = load_kind()
     env_dir = Envs(Path(envs)) if envs else Envs.from_environment(ROOT)
     with tempfile.TemporaryDirectory(prefix="qg-overhead-") as scratch:
         work = Path(scratch)
-        lane = Lane(spec, env_dir, work)
-        checkpoint = lane.build_checkpoint(next(iter(spec.models)), "bf16")
+        lane = Pipeline(spec, env_dir, work)
+        cell = next(c for c in local_cells(spec) if c.kind == "performance")
+        checkpoint = lane.checkpoint(cell)
+        served_name = lane.served_name(cell)
         python = env_dir.python("vllm")
         tool_env = {**os.environ, **lane.tool_env()}
         plan, by_hand = [], []
-        with lane.server(checkpoint) as server:
+        with lane.server(cell) as server:
             bench(
                 python,
                 server.base_url,
-                checkpoint.served_name,
+                served_name,
                 checkpoint.path,
-                lane.bench_runs(),
+                lane.bench_runs(cell),
                 work / "warm",
                 work,
                 600,
@@ -159,9 +163,9 @@ def overhead(envs: str | None, repeats: int) -> int:
                         bench(
                             python,
                             server.base_url,
-                            checkpoint.served_name,
+                            served_name,
                             checkpoint.path,
-                            lane.bench_runs(),
+                            lane.bench_runs(cell),
                             out,
                             work,
                             600,
@@ -169,9 +173,9 @@ def overhead(envs: str | None, repeats: int) -> int:
                         )
                         plan.append(time.monotonic() - started)
                     else:
-                        for run in lane.bench_runs():
+                        for run in lane.bench_runs(cell):
                             args = serve_args(
-                                run, server.base_url, checkpoint.served_name, checkpoint.path, out
+                                run, server.base_url, served_name, checkpoint.path, out
                             )
                             subprocess.run(
                                 [str(python), str(DRIVER), *args],
@@ -181,7 +185,7 @@ def overhead(envs: str | None, repeats: int) -> int:
                                 stderr=subprocess.DEVNULL,
                             )
                         by_hand.append(time.monotonic() - started)
-    runs = len(lane.bench_runs())
+    runs = len(lane.bench_runs(cell))
     print(f"{runs} bench runs per plan, {repeats} alternations, tiny Llama BF16 served once")
     print(
         f"quantgate bench (one driver): median {statistics.median(plan):.1f} s  {[round(p, 1) for p in plan]}"

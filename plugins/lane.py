@@ -1,7 +1,8 @@
-"""pytest glue for the CPU lane: ``pytest suites -m cpu``.
+"""pytest glue for the pipeline's suites: ``pytest suites -m cpu`` and the GPU matrix.
 
-Options, fixtures and hooks only; the work is ``quantgate.lane`` and the report ``quantgate.lanereport``.
-Every test that asks for ``qg_served`` is parametrized over the lane's (model, scheme) cells at
+Options, fixtures and hooks only; the work is ``quantgate.pipeline`` (one pipeline for every device
+kind, its settings a kind file, ``quantgate.kinds``) and the report ``quantgate.lanereport``.
+Every test that asks for ``qg_served`` is parametrized over the cpu kind file's (model, scheme) cells at
 session scope, so pytest groups the tests of one served model together and each server starts once
 per session; the previous one is stopped before the next starts (two cores). A cell whose
 quantization or server start fails errors every test of that cell with the tool's log tail and the
@@ -21,7 +22,7 @@ import pytest
 
 from quantgate.errors import QuantgateError
 
-LANE_HELP = "the lane file (models, schemes, tool settings) of the CPU lane suite."
+LANE_HELP = "the kind file (models, schemes, tool settings) of the cpu suite; default suites/kinds/cpu.yaml."
 ENVS_HELP = "directory of the lane's tool environments (vllm, compress, eval); default $QG_ENVS or .envs."
 WORK_HELP = "where the lane keeps quantized checkpoints, tool outputs and logs (reused between runs)."
 REPORT_HELP = "directory for the lane report: report.md, cells.json, benchmark.json."
@@ -44,6 +45,11 @@ class Served:
 
     checkpoint: Any
     server: Any
+    cells: dict[str, Any] = field(default_factory=dict)
+
+    def cell(self, target: str) -> Any:
+        """The served model's matrix cell of a benchmark or scenario."""
+        return self.cells[target]
 
 
 @dataclass
@@ -71,17 +77,17 @@ class LaneSession:
     def spec(self) -> Any:
         """The lane file, read once per session; a bad file is a usage error naming file and field."""
         if self._spec is None:
-            from quantgate.lane import load_lane
+            from quantgate.kinds import CPU_KIND_FILE, load_kind
 
-            path = self.config.getoption("qg_lane") or self.config.rootpath / "suites" / "lane" / "cpu.yaml"
+            path = self.config.getoption("qg_lane") or CPU_KIND_FILE
             try:
-                self._spec = load_lane(path)
+                self._spec = load_kind(path)
             except QuantgateError as exc:
                 raise pytest.UsageError(f"quantgate: {exc}") from None
         return self._spec
 
     def envs(self) -> Any:
-        from quantgate.lane import Envs
+        from quantgate.envs import Envs
 
         given = self.config.getoption("qg_envs")
         return Envs(Path(given)) if given else Envs.from_environment()
@@ -89,20 +95,26 @@ class LaneSession:
     def workdir(self, default: str) -> Path:
         return Path(self.config.getoption("qg_lane_work") or self.config.rootpath / ".quantgate" / default)
 
+    def cells(self) -> list[Any]:
+        """The cpu kind file's matrix cells (``pipeline.local_cells``)."""
+        from quantgate.pipeline import local_cells
+
+        return local_cells(self.spec())
+
     def get_lane(self) -> Any:
-        """The lane, built on first use; a lane that cannot be built fails every cell with the reason.
+        """The cpu pipeline, built on first use; one that cannot be built fails every cell with the reason.
 
         Building it starts the lighteval and bench workers (their imports overlap with the first
         server start) and the background quantization of the selected cells.
         """
         if self.lane is None and self.error is None:
-            from quantgate.lane import Lane
+            from quantgate.pipeline import Pipeline
 
             try:
                 envs = self.envs()
                 for name in ("vllm", "compress", "eval"):
                     envs.python(name)
-                lane = Lane(
+                lane = Pipeline(
                     self.spec(),
                     envs,
                     self.workdir("lane"),
@@ -114,16 +126,18 @@ class LaneSession:
                 lane.progress = self.say
                 lane.worker().start()
                 lane.bench_worker().start()
-                lane.prepare(self.selected_cells)
+                lane.prepare(c for c in self.cells() if (c.model, c.scheme) in self.selected_cells)
                 self.lane = lane
         if self.error is not None:
             pytest.fail(f"quantgate lane: {self.error}", pytrace=False)
         return self.lane
 
     def get_gpu_lane(self) -> Any:
-        """The GPU lane of a matrix run (hub checkpoints, ``vllm serve`` on leased devices)."""
+        """The GPU kinds' pipeline of a matrix run (``suites/kinds/gpu.yaml``: the catalog's checkpoints,
+        ``vllm serve`` on leased devices)."""
         if self.gpu_lane is None:
-            from quantgate.gpulane import GpuLane
+            from quantgate.kinds import GPU_KIND_FILE, load_kind
+            from quantgate.pipeline import Pipeline
 
             envs = self.envs()
             try:
@@ -131,8 +145,16 @@ class LaneSession:
                 envs.python("eval")
             except QuantgateError as exc:
                 pytest.fail(f"quantgate GPU lane: {exc}", pytrace=False)
-            self.gpu_lane = GpuLane(
-                envs, self.workdir("gpu"), update_baselines=bool(self.config.getoption("qg_update_baselines"))
+            try:
+                spec = load_kind(GPU_KIND_FILE)
+            except QuantgateError as exc:
+                raise pytest.UsageError(f"quantgate: {exc}") from None
+            self.gpu_lane = Pipeline(
+                spec,
+                envs,
+                self.workdir("gpu"),
+                update_baselines=bool(self.config.getoption("qg_update_baselines")),
+                progress=self.say,
             )
         return self.gpu_lane
 
@@ -234,9 +256,7 @@ def lane_session(config: pytest.Config) -> LaneSession:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = lane_session(metafunc.config)
     if "qg_served" in metafunc.fixturenames and "qg_benchmark" in metafunc.fixturenames:
-        from quantgate.lane import accuracy_cells
-
-        pairs = accuracy_cells(session.spec())
+        pairs = [((c.model, c.scheme), c.benchmark) for c in session.cells() if c.kind == "accuracy"]
         metafunc.parametrize(
             ("qg_served", "qg_benchmark"),
             pairs,
@@ -245,14 +265,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ids=[f"{m}-{s}-{b}" for (m, s), b in pairs],
         )
     elif "qg_served" in metafunc.fixturenames:
-        from quantgate.lane import lane_cells
-
-        cells = lane_cells(session.spec())
+        cells = served_pairs(session)
         metafunc.parametrize(
             "qg_served", cells, indirect=True, scope="session", ids=[f"{m}-{s}" for m, s in cells]
         )
     if "qg_scenario" in metafunc.fixturenames:
         metafunc.parametrize("qg_scenario", list(session.spec().speed.scenarios))
+
+
+def served_pairs(session: LaneSession) -> list[tuple[str, str]]:
+    """(model, scheme) of each served model of the cpu kind file, BF16 first for each model."""
+    pairs: list[tuple[str, str]] = []
+    for cell in session.cells():
+        if (cell.model, cell.scheme) not in pairs:
+            pairs.append((cell.model, cell.scheme))
+    return pairs
 
 
 # Within a served model: its quantization check, then per benchmark its accuracy and output length,
@@ -279,9 +306,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not slots:
         return
     spec = lane_session(config).spec()
-    from quantgate.lane import lane_cells
-
-    cells = lane_cells(spec)
+    cells = served_pairs(lane_session(config))
 
     def order(slot: int) -> tuple[int, int, int, bool]:
         item = items[slot]
@@ -318,7 +343,9 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
     """The cell's checkpoint (quantized once) served by vLLM for every test of the cell."""
     model, scheme = request.param
     lane = qg_lane_session.get_lane()
-    checkpoint = lane.checkpoint(model, scheme)
+    cells = {c.target: c for c in qg_lane_session.cells() if (c.model, c.scheme) == (model, scheme)}
+    first = next(iter(cells.values()))
+    checkpoint = lane.checkpoint(first)
     qg_lane_session.record(
         cell=f"{model}-{scheme}",
         kind="quantize",
@@ -327,15 +354,13 @@ def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> I
         seconds=checkpoint.quantize_s,
         reused=checkpoint.reused,
     )
-    server = lane.server(checkpoint)
-    qg_lane_session.say(f"{checkpoint.served_name}: starting the vLLM server")
-    server.start()
-    qg_lane_session.say(f"{checkpoint.served_name}: server ready in {server.start_s or 0.0:.0f} s")
-    qg_lane_session.server_started(f"{model}-{scheme}", float(server.start_s or 0.0))
     try:
-        yield Served(checkpoint, server)
+        server = lane.serve(first)
+        lane.take_starts()
+        qg_lane_session.server_started(f"{model}-{scheme}", float(server.start_s or 0.0))
+        yield Served(checkpoint, server, cells)
     finally:
-        server.stop()
+        lane.stop(first.served_model)
 
 
 def _is_lane_test(item: pytest.Item) -> bool:
@@ -430,8 +455,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = lane_session(config)
     if not session.outcomes or hasattr(config, "workerinput"):
         return
-    from quantgate.lane import benchmark_document, tool_context
+    from quantgate.envs import tool_context
     from quantgate.lanereport import write_report
+    from quantgate.outcomes import benchmark_document
 
     directory = Path(config.getoption("qg_report") or config.rootpath / "out" / "lane")
     gpu = _gpu_info(config)

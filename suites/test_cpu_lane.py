@@ -13,7 +13,7 @@ import pytest
 
 from plugins.lane import LaneSession, Served, end_cell, over_budget
 from quantgate.budget import OverBudget
-from quantgate.lane import sha256_file
+from quantgate.envs import sha256_file
 
 pytestmark = pytest.mark.cpu
 
@@ -39,9 +39,9 @@ def test_accuracy(qg_served: Served, qg_benchmark: str, qg_lane_session: LaneSes
     lane = qg_lane_session.get_lane()
     checkpoint = qg_served.checkpoint
     cell = f"{checkpoint.model}-{checkpoint.scheme}-{qg_benchmark}"
-    key = (checkpoint.served_name, qg_benchmark)
+    key = (f"{checkpoint.model}__{checkpoint.scheme}", qg_benchmark)
     try:
-        outcome = lane.judge_accuracy(qg_served.server, checkpoint, qg_benchmark)
+        outcome = lane.judge_accuracy(qg_served.server, qg_served.cell(qg_benchmark))
     except OverBudget as cut:
         qg_lane_session.accuracy_cuts[key] = str(cut.cut)
         over_budget(qg_lane_session, cell, "accuracy", checkpoint, str(cut.cut), benchmark=qg_benchmark)
@@ -87,10 +87,10 @@ def test_accuracy(qg_served: Served, qg_benchmark: str, qg_lane_session: LaneSes
 def test_output_length(qg_served: Served, qg_benchmark: str, qg_lane_session: LaneSession) -> None:
     """Reasoning-aware speed: answers as long as the reference's, within the lane's range."""
     checkpoint = qg_served.checkpoint
-    key = (checkpoint.served_name, qg_benchmark)
+    key = (f"{checkpoint.model}__{checkpoint.scheme}", qg_benchmark)
     outcome = qg_lane_session.accuracy.get(key)
     cut = qg_lane_session.accuracy_cuts.get(key)
-    cell = f"{checkpoint.served_name} {qg_benchmark}"
+    cell = f"{key[0]} {qg_benchmark}"
     if outcome is None and cut is not None:
         pytest.xfail(f"{cell}: informational: no accuracy run, {cut}")
     if outcome is None:
@@ -110,12 +110,13 @@ def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession
     lane = qg_lane_session.get_lane()
     checkpoint = qg_served.checkpoint
     cell = f"{checkpoint.model}-{checkpoint.scheme}-{qg_scenario}"
+    served_name = f"{checkpoint.model}__{checkpoint.scheme}"
     try:
-        outcome = lane.judge_speed(qg_served.server, checkpoint, qg_scenario, qg_lane_session.bench)
+        outcome = lane.judge_speed(qg_served.server, qg_served.cell(qg_scenario))
     except OverBudget as cut:
         over_budget(qg_lane_session, cell, "speed", checkpoint, str(cut.cut), scenario=qg_scenario)
     qg_lane_session.add_benchmarks(
-        outcome.benchmark_entries(checkpoint.model, checkpoint.scheme, f"lane::{checkpoint.served_name}")
+        outcome.benchmark_entries(checkpoint.model, checkpoint.scheme, f"lane::{served_name}")
     )
     qg_lane_session.record(
         cell=cell,
@@ -123,7 +124,7 @@ def test_speed(qg_served: Served, qg_scenario: str, qg_lane_session: LaneSession
         model=checkpoint.model,
         scheme=checkpoint.scheme,
         scenario=qg_scenario,
-        cuts=[str(cut)] if (cut := lane.speed_cuts.get(checkpoint.served_name)) else [],
+        cuts=[str(cut)] if (cut := lane.speed_cuts.get(served_name)) else [],
         **outcome.as_record(),
     )
     if outcome.verdict is None:

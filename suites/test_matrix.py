@@ -11,15 +11,14 @@ closed).
 from __future__ import annotations
 
 from plugins.lane import LaneSession, end_cell
-from quantgate.gpulane import GpuLane
 from quantgate.gpus import Lease
 from quantgate.matrix import MatrixCell
-from quantgate.runners.evaluate import answers_and_cuts
+from quantgate.pipeline import Pipeline
 from quantgate.runners.serve import VllmServer
 
 
-def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[GpuLane, VllmServer]:
-    gpu_lane: GpuLane = session.get_gpu_lane()
+def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[Pipeline, VllmServer]:
+    gpu_lane: Pipeline = session.get_gpu_lane()
     server = gpu_lane.serve(cell, lease)
     for served_model, seconds in gpu_lane.take_starts():
         session.server_started(served_model, seconds)
@@ -28,10 +27,10 @@ def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[GpuLane
 
 def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane, server = serve(qg_accuracy_cell, qg_lease, qg_lane_session)
-    decision, verdict, looks, written = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
-    answers, cut_answers = answers_and_cuts(looks)
-    if written:
-        qg_lane_session.reference_written(written)
+    outcome = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
+    decision, verdict = outcome.decision, outcome.verdict
+    if outcome.reference_note:
+        qg_lane_session.reference_written(outcome.reference_note)
     qg_lane_session.record(
         cell=qg_accuracy_cell.cell_id,
         kind="accuracy",
@@ -46,19 +45,19 @@ def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session
         low=verdict.low,
         high=verdict.high,
         samples=verdict.candidate_samples,
-        looks=[look.job.samples for look in looks],
+        looks=[look.job.samples for look in outcome.looks],
         detail=verdict.detail,
-        answers=answers,
-        cut_answers=cut_answers,
+        answers=outcome.answers,
+        cut_answers=outcome.cut_answers,
     )
     end_cell(qg_lane_session, qg_accuracy_cell.cell_id, verdict.verdict, decision.gating, verdict.detail)
 
 
 def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
     gpu_lane, server = serve(qg_performance_cell, qg_lease, qg_lane_session)
-    outcome, written = gpu_lane.judge_speed(server, qg_performance_cell)
-    if written:
-        qg_lane_session.reference_written(written)
+    outcome = gpu_lane.judge_speed(server, qg_performance_cell)
+    if outcome.reference_note:
+        qg_lane_session.reference_written(outcome.reference_note)
     qg_lane_session.add_benchmarks(
         outcome.benchmark_entries(
             qg_performance_cell.model,

@@ -102,7 +102,7 @@ def _truncate(path: Path) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from quantgate import lane
+    from quantgate import pipeline
     from quantgate.runners import bench, evaluate, serve
 
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -115,47 +115,46 @@ def pytest_configure(config: pytest.Config) -> None:
     def free_port(host: str = "127.0.0.1") -> int:
         return held.pop("port", None) or real_free_port(host)
 
-    real_server = lane.Lane.server
+    real_server = pipeline.Pipeline.server
 
-    def server(self: Any, checkpoint: Any) -> Any:
-        made = real_server(self, checkpoint)
-        if checkpoint.served_name == PORT_TAKEN:
+    def server(self: Any, cell: Any, lease: Any = None) -> Any:
+        made = real_server(self, cell, lease)
+        if self.served_name(cell) == PORT_TAKEN:
             serve.free_port = free_port  # type: ignore[assignment]
         else:
             serve.free_port = real_free_port  # type: ignore[assignment]
-        if checkpoint.served_name == NEVER_READY:
+        if self.served_name(cell) == NEVER_READY:
             made.spec = dataclasses.replace(made.spec, ready_timeout=3.0)
         return made
 
-    real_evaluate = lane.Lane.evaluate
+    real_evaluate = pipeline.Pipeline.evaluate
 
     def evaluate_with_faults(
         self: Any,
         server: Any,
-        checkpoint: Any,
-        benchmark: str,
+        cell: Any,
         samples: int,
         seed: int,
         tag: str,
         **kwargs: Any,
     ) -> Any:
         return _run_with_faults(
-            lambda: real_evaluate(self, server, checkpoint, benchmark, samples, seed, tag, **kwargs),
+            lambda: real_evaluate(self, server, cell, samples, seed, tag, **kwargs),
             self.worker(),
             server,
-            checkpoint.served_name,
+            self.served_name(cell),
             server_killed=SERVER_KILLED_IN_EVALUATION,
             worker_killed=WORKER_AND_SERVER_KILLED,
         )
 
-    real_bench = lane.Lane.bench
+    real_bench = pipeline.Pipeline.bench
 
-    def bench_with_faults(self: Any, server: Any, checkpoint: Any) -> Any:
+    def bench_with_faults(self: Any, server: Any, cell: Any) -> Any:
         return _run_with_faults(
-            lambda: real_bench(self, server, checkpoint),
+            lambda: real_bench(self, server, cell),
             self.bench_worker(),
             server,
-            checkpoint.served_name,
+            self.served_name(cell),
             server_killed=WORKER_AND_SERVER_KILLED,
             worker_killed=BENCH_WORKER_KILLED,
         )
@@ -175,8 +174,8 @@ def pytest_configure(config: pytest.Config) -> None:
             _truncate(path)
         return real_read_bench_result(path, run, **kwargs)
 
-    lane.Lane.server = server  # type: ignore[method-assign]
-    lane.Lane.evaluate = evaluate_with_faults  # type: ignore[method-assign]
-    lane.Lane.bench = bench_with_faults  # type: ignore[method-assign]
+    pipeline.Pipeline.server = server  # type: ignore[method-assign]
+    pipeline.Pipeline.evaluate = evaluate_with_faults  # type: ignore[method-assign]
+    pipeline.Pipeline.bench = bench_with_faults  # type: ignore[method-assign]
     evaluate.read_evaluation = read_evaluation
     bench.read_bench_result = read_bench_result

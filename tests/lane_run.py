@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from quantgate.lane import Envs
+from quantgate.envs import Envs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lane_run import REPO
 
-from quantgate.lane import Envs
+from quantgate.envs import Envs
 
 SHOW = """
 import json, builtin_tasks as b

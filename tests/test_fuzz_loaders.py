@@ -1,6 +1,6 @@
 """Every data file loader, fuzzed: a bad file is one ``QuantgateError`` naming the file, never another error.
 
-Each loader gets 500 mutated copies of a real file it reads (the committed catalog, rules, lane file,
+Each loader gets 500 mutated copies of a real file it reads (the committed catalog, rules, kind file,
 published cards, a stored BF16 reference, recorded tool outputs, a lane report, a coverage file, a
 pytest-benchmark file, a stored BF16 speed reference): a value replaced by any JSON value (NaN, infinities,
 huge or negative numbers, wrong types), a key deleted or renamed, up to three times. The loader either
@@ -31,8 +31,8 @@ from quantgate.catalog import load_catalog
 from quantgate.cli_report import load_cells
 from quantgate.errors import QuantgateError
 from quantgate.gate import load_coverage
-from quantgate.gpulane import load_speed_reference
-from quantgate.lane import load_lane
+from quantgate.kinds import load_kind
+from quantgate.pipeline import load_speed_reference
 from quantgate.published import load_published
 from quantgate.rules import load_rules
 from quantgate.runners.bench import BenchRun, read_bench_result
@@ -61,7 +61,7 @@ SPEED_REFERENCE = {
 # name -> (the real file, or a document to write, and the loader)
 LOADERS: dict[str, tuple[Path | dict[str, Any], Callable[[Path], object]]] = {
     "rules": (REPO / "baselines" / "rules.yaml", load_rules),
-    "lane": (REPO / "suites" / "lane" / "cpu.yaml", load_lane),
+    "kind": (REPO / "suites" / "kinds" / "cpu.yaml", load_kind),
     "published": (REPO / "baselines" / "published" / "cards-2025-02.json", load_published),
     "reference": (REPO / "baselines" / "cpu" / "tiny-qwen2" / "aime24.json", load_reference),
     "vllm-bench-result": (
@@ -179,7 +179,7 @@ def refused(load: Callable[[Path], object], doc: Any, path: Path) -> QuantgateEr
     return caught.value
 
 
-VERSIONED = ["rules", "lane", "published", "reference", "lane-report", "coverage", "gpu-speed-reference"]
+VERSIONED = ["rules", "kind", "published", "reference", "lane-report", "coverage", "gpu-speed-reference"]
 
 
 @pytest.mark.parametrize("name", VERSIONED)

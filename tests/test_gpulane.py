@@ -1,4 +1,4 @@
-"""The GPU lane without a GPU: stored BF16 references, speed with per-GPU figures, contexts, timeouts.
+"""The pipeline on a GPU kind without a GPU: stored BF16 references, per-GPU speed, contexts, timeouts.
 
 No GPU is reachable here, so ``RecordedGpuBench`` stands in for ``vllm bench serve`` on a GPU server: it
 answers each requested run with a real recorded result of the tool (``tests/data/bench``), its
@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
-from quantgate.gpulane import GpuLane
-from quantgate.lane import Envs
+from quantgate.gpus import Lease
+from quantgate.kinds import GPU_KIND_FILE, load_kind
 from quantgate.lanereport import write_report
 from quantgate.matrix import MatrixCell, expand
+from quantgate.pipeline import Pipeline
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result
 
 RECORDED = Path(__file__).parent / "data" / "bench"
@@ -45,7 +47,8 @@ class RecordedGpuBench:
         out_dir.mkdir(parents=True, exist_ok=True)
         results = []
         for run in runs:
-            source = RECORDED / f"{run.scenario}.random-64x32.r{run.repeat % 2}.json"
+            recorded = "single-stream" if run.scenario == "warm-up" else run.scenario
+            source = RECORDED / f"{recorded}.random-64x32.r{run.repeat % 2}.json"
             result = read_bench_result(source, dataclasses.replace(run, workload="random-64x32"))
             figures = {
                 k: v * self.factor if k.endswith(("throughput", "goodput")) else v
@@ -67,15 +70,22 @@ class Server:
         return contextlib.nullcontext()
 
 
+LEASE = Lease("Qwen-32B/int4-w4a16/h100/tp1", "main", (0,), 80.0, True, 0.9)
+
+
 def cell(scheme: str) -> MatrixCell:
     target = "multi-stream-multi-turn-chat"
     (found,) = [c for c in expand(kind="performance") if c.cell_id == f"Qwen-32B-{scheme}-h100-{target}"]
     return found
 
 
-def lane(tmp_path: Path, factor: float, update: bool = False) -> GpuLane:
-    gpu_lane = GpuLane(
-        Envs(tmp_path / "envs"), tmp_path / "work", baselines=tmp_path / "baselines", update_baselines=update
+def lane(tmp_path: Path, factor: float, update: bool = False) -> Pipeline:
+    gpu_lane = Pipeline(
+        load_kind(GPU_KIND_FILE),
+        Envs(tmp_path / "envs"),
+        tmp_path / "work",
+        baselines=tmp_path / "baselines",
+        update_baselines=update,
     )
     gpu_lane._bench_worker = RecordedGpuBench(factor)  # type: ignore[assignment]
     return gpu_lane
@@ -84,7 +94,8 @@ def lane(tmp_path: Path, factor: float, update: bool = False) -> GpuLane:
 def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Path) -> None:
     bf16, int4 = cell("bf16"), cell("int4-w4a16")
     assert (bf16.requirement.count, int4.requirement.count) == (2, 1)
-    reference, note = lane(tmp_path, 1.0, update=True).judge_speed(Server(), bf16)  # type: ignore[arg-type]
+    reference = lane(tmp_path, 1.0, update=True).judge_speed(Server(), bf16)  # type: ignore[arg-type]
+    note = reference.reference_note
     assert reference.verdict is None
     path = tmp_path / "baselines" / "h100" / "Qwen-32B" / "speed" / f"{bf16.target}.json"
     assert note == f"new BF16 speed reference {path}"
@@ -93,8 +104,8 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
     assert stored["figures"] == reference.figures
     assert stored["provenance"]["gpu"] == "h100"
 
-    outcome, note = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
-    assert note is None
+    outcome = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
+    assert outcome.reference_note is None
     assert outcome.verdict is not None
     assert outcome.verdict.speedup == pytest.approx(0.8, rel=1e-9)
     assert outcome.verdict.per_gpu_speedup == pytest.approx(1.6, rel=1e-9)
@@ -114,8 +125,8 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
 
 
 def test_a_bf16_speed_cell_without_the_flag_writes_nothing(tmp_path: Path) -> None:
-    outcome, note = lane(tmp_path, 1.0).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
-    assert (outcome.verdict, note) == (None, None)
+    outcome = lane(tmp_path, 1.0).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    assert (outcome.verdict, outcome.reference_note) == (None, None)
     assert not (tmp_path / "baselines").exists()
 
 
@@ -184,7 +195,7 @@ def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_p
     assert caught.value.source is not None
     assert caught.value.source.endswith("server.random-64x32.r0.json")
     lane(tmp_path, 1.0, update=True).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
-    outcome, _ = lane(tmp_path, 0.0).judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
+    outcome = lane(tmp_path, 0.0).judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
     assert outcome.verdict is not None
     assert outcome.verdict.verdict == "fail"
     assert "0 in 3 of 3 runs" in outcome.verdict.detail
@@ -202,7 +213,7 @@ def test_a_served_model_starts_with_the_context_its_longest_cell_needs(tmp_path:
     longest = max(c.context_tokens for c in cells)
     assert speed.context_tokens < longest
     for first in (speed, *(c for c in cells if c.kind == "accuracy")):
-        assert gpu_lane.server_spec(first, (0,), 0.9).max_model_len == longest
+        assert gpu_lane.server(first, LEASE).spec.max_model_len == longest
 
 
 def test_tool_timeouts_follow_the_cell_estimate(tmp_path: Path) -> None:
@@ -286,11 +297,35 @@ def test_the_bf16_cell_writes_the_kinds_accuracy_reference_under_the_flag(tmp_pa
     }
     writer = lane(tmp_path, 1.0, update=True)
     writer._worker = RecordedLighteval()  # type: ignore[assignment]
-    path, reference, note = writer.reference(cells["bf16"], Server())  # type: ignore[arg-type]
+    reference, note = writer.reference(cells["bf16"], Server())  # type: ignore[arg-type]
+    path = writer.reference_path(cells["bf16"])
     assert note == f"new reference {path}"
     assert path == tmp_path / "baselines" / "h100" / "Qwen-7B" / "aime24.json"
     assert len(reference.items) == 5
     assert reference.provenance["gpu"] == "h100"
-    _, loaded, none = lane(tmp_path, 1.0).reference(cells["int4-w4a16"])
+    loaded, none = lane(tmp_path, 1.0).reference(cells["int4-w4a16"])
     assert none is None
     assert loaded.counts() == reference.counts()
+
+
+def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
+    """The GPU plan, like the CPU one, opens with a discarded warm-up run (the first run of a fresh
+    server was up to 10x slower); the scenarios' repeats are interleaved on the cell's workload."""
+    gpu_lane = lane(tmp_path, 1.0)
+    runs = gpu_lane.bench_runs(cell("int4-w4a16"))
+    assert runs[0].scenario == "warm-up"
+    assert [r.scenario for r in runs[1:4]] == ["single-stream", "multi-stream", "server"]
+    assert len(runs) == 1 + 3 * 3
+    assert {(r.workload, r.input_len, r.output_len) for r in runs} == {("multi-turn-chat", 512, 256)}
+    outcome = lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    assert [r.run.scenario for r in outcome.runs] == ["multi-stream"] * 3
+    assert len(outcome.figures) == 3
+
+
+def test_what_differs_between_cpu_and_gpu_kinds_is_their_kind_files() -> None:
+    cpu, gpu = load_kind(), load_kind(GPU_KIND_FILE)
+    assert (cpu.kinds, cpu.speed.reference, cpu.offline) == (("cpu",), "session", True)
+    assert set(gpu.kinds) == {"a6000", "a100", "h100", "h200", "l40s"}
+    assert (gpu.models, gpu.speed.reference, gpu.offline, gpu.accuracy.data) == ({}, "stored", False, None)
+    assert gpu.accuracy.task_file == cpu.accuracy.task_file
+    assert gpu.accuracy.model_file == cpu.accuracy.model_file

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
-from quantgate.lane import DEFAULT_LANE, Envs, load_lane, merge_counts
+from quantgate.kinds import CPU_KIND_FILE, load_kind
 from quantgate.lanereport import write_report
+from quantgate.outcomes import merge_counts
 from quantgate.runners.evaluate import EvalJob, LightevalWorker, read_evaluation
 from quantgate.runners.process import ToolError
 
@@ -22,7 +24,7 @@ RECORDED = Path(__file__).parent / "data" / "lighteval-lane"
 
 
 def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
-    spec = load_lane(DEFAULT_LANE)
+    spec = load_kind(CPU_KIND_FILE)
     assert set(spec.schemes) == {"bf16", "fp8-w8a8", "int8-w8a8", "int4-w4a16"}
     assert spec.accuracy.reference_samples >= spec.accuracy.first_samples
     assert set(spec.speed.scenarios) == {"single-stream", "multi-stream", "server"}
@@ -57,12 +59,12 @@ def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
 def test_a_bad_lane_file_names_the_file_and_field(tmp_path: Path, edit, field: str) -> None:  # type: ignore[no-untyped-def]
     import yaml
 
-    doc = yaml.safe_load(DEFAULT_LANE.read_text())
+    doc = yaml.safe_load(CPU_KIND_FILE.read_text())
     edit(doc)
     path = tmp_path / "lane.yaml"
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(QuantgateError) as caught:
-        load_lane(path)
+        load_kind(path)
     assert str(path) in str(caught.value)
     assert field.split(".")[0] in str(caught.value)
 
@@ -271,7 +273,7 @@ def test_quantgate_report_refuses_another_file_naming_it(
 
 
 def test_output_length_is_a_sample_weighted_mean_and_unknown_when_any_is_missing() -> None:
-    from quantgate.lane import mean_output_tokens
+    from quantgate.outcomes import mean_output_tokens
 
     assert mean_output_tokens([(8, 10.0), (24, 20.0)]) == pytest.approx(17.5)
     assert mean_output_tokens([(8, 10.0), (8, None)]) is None
@@ -334,18 +336,14 @@ def test_the_report_names_verdicts_that_changed_since_the_last_run(tmp_path: Pat
     assert "- accuracy c: new" in text
 
 
-def test_an_unknown_device_kind_is_blamed_on_the_lane_file(tmp_path: Path) -> None:
-    """Found by the loader fuzz: ``gpu: ''`` was refused naming the catalog's gpus.yaml."""
+def test_an_unknown_device_kind_is_blamed_on_the_kind_file(tmp_path: Path) -> None:
+    """Found by the loader fuzz: an empty kind was refused naming the catalog's gpus.yaml."""
     import yaml
 
-    from quantgate.lane import load_lane
-
-    document = yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "suites" / "lane" / "cpu.yaml").read_text()
-    )
-    document["gpu"] = ""
+    document = yaml.safe_load(CPU_KIND_FILE.read_text())
+    document["kinds"] = [""]
     path = tmp_path / "lane.yaml"
     path.write_text(yaml.safe_dump(document))
     with pytest.raises(QuantgateError) as caught:
-        load_lane(path)
-    assert (caught.value.source, caught.value.where) == (str(path), "gpu")
+        load_kind(path)
+    assert (caught.value.source, caught.value.where) == (str(path), "kinds[0]")

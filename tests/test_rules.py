@@ -10,7 +10,7 @@ import pytest
 
 from quantgate.catalog import load_catalog
 from quantgate.errors import QuantgateError
-from quantgate.lane import load_lane
+from quantgate.kinds import load_kind
 from quantgate.rules import (
     AccuracyCellKey,
     Rules,
@@ -26,14 +26,14 @@ NEXT = len(load_rules().recovery)  # the index of a rule appended to the file
 
 def accuracy_cells() -> list[AccuracyCellKey]:
     """The matrix's quantized cells and the lane's cells (BF16 too: it is judged against its reference)."""
-    lane = load_lane()
+    lane = load_kind()
     return [
         AccuracyCellKey(m, spec.params_b, s, b, bench.family)
         for (m, spec), s, (b, bench) in itertools.product(
             CATALOG.models.items(), [s for s in CATALOG.schemes if s != "bf16"], CATALOG.benchmarks.items()
         )
     ] + [
-        AccuracyCellKey(m, spec.params_b, s, b, spec.family)
+        AccuracyCellKey(m, spec.params_b, s, b, CATALOG.benchmarks[b].family)
         for (m, spec), s in itertools.product(lane.models.items(), lane.schemes)
         for b in spec.benchmarks
     ]
@@ -62,7 +62,7 @@ def test_every_cell_is_decided_by_exactly_one_rule() -> None:
 
 
 def test_rule_selectors_name_catalog_and_lane_keys() -> None:
-    lane = load_lane()
+    lane = load_kind()
     check_known_keys(
         load_rules(),
         schemes=CATALOG.schemes,
@@ -157,7 +157,7 @@ def test_unknown_selector_value_is_refused(tmp_path: Path) -> None:
         check_known_keys(
             load_rules(path),
             schemes=CATALOG.schemes,
-            models=[*CATALOG.models, *load_lane().models],
+            models=[*CATALOG.models, *load_kind().models],
             benchmarks=CATALOG.benchmarks,
             families={b.family for b in CATALOG.benchmarks.values()},
             gpus=CATALOG.gpus,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from lane_run import REPO, envs_or_skip
 
-from quantgate.lane import DEFAULT_LANE, Lane, load_lane
+from quantgate.kinds import CPU_KIND_FILE, load_kind
+from quantgate.pipeline import Pipeline, local_cells
 
 FORMS = json.loads((REPO / "fixtures" / "tinymodel" / "prompt_forms.json").read_text())["forms"]
 LOGGED_PROMPT = re.compile(r"details: prompt: ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"), prompt_token_ids")
@@ -31,21 +32,22 @@ def test_the_server_receives_lightevals_prompt_through_the_chat_template_when_th
     tmp_path: Path,
 ) -> None:
     envs = envs_or_skip()
-    spec = load_lane(DEFAULT_LANE)
+    spec = load_kind(CPU_KIND_FILE)
     logged = spec.server.model_copy(
         update={
             "args": (*spec.server.args, "--enable-log-requests"),
             "env": {**spec.server.env, "VLLM_LOGGING_LEVEL": "DEBUG"},
         }
     )
-    lane = Lane(spec.model_copy(update={"server": logged}), envs, tmp_path / "work")
+    lane = Pipeline(spec.model_copy(update={"server": logged}), envs, tmp_path / "work")
+    cells = {(c.model, c.benchmark): c for c in local_cells(spec) if c.scheme == "bf16"}
     received: dict[str, set[str]] = {}
     try:
         for model, benchmark in (("tiny-qwen2", "aime24"), ("tiny-llama", "gpqa_diamond")):
-            checkpoint = lane.checkpoint(model, "bf16")
-            with lane.server(checkpoint) as server:
-                lane.evaluate(server, checkpoint, benchmark, 1, 0, "prompt", items=2)
-            received[model] = received_prompts(lane.log_dir / f"serve-{checkpoint.served_name}.log")
+            cell = cells[(model, benchmark)]
+            with lane.server(cell) as server:
+                lane.evaluate(server, cell, 1, 0, "prompt", items=2)
+            received[model] = received_prompts(lane.log_dir / f"serve-{lane.served_name(cell)}.log")
     finally:
         lane.close()
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from quantgate.lane import Envs
+from quantgate.envs import Envs
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILDER = ROOT / "fixtures" / "tinymodel" / "build.py"

@@ -1,0 +1,192 @@
+"""Device-kind files: what differs between ``cpu`` and a GPU kind, as data.
+
+One pipeline (``quantgate.pipeline``) serves, evaluates, judges and benches every cell; a kind file
+(``suites/kinds/<name>.yaml``) says what that pipeline does differently on its kinds:
+
+* **models**: tiny local models built and quantized here (``models``, with ``calibration``), or,
+  when the file lists none, the catalog's published checkpoints (``bf16_repo`` / ``quantized_repos``);
+* **server**: the vLLM build's arguments and environment, its context (fixed, or each served model's
+  from the matrix); a GPU server adds its lease's tensor-parallel size and memory share;
+* **accuracy**: where lighteval's tasks read their data (local folders, or the hub), the generation
+  limit and sample counts (fixed, or the catalog's and the matrix's);
+* **speed**: the load of each scenario (and on CPU its token lengths; on GPUs the catalog workload's),
+  and whether BF16 speed is measured in the same session or read from stored references;
+* **budget**: the seconds a cell may spend; work is sized to them from a probed rate (CPU hosts of one
+  machine kind differ 2-50x), or, without a budget, run in full with timeouts from the catalog estimate.
+
+Every field is checked at load; a bad one is one error naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from quantgate.catalog import Catalog, load_catalog
+from quantgate.datafile import Strict, load_model
+from quantgate.errors import QuantgateError
+
+KIND_SCHEMA_VERSION = 1
+ROOT = Path(__file__).resolve().parents[2]
+KINDS_DIR = ROOT / "suites" / "kinds"
+CPU_KIND_FILE = KINDS_DIR / "cpu.yaml"
+GPU_KIND_FILE = KINDS_DIR / "gpu.yaml"
+Scenario = Literal["single-stream", "multi-stream", "server"]
+
+
+class LocalModel(Strict):
+    """A model built here (``fixtures/tinymodel``): its folder and the catalog tasks it is served on."""
+
+    dir: Path
+    family: Literal["llama", "qwen2"]
+    params_b: float = Field(gt=0)
+    benchmarks: tuple[str, ...] = Field(min_length=1)
+
+
+class Calibration(Strict):
+    file: Path
+    samples: int = Field(ge=1)
+    max_seq_length: int = Field(ge=8)
+
+
+class ServerSettings(Strict):
+    """``max_model_len`` ``None``: each served model's context from the matrix (its longest cell)."""
+
+    max_model_len: int | None = Field(default=None, ge=16)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    ready_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class AccuracySettings(Strict):
+    """How a kind evaluates: lighteval's task file and quantgate's model backend, the folder of the
+    tasks' local data (one sub-folder per catalog benchmark; ``None``: the hub datasets), the generation
+    limit (``None``: the cell's context) and samples per item of a first look (``None``: the catalog's)
+    and of a BF16 reference (``None``: the judge's cap). Temperature and top-p are the catalog's."""
+
+    task_file: Path
+    model_file: Path
+    data: Path | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    first_samples: int | None = Field(default=None, ge=1)
+    reference_samples: int | None = Field(default=None, ge=2)
+    seed: int = Field(default=0, ge=0)
+    concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=900.0, gt=0)
+    output_length: tuple[float, float] = (0.9, 1.1)
+
+
+class Goodput(Strict):
+    ttft_ms: float = Field(gt=0)
+    tpot_ms: float = Field(gt=0)
+
+
+class ScenarioLoad(Strict):
+    """One scenario's load; ``input_len``/``output_len`` ``None``: the cell's catalog workload."""
+
+    input_len: int | None = Field(default=None, ge=1)
+    output_len: int | None = Field(default=None, ge=1)
+    num_prompts: int = Field(ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    request_rate: float | None = Field(default=None, gt=0)
+    goodput: Goodput | None = None
+
+
+class SpeedSettings(Strict):
+    """``reference: session``: BF16 is measured in the same session, before the model's other schemes
+    (a CPU host's speed is its own); ``stored``: BF16 figures are per-kind references in
+    ``baselines/<kind>/<model>/speed/`` (a GPU kind's shards split a model's schemes across runners)."""
+
+    repeats: int = Field(ge=2)
+    warmups: int = Field(default=2, ge=0)
+    scenarios: dict[Scenario, ScenarioLoad] = Field(min_length=1)
+    reference: Literal["session", "stored"] = "session"
+    timeout_s: float = Field(default=600.0, gt=0)
+
+
+class CellBudget(Strict):
+    """Seconds a cell may spend on accuracy and on speed; the work is sized to them (``budget``)."""
+
+    accuracy_s: float = Field(default=math.inf, gt=0)
+    speed_s: float = Field(default=math.inf, gt=0)
+    min_items: int = Field(default=40, ge=1)
+    probe_timeout_s: float = Field(default=20.0, gt=0)
+    look_overhead_s: float = Field(default=4.0, ge=0)
+    run_overhead_s: float = Field(default=1.5, ge=0)
+
+    @property
+    def sized(self) -> bool:
+        return math.isfinite(self.accuracy_s) or math.isfinite(self.speed_s)
+
+
+class KindSpec(Strict):
+    """A kind file: ``kinds`` are catalog device kinds (markers) whose cells it describes."""
+
+    schema_version: int
+    kinds: tuple[str, ...] = Field(min_length=1)
+    offline: bool = False
+    models: dict[str, LocalModel] = Field(default_factory=dict)
+    schemes: tuple[str, ...] = Field(min_length=1)
+    calibration: Calibration | None = None
+    server: ServerSettings
+    accuracy: AccuracySettings
+    speed: SpeedSettings
+    budget: CellBudget = Field(default_factory=CellBudget)
+
+    @property
+    def kind(self) -> str:
+        """The kind of this file's local cells (its first)."""
+        return self.kinds[0]
+
+    @property
+    def cpu(self) -> bool:
+        return self.kinds == ("cpu",)
+
+
+def load_kind(path: str | Path = CPU_KIND_FILE, catalog: Catalog | None = None) -> KindSpec:
+    """Load a kind file; schemes and kinds must be the catalog's, ``bf16`` (the reference) included."""
+    spec = load_model(KindSpec, path, "kind", KIND_SCHEMA_VERSION)
+    catalog = catalog or load_catalog()
+    for index, scheme in enumerate(spec.schemes):
+        if scheme not in catalog.schemes:
+            known = ", ".join(catalog.schemes)
+            raise QuantgateError(path, f"unknown scheme {scheme!r}; known: {known}", f"schemes[{index}]")
+        if scheme in spec.schemes[:index]:
+            raise QuantgateError(path, f"scheme {scheme!r} is listed twice", f"schemes[{index}]")
+    if "bf16" not in spec.schemes:
+        raise QuantgateError(path, "must include bf16, the reference of every other scheme", "schemes")
+    for index, kind in enumerate(spec.kinds):
+        if kind not in catalog.gpus:
+            known = ", ".join(catalog.gpus)
+            raise QuantgateError(path, f"unknown device kind {kind!r}; known: {known}", f"kinds[{index}]")
+    if "cpu" in spec.kinds and not spec.cpu:
+        raise QuantgateError(path, "cpu is a kind file of its own (vLLM's CPU build)", "kinds")
+    if spec.models and spec.calibration is None:
+        raise QuantgateError(path, "local models are quantized here: give their calibration", "calibration")
+    for model, settings in spec.models.items():
+        for index, benchmark in enumerate(settings.benchmarks):
+            known_benchmark = catalog.benchmarks.get(benchmark)
+            if (
+                known_benchmark is None
+                or known_benchmark.scoring != "sampled"
+                or known_benchmark.kind != "task"
+            ):
+                sampled = ", ".join(k for k, b in catalog.benchmarks.items() if b.scoring == "sampled")
+                raise QuantgateError(
+                    path,
+                    f"{benchmark!r} is not a sampled catalog task; those: {sampled}",
+                    f"models.{model}.benchmarks[{index}]",
+                )
+        for scenario, load in spec.speed.scenarios.items():
+            if load.input_len is None or load.output_len is None:
+                raise QuantgateError(
+                    path,
+                    "local models have no catalog workload: give input_len and output_len",
+                    f"speed.scenarios.{scenario}",
+                )
+    if spec.models and spec.server.max_model_len is None:
+        raise QuantgateError(path, "local models need a fixed context", "server.max_model_len")
+    return spec

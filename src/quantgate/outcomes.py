@@ -1,0 +1,239 @@
+"""What a judged cell produced: accuracy and speed outcomes, and the steps that make them.
+
+``judge_sequentially`` is the accuracy cell's loop (a first look, then top-ups while the judge says
+inconclusive); ``scenario_figures`` turns ``vllm bench serve`` results into one figure per repeat;
+the outcomes carry what the report and pytest-benchmark JSON show. Pure apart from reading results
+already written; the pipeline (``quantgate.pipeline``) does the work.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantgate import benchjson
+from quantgate.budget import Cut
+from quantgate.envs import Envs, git_commit, machine
+from quantgate.errors import QuantgateError
+from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery
+from quantgate.rules import Decision
+from quantgate.runners.bench import BenchResult
+from quantgate.runners.evaluate import Evaluation, answers_and_cuts
+
+
+@dataclass(frozen=True)
+class SpeedOutcome:
+    """One scenario of one cell: its figures, BF16's, and the verdict (``None`` for BF16 itself)."""
+
+    scenario: str
+    metric: str
+    higher_is_better: bool
+    figures: list[float]
+    bf16_figures: list[float]
+    decision: Decision | None
+    verdict: SpeedVerdict | None
+    runs: tuple[BenchResult, ...] = ()
+    gpus: int = 1
+    bf16_gpus: int = 1
+    reference_note: str | None = None
+
+    def benchmark_entries(self, model: str, scheme: str, prefix: str) -> list[dict[str, object]]:
+        """pytest-benchmark entries of this scenario's runs (``fullname`` ``<prefix>::<scenario>[...]``)."""
+        return [
+            benchjson.benchmark_entry(run, scheme=scheme, model=model, prefix=prefix) for run in self.runs
+        ]
+
+    def as_record(self) -> dict[str, object]:
+        record: dict[str, object] = {
+            "metric": self.metric,
+            "unit": "s" if self.metric == "latency_s" else "requests/s",
+            "figures": [round(f, 6) for f in self.figures],
+            "median": statistics.median(self.figures),
+            "bf16_median": statistics.median(self.bf16_figures),
+            "geomean": geometric_mean(self.figures),
+            "bf16_geomean": geometric_mean(self.bf16_figures),
+            "verdict": None if self.verdict is None else self.verdict.verdict,
+        }
+        if self.decision is not None and self.verdict is not None:
+            record.update(
+                speedup=self.verdict.speedup,
+                low=self.verdict.low,
+                high=self.verdict.high,
+                floor=self.decision.floor,
+                rule=self.decision.rule_id,
+                gating=self.decision.gating,
+                detail=self.verdict.detail,
+            )
+        if self.gpus != 1 or self.bf16_gpus != 1:
+            record.update(gpus=self.gpus, bf16_gpus=self.bf16_gpus)
+            if self.verdict is not None:
+                record["per_gpu_speedup"] = self.verdict.per_gpu_speedup
+        return record
+
+
+@dataclass(frozen=True)
+class AccuracyOutcome:
+    """A judged accuracy cell: every look the judge asked for, and its final verdict."""
+
+    decision: Decision
+    verdict: Verdict
+    reference_path: Path
+    reference_score: float
+    score: float
+    looks: tuple[Evaluation, ...]
+    reference_note: str | None
+    output_tokens: float | None = None
+    reference_output_tokens: float | None = None
+    cuts: tuple[Cut, ...] = ()
+
+    @property
+    def undecided_in_budget(self) -> bool:
+        """Inconclusive because the budget cut the work: informational, not a gating verdict."""
+        return bool(self.cuts) and self.verdict.verdict == "inconclusive"
+
+    @property
+    def seconds(self) -> float:
+        return sum(look.seconds for look in self.looks)
+
+    @property
+    def length_ratio(self) -> float | None:
+        """Mean output tokens per sample, candidate over reference (a model that thinks longer is slower)."""
+        if not self.output_tokens or not self.reference_output_tokens:
+            return None
+        return self.output_tokens / self.reference_output_tokens
+
+    @property
+    def answers(self) -> int:
+        return answers_and_cuts(self.looks)[0]
+
+    @property
+    def cut_answers(self) -> int | None:
+        """Answers cut at the generation limit over all looks (``None`` when a look cannot tell)."""
+        return answers_and_cuts(self.looks)[1]
+
+    @property
+    def solved(self) -> int:
+        return sum(c for look in self.looks for _, c in look.counts.values())
+
+    @property
+    def seconds_per_solved(self) -> float | None:
+        return self.seconds / self.solved if self.solved else None
+
+    @property
+    def tokens_per_solved(self) -> float | None:
+        if self.output_tokens is None or not self.solved:
+            return None
+        samples = sum(n for look in self.looks for n, _ in look.counts.values())
+        return self.output_tokens * samples / self.solved
+
+
+def scenario_figures(
+    results: Sequence[BenchResult], scenario: str, metric: str, allow_zero: bool = False
+) -> list[float]:
+    """One figure per repeat: mean request latency (s), request throughput or goodput (requests/s).
+
+    A goodput of 0 (no request met the limits) is a figure of a quantized cell (``allow_zero``); for
+    BF16, the reference, it is an error naming the run: the limits are too tight for the machine.
+    """
+    figures = []
+    for result in results:
+        if result.run.scenario != scenario:
+            continue
+        if metric == "latency_s":
+            if not result.latencies_s:
+                raise QuantgateError(result.result_path, "no per-request latencies", "latencies")
+            figures.append(sum(result.latencies_s) / len(result.latencies_s))
+        elif metric == "max_qps":
+            figures.append(result.request_throughput)
+        else:
+            figures.append(result.figures.get("request_goodput", 0.0))
+        if figures[-1] <= 0.0 and not allow_zero:
+            raise QuantgateError(
+                result.result_path,
+                f"{metric} is 0: no request met the limits (too tight for this machine?)",
+                "request_goodput",
+            )
+    if not figures:
+        raise QuantgateError(None, f"no bench run for scenario {scenario!r}", "scenario")
+    return figures
+
+
+def geometric_mean(figures: Sequence[float]) -> float | None:
+    """The figures' geometric mean, the centre the speed judge's speedup is the ratio of (0: ``None``)."""
+    return statistics.geometric_mean(figures) if figures and min(figures) > 0 else None
+
+
+def mean_output_tokens(pairs: list[tuple[int, float | None]]) -> float | None:
+    """Mean tokens per sample over (samples, mean tokens) pairs; None when any is unknown."""
+    if not pairs or any(tokens is None for _, tokens in pairs):
+        return None
+    total = sum(n for n, _ in pairs)
+    return sum(n * (tokens or 0.0) for n, tokens in pairs) / total if total else None
+
+
+def merge_counts(
+    total: Mapping[str, tuple[int, int]], more: Mapping[str, tuple[int, int]], source: str
+) -> dict[str, tuple[int, int]]:
+    """Add a top-up's per-item counts to the earlier looks'; the item sets must agree."""
+    if total and total.keys() != more.keys():
+        raise QuantgateError(source, "a top-up returned a different item set than the first look", "items")
+    return {
+        item: (total.get(item, (0, 0))[0] + n, total.get(item, (0, 0))[1] + c)
+        for item, (n, c) in more.items()
+    }
+
+
+def judge_sequentially(
+    evaluate: Callable[[int, int], Evaluation],
+    reference: Mapping[str, tuple[int, int]],
+    floor: float,
+    first_samples: int,
+    reference_path: Path,
+    cap: int = DEFAULT_CAP,
+    fits: Callable[[int, Sequence[Evaluation]], bool] | None = None,
+) -> tuple[Verdict, list[Evaluation], dict[str, tuple[int, int]]]:
+    """Sample ``first_samples`` per item, then top up as the judge asks while it says inconclusive.
+
+    ``evaluate(samples, look)`` runs one look; each look must use its own seed (vLLM repeats a seed's
+    samples exactly). ``fits(samples, looks)`` may refuse a top-up (a time budget): the inconclusive
+    verdict then stands. Returns the final verdict, every look, and the merged per-item counts.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    looks: list[Evaluation] = []
+    samples = first_samples
+    while True:
+        looks.append(evaluate(samples, len(looks)))
+        counts = merge_counts(counts, looks[-1].counts, str(looks[-1].details))
+        try:
+            verdict = judge_recovery(reference, counts, floor, cap=cap)
+        except QuantgateError as exc:
+            raise QuantgateError(
+                looks[-1].details, f"against {reference_path}: {exc.message}", exc.where
+            ) from None
+        if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
+            return verdict, looks, counts
+        if fits is not None and not fits(verdict.more_samples, looks):
+            return verdict, looks, counts
+        samples = verdict.more_samples
+
+
+def benchmark_document(
+    entries: Sequence[Mapping[str, object]],
+    envs: Envs,
+    root: Path,
+    gpu: Mapping[str, object] | None = None,
+) -> dict[str, object] | None:
+    """The session's bench runs as one pytest-benchmark document (``None`` when nothing was benched)."""
+    if not entries:
+        return None
+    info = benchjson.machine_info(
+        cpu=machine(),
+        python=platform.python_version(),
+        vllm=envs.version("vllm"),
+        torch=envs.version("torch"),
+        gpu=gpu,
+    )
+    return benchjson.document(entries, machine=info, commit=benchjson.commit_info(git_commit(root)))
