@@ -505,9 +505,16 @@ def pytest_collection_modifyitems(
         manifest = {"selected": state.selected, "deselected": state.deselected}
         atomic_write_text(state.lease_dir / "collection.json", json.dumps(manifest))
         groups = {
-            i.nodeid: tasks[i.nodeid].job for i in items if tasks.get(i.nodeid) and i.nodeid in runnable_ids
+            i.nodeid: tasks[i.nodeid].job
+            for i in items
+            if tasks.get(i.nodeid) and (i.nodeid in runnable_ids or _is_cpu_cell(i, tasks))
         }
         atomic_write_text(state.lease_dir / GROUPS_FILE, json.dumps(groups))
+
+
+def _is_cpu_cell(item: pytest.Item, tasks: dict[str, Task]) -> bool:
+    """A cell of the cpu kind: placed nowhere, but its job (a model's schemes) stays on one worker."""
+    return tasks[item.nodeid].kind == "cpu" and _cell_of(item) is not None
 
 
 def _apply_shard(

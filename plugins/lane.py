@@ -2,11 +2,12 @@
 
 Options, fixtures and hooks only; the work is ``quantgate.pipeline`` (one pipeline for every device
 kind, its settings a kind file, ``quantgate.kinds``) and the report ``quantgate.lanereport``.
-Every test that asks for ``qg_served`` is parametrized over the cpu kind file's (model, scheme) cells at
-session scope, so pytest groups the tests of one served model together and each server starts once
-per session; the previous one is stopped before the next starts (two cores). A cell whose
-quantization or server start fails errors every test of that cell with the tool's log tail and the
-session goes on. After the run the report (Markdown, cells JSON, pytest-benchmark JSON) is written.
+A matrix test asks for ``qg_server``: its cell's pipeline (the cpu one for cpu cells, the GPU kinds'
+for the rest) and the running server of its served model, started by the served model's first cell.
+The cpu cells run grouped by served model, BF16 first (its speed is the others' reference), and the
+previous server is stopped before the next starts (two cores). A served model whose quantization or
+server start fails errors each of its tests with the tool's log tail and the session goes on. After
+the run the report (Markdown, cells JSON, pytest-benchmark JSON) is written.
 """
 
 from __future__ import annotations
@@ -39,17 +40,12 @@ FACTS_ATTRIBUTE = "quantgate_facts"
 FAILURE_ATTRIBUTE = "quantgate_failure"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Served:
-    """A (model, scheme) cell's checkpoint and its running server."""
+    """A cell's pipeline and the running server of its served model."""
 
-    checkpoint: Any
+    pipeline: Any
     server: Any
-    cells: dict[str, Any] = field(default_factory=dict)
-
-    def cell(self, target: str) -> Any:
-        """The served model's matrix cell of a benchmark or scenario."""
-        return self.cells[target]
 
 
 @dataclass
@@ -61,14 +57,13 @@ class LaneSession:
     gpu_lane: Any = None
     error: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
-    accuracy: dict[tuple[str, str], Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
-    bench: dict[str, Any] = field(default_factory=dict)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     server_starts: dict[str, list[float]] = field(default_factory=dict)
     selected_cells: list[tuple[str, str]] = field(default_factory=list)
-    accuracy_cuts: dict[tuple[str, str], str] = field(default_factory=dict)
+    accuracy_cuts: dict[str, str] = field(default_factory=dict)
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     current: pytest.Item | None = None
@@ -100,6 +95,10 @@ class LaneSession:
         from quantgate.pipeline import local_cells
 
         return local_cells(self.spec())
+
+    def pipeline(self, kind: str) -> Any:
+        """The pipeline of a device kind: the cpu kind file's, or the GPU kinds'."""
+        return self.get_lane() if kind == "cpu" else self.get_gpu_lane()
 
     def get_lane(self) -> Any:
         """The cpu pipeline, built on first use; one that cannot be built fails every cell with the reason.
@@ -205,33 +204,34 @@ class LaneSession:
                 raise ValueError(f"unknown quantgate fact {name!r}")
 
 
-def end_cell(session: LaneSession, cell: str, verdict: str, gating: bool, detail: str) -> None:
-    """End a judged cell's test: pass; xfail when informational or (with --qg-inconclusive xfail)
-    inconclusive; otherwise fail with the verdict's one-line detail."""
+def end_cell(session: LaneSession, cell: Any, verdict: str, gating: bool, detail: str) -> None:
+    """End a judged cell's test: pass; xfail when informational or inconclusive where inconclusive is
+    not a failure (``--qg-inconclusive xfail``, else the cell's kind file); otherwise fail with the
+    verdict's one-line detail."""
     if verdict == "pass":
         return
     if not gating:
-        pytest.xfail(f"{cell}: informational: {detail}")
-    if verdict == "inconclusive" and session.config.getoption("qg_inconclusive") == "xfail":
-        pytest.xfail(f"{cell}: {detail}")
-    pytest.fail(f"{cell}: {detail}", pytrace=False)
+        pytest.xfail(f"{cell.cell_id}: informational: {detail}")
+    mode = session.config.getoption("qg_inconclusive") or session.pipeline(cell.gpu).spec.inconclusive
+    if verdict == "inconclusive" and mode == "xfail":
+        pytest.xfail(f"{cell.cell_id}: {detail}")
+    pytest.fail(f"{cell.cell_id}: {detail}", pytrace=False)
 
 
-def over_budget(
-    session: LaneSession, cell: str, kind: str, checkpoint: Any, reason: str, **fields: Any
-) -> NoReturn:
+def over_budget(session: LaneSession, cell: Any, kind: str, reason: str, **fields: Any) -> NoReturn:
     """End a test whose step the cell budget cut: recorded, and informational (xfail), never a pass."""
     session.record(
-        cell=cell,
+        cell=cell.cell_id,
         kind=kind,
-        model=checkpoint.model,
-        scheme=checkpoint.scheme,
+        model=cell.model,
+        scheme=cell.scheme,
+        gpu=cell.gpu,
         verdict="cut",
         cuts=[reason],
         detail=f"cut by the cell budget: {reason}",
         **fields,
     )
-    pytest.xfail(f"{cell}: informational: cut by the cell budget: {reason}")
+    pytest.xfail(f"{cell.cell_id}: informational: cut by the cell budget: {reason}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -253,26 +253,6 @@ def lane_session(config: pytest.Config) -> LaneSession:
     return config.stash[SESSION_KEY]
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    session = lane_session(metafunc.config)
-    if "qg_served" in metafunc.fixturenames and "qg_benchmark" in metafunc.fixturenames:
-        pairs = [((c.model, c.scheme), c.benchmark) for c in session.cells() if c.kind == "accuracy"]
-        metafunc.parametrize(
-            ("qg_served", "qg_benchmark"),
-            pairs,
-            indirect=["qg_served"],
-            scope="session",
-            ids=[f"{m}-{s}-{b}" for (m, s), b in pairs],
-        )
-    elif "qg_served" in metafunc.fixturenames:
-        cells = served_pairs(session)
-        metafunc.parametrize(
-            "qg_served", cells, indirect=True, scope="session", ids=[f"{m}-{s}" for m, s in cells]
-        )
-    if "qg_scenario" in metafunc.fixturenames:
-        metafunc.parametrize("qg_scenario", list(session.spec().speed.scenarios))
-
-
 def served_pairs(session: LaneSession) -> list[tuple[str, str]]:
     """(model, scheme) of each served model of the cpu kind file, BF16 first for each model."""
     pairs: list[tuple[str, str]] = []
@@ -282,50 +262,51 @@ def served_pairs(session: LaneSession) -> list[tuple[str, str]]:
     return pairs
 
 
-# Within a served model: its quantization check, then per benchmark its accuracy and output length,
-# then its speed scenarios.
-PHASE = {"test_quantization": 0, "test_accuracy": 1, "test_output_length": 1, "test_speed": 2}
+# Within a served model: per benchmark its accuracy, then its output length; then its speed cells.
+PHASE = {"test_accuracy": 0, "test_output_length": 0, "test_speed": 1}
 
 
-def _served_param(item: pytest.Item) -> tuple[str, str] | None:
-    callspec = getattr(item, "callspec", None)
-    cell = callspec.params.get("qg_served") if callspec is not None else None
-    return None if cell is None else (str(cell[0]), str(cell[1]))
+def _cpu_cell(item: pytest.Item) -> Any:
+    from plugins.matrix import CELL_KEY
+
+    cell = item.stash.get(CELL_KEY, None)
+    return cell if cell is not None and cell.gpu == "cpu" else None
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run each served model's tests together, BF16 first (its speed is the others' reference), and
-    remember which cells the selection serves, so that only those are quantized ahead.
+    """Run each cpu served model's tests together, BF16 first (its speed is the others' reference), and
+    remember which served models the selection needs, so that only those are quantized ahead.
 
-    pytest's own reordering groups session-scoped parameters one at a time; with a served model and
-    a benchmark among one test's parameters it interleaves the cells, so that servers would restart
-    and BF16 speed would come last.
+    The matrix's order (tests, then cells) would interleave served models, so that servers would
+    restart and BF16 speed would come last.
     """
-    slots = [index for index, item in enumerate(items) if _served_param(item) is not None]
+    slots = [index for index, item in enumerate(items) if _cpu_cell(item) is not None]
     if not slots:
         return
-    spec = lane_session(config).spec()
-    cells = served_pairs(lane_session(config))
+    session = lane_session(config)
+    cells = session.cells()
+    served = served_pairs(session)
 
     def order(slot: int) -> tuple[int, int, int, bool]:
         item = items[slot]
-        cell = _served_param(item)
-        assert cell is not None
-        benchmarks = spec.models[cell[0]].benchmarks
-        benchmark = item.callspec.params.get("qg_benchmark")  # type: ignore[attr-defined]
+        cell = _cpu_cell(item)
         name = getattr(item, "originalname", item.name)
-        position = benchmarks.index(benchmark) if benchmark in benchmarks else 0
-        return (cells.index(cell), PHASE.get(name, 3), position, name == "test_output_length")
+        position = next(n for n, c in enumerate(cells) if c.cell_id == cell.cell_id)
+        return (
+            served.index((cell.model, cell.scheme)),
+            PHASE.get(name, 2),
+            position,
+            name == "test_output_length",
+        )
 
     ordered = [items[slot] for slot in sorted(slots, key=lambda slot: (order(slot), slot))]
     for slot, item in zip(slots, ordered, strict=True):
         items[slot] = item
-    selected = lane_session(config).selected_cells
     for item in ordered:
-        cell = _served_param(item)
-        if cell is not None and cell not in selected:
-            selected.append(cell)
+        cell = _cpu_cell(item)
+        if (cell.model, cell.scheme) not in session.selected_cells:
+            session.selected_cells.append((cell.model, cell.scheme))
 
 
 @pytest.fixture(scope="session")
@@ -338,29 +319,30 @@ def qg_lane_session(pytestconfig: pytest.Config) -> Iterator[LaneSession]:
         session.gpu_lane.close()
 
 
-@pytest.fixture(scope="session")
-def qg_served(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> Iterator[Served]:
-    """The cell's checkpoint (quantized once) served by vLLM for every test of the cell."""
-    model, scheme = request.param
-    lane = qg_lane_session.get_lane()
-    cells = {c.target: c for c in qg_lane_session.cells() if (c.model, c.scheme) == (model, scheme)}
-    first = next(iter(cells.values()))
-    checkpoint = lane.checkpoint(first)
-    qg_lane_session.record(
-        cell=f"{model}-{scheme}",
-        kind="quantize",
-        model=model,
-        scheme=scheme,
-        seconds=checkpoint.quantize_s,
-        reused=checkpoint.reused,
-    )
-    try:
-        server = lane.serve(first)
-        lane.take_starts()
-        qg_lane_session.server_started(f"{model}-{scheme}", float(server.start_s or 0.0))
-        yield Served(checkpoint, server, cells)
-    finally:
-        lane.stop(first.served_model)
+@pytest.fixture
+def qg_server(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> Served:
+    """The test's cell's pipeline and the running server of its served model: on the devices of the
+    cell's lease (GPU kinds), or on the CPU with the kind's previous server stopped first."""
+    from plugins.matrix import CELL_KEY
+
+    cell = request.node.stash.get(CELL_KEY, None)
+    if cell is None:
+        pytest.fail("quantgate: qg_server is for matrix cells", pytrace=False)
+    pipeline = qg_lane_session.pipeline(cell.gpu)
+    lease = None if cell.gpu == "cpu" else request.getfixturevalue("qg_lease")
+    checkpoint = pipeline.checkpoint(cell)
+    server = pipeline.serve(cell, lease)
+    for served_model, seconds in pipeline.take_starts():
+        qg_lane_session.record(
+            cell=served_model,
+            kind="quantize",
+            model=checkpoint.model,
+            scheme=checkpoint.scheme,
+            seconds=checkpoint.quantize_s,
+            reused=checkpoint.reused,
+        )
+        qg_lane_session.server_started(served_model, seconds)
+    return Served(pipeline, server)
 
 
 def _is_lane_test(item: pytest.Item) -> bool:

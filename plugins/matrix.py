@@ -1,5 +1,6 @@
 """pytest glue for the matrix: any test that asks for ``qg_accuracy_cell`` or ``qg_performance_cell``
-runs once per cell of ``quantgate.matrix``, with the cell id as its test id.
+runs once per cell of ``quantgate.matrix`` and of the cpu kind file's local models
+(``pipeline.local_cells``), with the cell id as its test id.
 
 Each parameter carries the GPU kind's marker (so ``pytest -m h100`` selects exactly the H100 cells),
 ``gpu(kind=, count=, memory_gb=)`` from the fit, and ``xdist_group(<served model>)`` (for readers and
@@ -9,6 +10,10 @@ below its compute capability, a model that fits at no tensor-parallel size) are 
 reason. The placement of the rest (inventory, devices, order) is ``plugins.gpu``'s; this plugin
 hands it one ``Task`` per cell, with the duration learned from earlier runs or estimated from the
 catalog.
+
+A cpu cell needs no device: its ``Task`` (kind ``cpu``) is placed nowhere, and its job is the whole
+model (every scheme), so that shards and xdist workers keep a model's schemes together: on CPU, BF16
+speed is measured in the same session as the others'.
 
 A suite test looks like::
 
@@ -20,9 +25,10 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.gpu import GROUPING_DISTS, STATE, TASK_KEY, dist_mode
+from plugins.gpu import DEFAULT_TASK_SECONDS, GROUPING_DISTS, STATE, TASK_KEY, dist_mode
 from quantgate.catalog import load_catalog
 from quantgate.errors import QuantgateError
+from quantgate.gpus import Task
 from quantgate.matrix import MatrixCell, expand, task_for_cell
 
 FIXTURES = {"qg_accuracy_cell": "accuracy", "qg_performance_cell": "performance"}
@@ -57,6 +63,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     problem: QuantgateError | None = None
     try:
         cells = expand(load_catalog(), FIXTURES[wanted[0]])  # type: ignore[arg-type]
+        cells += [c for c in local_cells(metafunc.config) if c.kind == FIXTURES[wanted[0]]]
     except QuantgateError as exc:
         problem = exc
     if problem is not None:
@@ -71,7 +78,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(wanted[0], params)
 
 
+def local_cells(config: pytest.Config) -> list[MatrixCell]:
+    """The cpu kind file's cells (``plugins.lane`` reads the file once per session); none without
+    that plugin, which runs them."""
+    from plugins.lane import SESSION_KEY
+
+    session = config.stash.get(SESSION_KEY, None)
+    cells: list[MatrixCell] = session.cells() if session is not None else []
+    return cells
+
+
+def cpu_job(cell: MatrixCell) -> str:
+    """The placement job of a cpu cell: its model on its kind, every scheme."""
+    return f"{cell.model}/{cell.gpu}"
+
+
 def _marks(cell: MatrixCell) -> list[pytest.MarkDecorator]:
+    if cell.gpu == "cpu":
+        return [pytest.mark.cpu, pytest.mark.xdist_group(cpu_job(cell))]
     marks = [
         getattr(pytest.mark, cell.gpu),
         pytest.mark.gpu(kind=cell.gpu, count=cell.requirement.count, memory_gb=cell.requirement.memory_gb),
@@ -97,6 +121,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         item.stash[CELL_KEY] = cell
         item.user_properties.append(("qg_cell", cell.as_dict()))
-        if cell.skip_reason is None:
+        if cell.gpu == "cpu":
+            seconds = state.durations.cells.get(cell.cell_id, DEFAULT_TASK_SECONDS)
+            item.stash[TASK_KEY] = Task(item.nodeid, cpu_job(cell), "cpu", 0, 0.0, True, seconds, seconds)
+        elif cell.skip_reason is None:
             catalog = catalog or load_catalog()
             item.stash[TASK_KEY] = task_for_cell(catalog, cell, item.nodeid, state.durations)

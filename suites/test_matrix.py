@@ -1,83 +1,122 @@
-"""The GPU matrix: one test per (model, scheme, GPU kind, benchmark or workload) cell.
+"""The matrix suite for every device kind: one test per (model, scheme, kind, benchmark or workload) cell.
 
-``pytest suites -m h100 -n 8`` selects the H100 cells; the GPU plugin leases each served model's devices,
-and the cells of one served model share one ``vllm serve`` (started by the first, stopped when the lease
-is released). Accuracy and speed are judged against the same kind's stored BF16 references
-(``baselines/<gpu>/<model>/``), which the BF16 cells write under ``--qg-update-baselines``. Written for
-GPU runners: without a GPU of the kind the cells are skipped with the reason and the run ends red (fail
-closed).
+``pytest suites -m h100 -n 8`` runs the H100 cells; ``pytest suites -m cpu`` (the main job) the cpu
+kind's cells, tiny local models, through the same tests and pipeline (``quantgate.pipeline``). A
+cell's served model is started by its first cell and shared by the rest: on a GPU kind on the devices
+its lease holds (stopped when the lease is released), on the CPU one at a time. Accuracy is judged
+against the kind's stored BF16 references (``baselines/<kind>/<model>/``), which the BF16 cells write
+under ``--qg-update-baselines``; speed against BF16's, measured in the session (cpu) or stored (GPU
+kinds). Without a device of the kind the cells are skipped with the reason and the run ends red.
 """
 
 from __future__ import annotations
 
-from plugins.lane import LaneSession, end_cell
-from quantgate.gpus import Lease
+import pytest
+
+from plugins.lane import LaneSession, Served, end_cell, over_budget
+from quantgate.budget import OverBudget
 from quantgate.matrix import MatrixCell
-from quantgate.pipeline import Pipeline
-from quantgate.runners.serve import VllmServer
 
 
-def serve(cell: MatrixCell, lease: Lease, session: LaneSession) -> tuple[Pipeline, VllmServer]:
-    gpu_lane: Pipeline = session.get_gpu_lane()
-    server = gpu_lane.serve(cell, lease)
-    for served_model, seconds in gpu_lane.take_starts():
-        session.server_started(served_model, seconds)
-    return gpu_lane, server
-
-
-def test_accuracy(qg_accuracy_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
-    gpu_lane, server = serve(qg_accuracy_cell, qg_lease, qg_lane_session)
-    outcome = gpu_lane.judge_accuracy(server, qg_accuracy_cell)
-    decision, verdict = outcome.decision, outcome.verdict
+def test_accuracy(qg_accuracy_cell: MatrixCell, qg_server: Served, qg_lane_session: LaneSession) -> None:
+    """Recovery against the stored BF16 reference, paired per item, topped up while inconclusive."""
+    cell = qg_accuracy_cell
+    try:
+        outcome = qg_server.pipeline.judge_accuracy(qg_server.server, cell)
+    except OverBudget as cut:
+        qg_lane_session.accuracy_cuts[cell.cell_id] = str(cut.cut)
+        over_budget(qg_lane_session, cell, "accuracy", str(cut.cut), benchmark=cell.benchmark)
+    qg_lane_session.accuracy[cell.cell_id] = outcome
     if outcome.reference_note:
         qg_lane_session.reference_written(outcome.reference_note)
     qg_lane_session.record(
-        cell=qg_accuracy_cell.cell_id,
+        cell=cell.cell_id,
         kind="accuracy",
-        model=qg_accuracy_cell.model,
-        scheme=qg_accuracy_cell.scheme,
-        benchmark=qg_accuracy_cell.benchmark,
-        verdict=verdict.verdict,
-        gating=decision.gating,
-        rule=decision.rule_id,
-        floor=decision.floor,
-        recovery=verdict.recovery,
-        low=verdict.low,
-        high=verdict.high,
-        samples=verdict.candidate_samples,
+        model=cell.model,
+        scheme=cell.scheme,
+        gpu=cell.gpu,
+        benchmark=cell.benchmark,
+        verdict=outcome.verdict.verdict,
+        gating=outcome.decision.gating,
+        rule=outcome.decision.rule_id,
+        floor=outcome.decision.floor,
+        score=outcome.score,
+        reference_score=outcome.reference_score,
+        recovery=outcome.verdict.recovery,
+        low=outcome.verdict.low,
+        high=outcome.verdict.high,
+        samples=outcome.verdict.candidate_samples,
         looks=[look.job.samples for look in outcome.looks],
-        detail=verdict.detail,
+        seconds=outcome.seconds,
+        detail=outcome.verdict.detail,
+        output_tokens=outcome.output_tokens,
+        reference_output_tokens=outcome.reference_output_tokens,
+        length_ratio=outcome.length_ratio,
+        tokens_per_solved=outcome.tokens_per_solved,
+        seconds_per_solved=outcome.seconds_per_solved,
+        cuts=[str(c) for c in outcome.cuts],
         answers=outcome.answers,
         cut_answers=outcome.cut_answers,
     )
-    end_cell(qg_lane_session, qg_accuracy_cell.cell_id, verdict.verdict, decision.gating, verdict.detail)
+    detail = outcome.verdict.detail
+    if outcome.cuts:
+        detail += "; cut by the cell budget: " + "; ".join(str(c) for c in outcome.cuts)
+    gating = outcome.decision.gating and not outcome.undecided_in_budget
+    end_cell(qg_lane_session, cell, outcome.verdict.verdict, gating, detail)
 
 
-def test_speed(qg_performance_cell: MatrixCell, qg_lease: Lease, qg_lane_session: LaneSession) -> None:
-    gpu_lane, server = serve(qg_performance_cell, qg_lease, qg_lane_session)
-    outcome = gpu_lane.judge_speed(server, qg_performance_cell)
+@pytest.mark.speed
+@pytest.mark.usefixtures("qg_server")
+def test_output_length(qg_accuracy_cell: MatrixCell, qg_lane_session: LaneSession) -> None:
+    """Reasoning-aware speed: answers as long as the reference's, within the kind's range (a model that
+    thinks longer is not faster, whatever its tokens per second)."""
+    cell = qg_accuracy_cell
+    pipeline = qg_lane_session.pipeline(cell.gpu)
+    outcome = qg_lane_session.accuracy.get(cell.cell_id)
+    cut = qg_lane_session.accuracy_cuts.get(cell.cell_id)
+    if outcome is None and cut is not None:
+        pytest.xfail(f"{cell.cell_id}: informational: no accuracy run, {cut}")
+    if outcome is None:
+        pytest.fail(f"{cell.cell_id}: no accuracy run of this cell in the session (fail closed)")
+    low, high = pipeline.spec.accuracy.output_length
+    ratio = outcome.length_ratio
+    assert ratio is not None, "lighteval recorded no output token counts"
+    assert low <= ratio <= high, (
+        f"mean output tokens {outcome.output_tokens:.2f} vs reference {outcome.reference_output_tokens:.2f} "
+        f"(ratio {ratio:.3f}, allowed {low}-{high}); {outcome.tokens_per_solved:.1f} tokens per solved item"
+    )
+
+
+def test_speed(qg_performance_cell: MatrixCell, qg_server: Served, qg_lane_session: LaneSession) -> None:
+    """Speedup over BF16 in one scenario on one workload, from repeated measurements of a warm server."""
+    cell = qg_performance_cell
+    pipeline = qg_server.pipeline
+    try:
+        outcome = pipeline.judge_speed(qg_server.server, cell)
+    except OverBudget as cut:
+        over_budget(qg_lane_session, cell, "speed", str(cut.cut), scenario=cell.scenario)
     if outcome.reference_note:
         qg_lane_session.reference_written(outcome.reference_note)
     qg_lane_session.add_benchmarks(
-        outcome.benchmark_entries(
-            qg_performance_cell.model,
-            qg_performance_cell.scheme,
-            f"{qg_performance_cell.gpu}::{gpu_lane.served_name(qg_performance_cell)}",
-        )
+        outcome.benchmark_entries(cell.model, cell.scheme, f"{cell.gpu}::{pipeline.served_name(cell)}")
     )
+    budget_cut = pipeline.speed_cuts.get(pipeline.served_name(cell))
     qg_lane_session.record(
-        cell=qg_performance_cell.cell_id,
+        cell=cell.cell_id,
         kind="speed",
-        model=qg_performance_cell.model,
-        scheme=qg_performance_cell.scheme,
-        scenario=qg_performance_cell.scenario,
+        model=cell.model,
+        scheme=cell.scheme,
+        gpu=cell.gpu,
+        scenario=cell.scenario,
+        workload=cell.workload,
+        cuts=[str(budget_cut)] if budget_cut else [],
         **outcome.as_record(),
     )
     if outcome.verdict is None or outcome.decision is None:
         return
     end_cell(
         qg_lane_session,
-        qg_performance_cell.cell_id,
+        cell,
         outcome.verdict.verdict,
         outcome.decision.gating,
         outcome.verdict.detail,

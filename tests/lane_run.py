@@ -90,7 +90,7 @@ def run_lane(
     report = work / "report"
     started = time.monotonic()
     result = pytester.runpytest_subprocess(
-        "suites/test_cpu_lane.py",
+        "suites/test_matrix.py",
         "-p",
         plugin,
         "-m",

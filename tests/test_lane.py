@@ -347,3 +347,29 @@ def test_an_unknown_device_kind_is_blamed_on_the_kind_file(tmp_path: Path) -> No
     with pytest.raises(QuantgateError) as caught:
         load_kind(path)
     assert (caught.value.source, caught.value.where) == (str(path), "kinds[0]")
+
+
+def test_the_cpu_kinds_cells_are_served_model_by_served_model_bf16_first(tmp_path: Path) -> None:
+    from quantgate.pipeline import Pipeline, local_cells
+
+    spec = load_kind()
+    cells = local_cells(spec)
+    served = list(dict.fromkeys(c.served_model for c in cells))
+    assert served[:4] == [
+        "tiny-llama/bf16",
+        "tiny-llama/fp8-w8a8",
+        "tiny-llama/int8-w8a8",
+        "tiny-llama/int4-w4a16",
+    ]
+    assert {c.gpu for c in cells} == {"cpu"}
+    assert [c.cell_id for c in cells[:4]] == [
+        "tiny-llama-bf16-cpu-gpqa_diamond",
+        "tiny-llama-bf16-cpu-single-stream",
+        "tiny-llama-bf16-cpu-multi-stream",
+        "tiny-llama-bf16-cpu-server",
+    ]
+    pipeline = Pipeline(spec, Envs(tmp_path / "envs"), tmp_path / "work")
+    accuracy, speed = cells[0], cells[1]
+    assert pipeline.served_name(accuracy) == "tiny-llama__bf16"
+    assert pipeline.timeout(accuracy) == spec.accuracy.timeout_s, "a local model has no catalog estimate"
+    assert pipeline.timeout(speed) == spec.speed.timeout_s

@@ -1,4 +1,5 @@
-"""The lane plugin with pytester: cells, selection, and failing closed when the tools are not there."""
+"""The pipeline's plugins with pytester: the matrix suite's cells of every kind, selection, order, and
+failing closed when the tools are not there."""
 
 from __future__ import annotations
 
@@ -21,26 +22,42 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def test_cpu_selects_one_test_per_cell_and_scenario_bf16_first(project: pytest.Pytester) -> None:
+def test_cpu_selects_the_matrix_suites_cpu_cells_served_model_by_served_model_bf16_first(
+    project: pytest.Pytester,
+) -> None:
     result = project.runpytest("suites", "-m", "cpu", "--collect-only", "-q")
-    ids = [line for line in result.outlines if "test_cpu_lane.py::" in line]
-    # per served model: quantization and 3 scenarios; per accuracy cell (llama: gpqa_diamond, qwen2:
-    # aime24 and math_500, 4 schemes each): accuracy and output length
-    assert len(ids) == 8 * (1 + 3) + 4 * 3 * 2
+    ids = [line for line in result.outlines if "::" in line]
+    assert all(line.startswith("suites/test_matrix.py::") and "-cpu-" in line for line in ids), ids
+    # per served model: 3 scenarios; per accuracy cell (llama: gpqa_diamond, qwen2: aime24 and
+    # math_500, 4 schemes each): accuracy and output length
+    assert len(ids) == 8 * 3 + 4 * 3 * 2
     cells = [line.split("[", 1)[1].split("]")[0] for line in ids if "::test_accuracy[" in line]
-    assert cells[0] == "tiny-llama-bf16-gpqa_diamond"
-    assert cells.index("tiny-qwen2-bf16-aime24") < cells.index("tiny-qwen2-bf16-math_500")
-    assert cells.index("tiny-qwen2-bf16-math_500") < cells.index("tiny-qwen2-int8-w8a8-aime24")
+    assert cells[0] == "tiny-llama-bf16-cpu-gpqa_diamond"
+    assert cells.index("tiny-qwen2-bf16-cpu-aime24") < cells.index("tiny-qwen2-bf16-cpu-math_500")
+    assert cells.index("tiny-qwen2-bf16-cpu-math_500") < cells.index("tiny-qwen2-int8-w8a8-cpu-aime24")
     tests = [line.split("::", 1)[1] for line in ids]
-    assert tests[: 1 + 2 + 3] == [
-        "test_quantization[tiny-llama-bf16]",
-        "test_accuracy[tiny-llama-bf16-gpqa_diamond]",
-        "test_output_length[tiny-llama-bf16-gpqa_diamond]",
-        "test_speed[tiny-llama-bf16-single-stream]",
-        "test_speed[tiny-llama-bf16-multi-stream]",
-        "test_speed[tiny-llama-bf16-server]",
+    assert tests[: 2 + 3] == [
+        "test_accuracy[tiny-llama-bf16-cpu-gpqa_diamond]",
+        "test_output_length[tiny-llama-bf16-cpu-gpqa_diamond]",
+        "test_speed[tiny-llama-bf16-cpu-single-stream]",
+        "test_speed[tiny-llama-bf16-cpu-multi-stream]",
+        "test_speed[tiny-llama-bf16-cpu-server]",
     ], "a served model's tests run together, BF16 first"
     assert {cell.rsplit("-", 1)[1] for cell in cells} == {"aime24", "math_500", "gpqa_diamond"}
+
+
+def test_cpu_shards_keep_a_models_schemes_together(project: pytest.Pytester) -> None:
+    """On CPU, BF16 speed is measured in the same session as the other schemes': a shard holds whole
+    models, and the two shards hold every cpu cell once."""
+    shards = []
+    for shard in ("1/2", "2/2"):
+        result = project.runpytest("suites", "-m", "cpu", "--qg-shard", shard, "--collect-only", "-q")
+        shards.append({line for line in result.outlines if line.startswith("suites/test_matrix.py::")})
+    models = [{line.split("[", 1)[1].split("-")[1] for line in shard} for shard in shards]
+    assert all(len(m) == 1 for m in models), models
+    assert models[0] != models[1]
+    assert len(shards[0] | shards[1]) == 48
+    assert not shards[0] & shards[1]
 
 
 def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report(
@@ -61,20 +78,20 @@ def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0
-    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 12
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 10
     result.stdout.fnmatch_lines(["*no vllm environment*tools/setup_envs.sh*"])
     cells = json.loads((report / "cells.json").read_text())
-    assert len(cells["outcomes"]) == 12
+    assert len(cells["outcomes"]) == 10
     assert {o["outcome"] for o in cells["outcomes"].values()} <= {"error", "failed"}
     assert all("setup_envs" in o["reason"] for o in cells["outcomes"].values())
-    assert "12 error" in (report / "report.md").read_text()
+    assert "10 error" in (report / "report.md").read_text()
     assert (tmp_path / "step-summary.md").read_text().startswith("# quantgate CPU lane")
 
 
 def test_a_bad_lane_file_stops_collection_naming_it(project: pytest.Pytester, tmp_path: Path) -> None:
     lane = tmp_path / "lane.yaml"
     lane.write_text(
-        (REPO / "suites" / "lane" / "cpu.yaml").read_text().replace("max_tokens: 40", "max_tokens: 0")
+        (REPO / "suites" / "kinds" / "cpu.yaml").read_text().replace("max_tokens: 40", "max_tokens: 0")
     )
     result = project.runpytest("suites", "-m", "cpu", f"--qg-lane={lane}", "--collect-only")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -92,7 +109,7 @@ def test_h100_selects_exactly_the_h100_cells_of_the_matrix_suite(project: pytest
         if line.startswith("suites/test_matrix.py::")
     }
     assert selected == expected
-    assert not [line for line in result.outlines if "test_cpu_lane.py" in line or "test_replay.py" in line]
+    assert not [line for line in result.outlines if "-cpu-" in line or "test_replay.py" in line]
     speed = project.runpytest("suites", "-m", "h100 and speed", "--qg-gpus", "h100:8", "--collect-only", "-q")
     speed_ids = {line.split("[", 1)[1].rstrip("]") for line in speed.outlines if "::test_speed[" in line}
     assert speed_ids == {c.cell_id for c in expand() if c.gpu == "h100" and c.kind == "performance"}
@@ -102,7 +119,7 @@ def test_h100_cells_without_an_h100_end_red_with_the_reason(project: pytest.Pyte
     result = project.runpytest("suites", "-m", "h100", "-k", "Qwen-7B-int8-w8a8-h100-aime24")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
-        ["*all 1 selected matrix cells were skipped (1x no h100 in the inventory*failing closed*"]
+        ["*all 2 selected matrix cells were skipped (2x no h100 in the inventory*failing closed*"]
     )
 
 

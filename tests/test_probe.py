@@ -1,6 +1,6 @@
 """The rate probe: a server that does not answer in time gives upper bounds, said as such.
 
-The real server's rates are probed in every lane run (``suites/test_cpu_lane.py``); here a listening
+The real server's rates are probed in every lane run (``suites/test_matrix.py``); here a listening
 socket that never answers stands in for a server too slow to finish one request in the timeout.
 """
 

@@ -17,7 +17,7 @@ PUBLISHED = REPO / "baselines" / "published"
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A throwaway project with quantgate's root conftest and replay suite."""
     shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
-    skip = shutil.ignore_patterns("__pycache__", "test_cpu_lane.py", "test_matrix.py")
+    skip = shutil.ignore_patterns("__pycache__", "test_matrix.py")
     shutil.copytree(REPO / "suites", pytester.path / "suites", ignore=skip)
     shutil.copytree(REPO / "plugins", pytester.path / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
     pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider\n")

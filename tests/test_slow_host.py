@@ -30,7 +30,7 @@ def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green
     monkeypatch.setenv(*marker.split("=", 1))
     monkeypatch.setenv("QG_SLOW_CELLS", "tiny-llama__fp8-w8a8")
     monkeypatch.setenv("QG_SLOW_FACTOR", "30")
-    lane_file = REPO / "suites" / "lane" / "cpu.yaml"
+    lane_file = REPO / "suites" / "kinds" / "cpu.yaml"
     run = run_lane(
         pytester, "slow_host", "tiny-llama-bf16 or tiny-llama-fp8", lane_file, envs, tmp_path, 1200
     )

@@ -8,7 +8,12 @@ with neither or both of ``uses``/``run``, ``needs`` naming no job, ``matrix.X`` 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +81,95 @@ def test_the_commands_they_run_exist(path: Path) -> None:
                 assert command in subcommands, f"{path.name}/{name}: quantgate {command}"
             for option in re.findall(r"(--qg-[\w-]+)", script):
                 assert f'"{option}"' in PLUGIN_SOURCE, f"{path.name}/{name}: unknown option {option}"
+
+
+NIGHTLY = ROOT / ".github" / "workflows" / "nightly.yml"
+STEP = re.compile(r"tools/nightly\.sh (\w+)((?: \S+)*)")
+GITHUB_ONLY = re.compile(r"^\s*(previous=\$\(gh run list|if \[ -n \"\$previous\" \]; then gh run download)")
+
+
+def _rehearsal() -> str:
+    script = (ROOT / "run").read_text()
+    return script[script.index("  rehearse)") : script.index("    ;;", script.index("  rehearse)"))]
+
+
+def _arity(arguments: str) -> int:
+    return len(shlex.split(re.sub(r"\s+\|\| status=1$", "", arguments)))
+
+
+def test_the_nightly_runs_nothing_but_tools_nightly_steps() -> None:
+    """So that the CPU rehearsal, which runs the same script, runs everything a runner runs (apart from
+    fetching the previous green run's artifacts, which only GitHub has)."""
+    for name, job in _load(NIGHTLY)["jobs"].items():
+        for script in _scripts(job):
+            for line in script.strip().splitlines():
+                assert STEP.search(line) or GITHUB_ONLY.search(line), f"nightly.yml/{name}: {line}"
+
+
+def test_the_cpu_rehearsal_runs_the_nightly_workflows_steps_in_its_order() -> None:
+    jobs = _load(NIGHTLY)["jobs"]
+    workflow = [STEP.findall(s) for job in ("gpu", "gate") for s in _scripts(jobs[job])]
+    steps = [(name, _arity(args)) for found in workflow for name, args in found]
+    assert steps == [
+        ("setup", 0),
+        ("inventory", 2),
+        ("plan", 3),
+        ("cells", 4),
+        ("setup", 0),
+        ("gate", 2),
+        ("compare", 3),
+    ]
+    rehearsal = [(name, _arity(args)) for name, args in STEP.findall(_rehearsal())]
+    assert rehearsal == [steps[0], *steps[1:4], steps[5], steps[6]]
+    assert "for shard in 1/2 2/2" in _rehearsal(), "two shards, as a kind's runners split it"
+    assert 'cells cpu 2 "$shard"' in _rehearsal(), "each shard on two xdist workers"
+    uploaded = _load(NIGHTLY)["jobs"]["gpu"]["steps"][-1]
+    assert uploaded["with"]["path"] == "out/"
+    assert uploaded["with"]["name"] == "nightly-${{ matrix.name }}"
+    assert '"$artifacts/nightly-$name"' in _rehearsal(), "artifacts laid out as the gate job downloads them"
+
+
+def _nightly(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QG_VENV": sys.prefix, "GITHUB_STEP_SUMMARY": ""}
+    return subprocess.run(
+        [str(ROOT / "tools" / "nightly.sh"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _lane_benchmark(directory: Path, throughput: float = 1.0) -> None:
+    """A real lane run's pytest-benchmark file (tiny Llama BF16 and INT8, 2026-11-30) as a job's
+    artifact, its throughputs scaled by ``throughput``."""
+    document = json.loads((ROOT / "tests" / "data" / "lane-benchmark" / "benchmark.json").read_text())
+    for entry in document["benchmarks"]:
+        extra = entry["extra_info"]
+        for key in ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput"):
+            if key in extra:
+                extra[key] *= throughput
+    path = directory / "nightly-cpu-1" / "report-cpu-1" / "benchmark.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(document))
+
+
+def test_the_compare_step_fails_on_a_slower_run_and_says_when_there_is_nothing_to_compare(
+    tmp_path: Path,
+) -> None:
+    _lane_benchmark(tmp_path / "previous")
+    _lane_benchmark(tmp_path / "same")
+    _lane_benchmark(tmp_path / "slower", throughput=0.3)
+    assert _nightly("compare", str(tmp_path / "previous"), str(tmp_path / "same"), "50%").returncode == 0
+    slower = _nightly("compare", str(tmp_path / "previous"), str(tmp_path / "slower"), "50%")
+    assert slower.returncode == 1, slower.stdout + slower.stderr
+    assert "request_throughput" in slower.stdout
+    first = _nightly("compare", str(tmp_path / "none"), str(tmp_path / "same"), "50%")
+    assert (first.returncode, first.stdout.strip()) == (0, "no earlier green run: nothing to compare")
+
+
+def test_the_gate_step_fails_closed_without_coverage_files(tmp_path: Path) -> None:
+    gate = _nightly("gate", "cpu", str(tmp_path))
+    assert gate.returncode == 1
+    assert "no coverage file" in gate.stderr

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from quantgate.catalog import Catalog, load_catalog
+from quantgate.errors import QuantgateError
 from quantgate.gpus import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
 
 EXIT_OK = 0
@@ -40,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--expect",
         metavar="KIND:N",
-        help="a GPU runner's check: exit 1 with the reason unless NVML shows at least N GPUs of KIND",
+        help="a runner's check: exit 1 with the reason unless NVML shows at least N GPUs of KIND "
+        "(cpu:N: at least N usable CPU cores, the cpu kind's workers)",
     )
     parser.add_argument("--json", action="store_true", help="print the inventory and fit as JSON")
     parser.set_defaults(func=run)
@@ -50,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Print the inventory (and fit); 0, 1 when ``--expect`` is not met (NVML unreadable included), or
     (through ``quantgate.cli``) 2 on a bad ``--declare``/``--expect``."""
+    if args.expect is not None and args.expect.partition(":")[0] == "cpu":
+        return expect_cpu(args.expect)
     catalog = load_catalog()
     if args.declare is not None:
         inventory = declared_inventory(args.declare, catalog, source=f"--declare {args.declare}")
@@ -72,6 +77,19 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             sys.stderr.write(f"quantgate gpus: --expect {args.expect}: {missing}\n")
             return EXIT_MISSING
+    return EXIT_OK
+
+
+def expect_cpu(spec: str, cores: int | None = None) -> int:
+    """The cpu kind's runner check: at least N CPU cores usable by this process (its affinity)."""
+    count = spec.partition(":")[2]
+    if not count.isdigit() or int(count) < 1:
+        raise QuantgateError(None, f"cpu:N needs a positive number of cores, got {spec!r}", "--expect")
+    have = cores if cores is not None else len(os.sched_getaffinity(0))
+    sys.stdout.write(f"cpu: {have} usable cores\n")
+    if have < int(count):
+        sys.stderr.write(f"quantgate gpus: --expect {spec}: {count} cores expected, {have} usable\n")
+        return EXIT_MISSING
     return EXIT_OK
 
 

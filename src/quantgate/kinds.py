@@ -123,11 +123,14 @@ class CellBudget(Strict):
 
 
 class KindSpec(Strict):
-    """A kind file: ``kinds`` are catalog device kinds (markers) whose cells it describes."""
+    """A kind file: ``kinds`` are catalog device kinds (markers) whose cells it describes;
+    ``inconclusive`` says whether an undecided gating cell fails the run (``fail``) or is reported as
+    xfailed with its interval (``xfail``); ``--qg-inconclusive`` overrides it."""
 
     schema_version: int
     kinds: tuple[str, ...] = Field(min_length=1)
     offline: bool = False
+    inconclusive: Literal["fail", "xfail"] = "fail"
     models: dict[str, LocalModel] = Field(default_factory=dict)
     schemes: tuple[str, ...] = Field(min_length=1)
     calibration: Calibration | None = None

@@ -158,6 +158,7 @@ class Pipeline:
     _quantizing: dict[tuple[str, str], Future[Checkpoint]] = field(default_factory=dict)
     _servers: dict[str, VllmServer] = field(default_factory=dict)
     _starts: list[tuple[str, float]] = field(default_factory=list)
+    _start_failed: dict[str, Exception] = field(default_factory=dict)
     _measured: dict[tuple[str, str, str], list[BenchResult]] = field(default_factory=dict)
     _bench_failed: dict[tuple[str, str, str], Exception] = field(default_factory=dict)
     _rates: dict[str, Rate] = field(default_factory=dict)
@@ -240,7 +241,7 @@ class Pipeline:
             return Checkpoint(model, scheme, Path(self.repository(model, scheme)), None, None, True)
         source = self.path(local.dir)
         if scheme == "bf16":
-            return Checkpoint(model, scheme, source, local_weights_sha256(source), None, True)
+            return Checkpoint(model, scheme, source, self.committed_weights(source), None, True)
         calibration = self.spec.calibration
         assert calibration is not None, "load_kind requires calibration for local models"
         scheme_spec = self.catalog.scheme(scheme)
@@ -278,6 +279,19 @@ class Pipeline:
         partial.rename(target)
         return Checkpoint(model, scheme, target, local_weights_sha256(target), done.seconds, False)
 
+    @staticmethod
+    def committed_weights(source: Path) -> str:
+        """A local BF16 model's weights hash, which must be the one its ``build.json`` records: a model
+        changed after its build is refused, naming the file."""
+        found = local_weights_sha256(source)
+        build = source / "build.json"
+        if build.exists():
+            recorded = json.loads(build.read_text(encoding="utf-8")).get("weights_sha256")
+            single = sorted(source.glob("*.safetensors"))
+            if recorded is not None and len(single) == 1 and sha256_file(single[0]) != recorded:
+                raise QuantgateError(build, "the weights differ from the build's record", "weights_sha256")
+        return found
+
     # -- serving ------------------------------------------------------------------------------------
 
     def served_context(self, cell: MatrixCell) -> int:
@@ -312,16 +326,25 @@ class Pipeline:
     def serve(self, cell: MatrixCell, lease: Lease | None = None) -> VllmServer:
         """The running server of the cell's served model, started by its first cell. With a lease it is
         stopped when the lease is released (before the devices go to another worker); without one,
-        starting it stops the kind's other servers (a CPU host holds one at a time)."""
+        starting it stops the kind's other servers (a CPU host holds one at a time). Neither a start
+        that failed nor a server that died is retried: each later cell of the served model fails
+        with that error (a crash is a finding, not noise to restart past)."""
+        if cell.served_model in self._start_failed:
+            raise self._start_failed[cell.served_model]
         server = self._servers.get(cell.served_model)
-        if server is None or not server.alive():
+        if server is None:
             if lease is None:
                 for other in [s for s in self._servers if s != cell.served_model]:
                     self.stop(other)
             server = self.server(cell, lease)
             self._servers[cell.served_model] = server
             self.progress(f"{self.served_name(cell)}: starting the vLLM server")
-            server.start()
+            try:
+                server.start()
+            except Exception as error:
+                self._servers.pop(cell.served_model, None)
+                self._start_failed[cell.served_model] = error
+                raise
             self.progress(f"{self.served_name(cell)}: server ready in {server.start_s or 0.0:.0f} s")
             self._starts.append((cell.served_model, float(server.start_s or 0.0)))
             if lease is not None:
@@ -408,7 +431,10 @@ class Pipeline:
         return self.spec.accuracy.max_tokens or cell.context_tokens
 
     def timeout(self, cell: MatrixCell, share: float = 1.0) -> float:
-        """Seconds before an unsized tool job of ``share`` of the cell's estimated work is stopped."""
+        """Seconds before an unsized tool job of ``share`` of the cell's estimated work is stopped: from
+        the catalog's estimate, or for a local model (no estimate) the kind's limit of the step."""
+        if self.local(cell.model) is not None:
+            return self.spec.accuracy.timeout_s if cell.kind == "accuracy" else self.spec.speed.timeout_s
         estimate = estimate_cell_seconds(self.catalog, cell) * share
         return max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * estimate + TIMEOUT_SLACK_S)
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The nightly's steps, one command each. `.github/workflows/nightly.yml` runs them on the runners of each
+# device kind, and `./run rehearse` runs the same steps here with the cpu kind (tests/test_workflows.py
+# checks that both run these steps in the same order). Everything a step writes goes to out/.
+#
+#   tools/nightly.sh setup                          the project environment (.venv, quantgate and its test tools)
+#   tools/nightly.sh inventory KIND N               fail unless this machine has N devices of KIND (cpu: cores)
+#   tools/nightly.sh plan KIND SHARD NAME           where and when each cell of the shard would run (out/plan-NAME.json)
+#   tools/nightly.sh cells KIND N SHARD NAME        the shard's cells on N xdist workers: coverage, JUnit, report
+#   tools/nightly.sh gate KINDS ARTIFACTS           fail on any failed or uncovered cell of KINDS over every job
+#   tools/nightly.sh compare PREVIOUS ARTIFACTS WORSE
+#                                                   each job's pytest-benchmark file against the previous green
+#                                                   run's (fails when a figure is worse by more than WORSE)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${QG_VENV:-.venv}
+
+step=${1:-}
+shift || true
+case "$step" in
+  setup)
+    if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+    if [ ! -f "$VENV/.qg-installed" ] || [ pyproject.toml -nt "$VENV/.qg-installed" ]; then
+      "$VENV/bin/python" -m pip install --quiet --upgrade pip
+      "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+      touch "$VENV/.qg-installed"
+    fi
+    ;;
+  inventory)
+    "$VENV/bin/quantgate" gpus --expect "$1:$2"
+    ;;
+  plan)
+    mkdir -p out
+    "$VENV/bin/pytest" suites -m "$1" --qg-shard "$2" --collect-only -q -p no:randomly \
+      --qg-plan "out/plan-$3.json"
+    ;;
+  cells)
+    mkdir -p out
+    "$VENV/bin/pytest" suites -m "$1" -n "$2" --qg-shard "$3" -p no:randomly \
+      --qg-coverage "out/coverage-$4.json" --junitxml "out/junit-$4.xml" --qg-report "out/report-$4"
+    ;;
+  gate)
+    shopt -s nullglob
+    files=("$2"/*/coverage-*.json)
+    if [ ${#files[@]} -eq 0 ]; then echo "no coverage file under $2: failing closed" >&2; exit 1; fi
+    "$VENV/bin/quantgate" gate "${files[@]}" --kinds "$1"
+    ;;
+  compare)
+    previous=$1 artifacts=$2 worse=$3
+    if [ ! -d "$previous" ]; then echo "no earlier green run: nothing to compare"; exit 0; fi
+    status=0
+    shopt -s nullglob
+    for new in "$artifacts"/*/report-*/benchmark.json; do
+      old="$previous/${new#"$artifacts"/}"
+      if [ ! -f "$old" ]; then echo "warning: no earlier $old to compare with"; continue; fi
+      code=0
+      "$VENV/bin/quantgate" compare "$old" "$new" --fail-worse "$worse" | tee -a "${GITHUB_STEP_SUMMARY:-/dev/null}" || code=$?
+      if [ "$code" -eq 3 ]; then echo "warning: $new: inconclusive against $old (noisy repeats)"; fi
+      if [ "$code" -eq 1 ] || [ "$code" -eq 2 ]; then status=1; fi
+    done
+    exit "$status"
+    ;;
+  *)
+    sed -n '2,15p' "$0" >&2
+    exit 2
+    ;;
+esac
