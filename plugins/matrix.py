@@ -123,7 +123,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append(("qg_cell", cell.as_dict()))
         if cell.gpu == "cpu":
             seconds = state.durations.cells.get(cell.cell_id, DEFAULT_TASK_SECONDS)
-            item.stash[TASK_KEY] = Task(item.nodeid, cpu_job(cell), "cpu", 0, 0.0, True, seconds, seconds)
+            # Shards are computed from estimate_s alone: each shard's runner computes the same split,
+            # whatever durations it has learned.
+            item.stash[TASK_KEY] = Task(
+                item.nodeid, cpu_job(cell), "cpu", 0, 0.0, True, seconds, DEFAULT_TASK_SECONDS
+            )
         elif cell.skip_reason is None:
             catalog = catalog or load_catalog()
             item.stash[TASK_KEY] = task_for_cell(catalog, cell, item.nodeid, state.durations)

@@ -83,3 +83,49 @@ def test_the_gate_command_expects_every_runnable_cell_of_the_kinds(
     assert main(["gate", str(path), "--kinds", "h100"]) == 0
     assert main(["gate", str(path), "--kinds", "h100,a100"]) == 1
     assert "not covered" in capsys.readouterr().out
+
+
+def coverage_of_tests(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A coverage file whose rows are (test, cell, status): an accuracy cell has two tests."""
+    cells = [
+        {
+            "cell_id": cell,
+            "node_id": f"suites/test_matrix.py::{test}[{cell}]",
+            "status": status,
+            "reason": None,
+        }
+        for test, cell, status in rows
+    ]
+    path.write_text(json.dumps({"schema_version": 1, "kind": "quantgate-coverage", "cells": cells}))
+    return path
+
+
+def test_every_test_of_a_cell_must_be_green_and_one_test_in_two_shards_must_agree(tmp_path: Path) -> None:
+    cell = "tiny-qwen2-int8-w8a8-cpu-aime24"
+    green = [("test_accuracy", cell, "passed"), ("test_output_length", cell, "xfailed")]
+    result = decide([coverage_of_tests(tmp_path / "1.json", green)], [cell], known=[cell])
+    assert result.passed, result.summary()
+    assert (result.cells, result.counts) == (1, {"passed": 1, "xfailed": 1})
+    longer = [("test_accuracy", cell, "passed"), ("test_output_length", cell, "failed")]
+    assert decide([coverage_of_tests(tmp_path / "2.json", longer)], [cell]).problems == (
+        f"{cell}: failed [2.json]",
+    )
+    overlap = coverage_of_tests(tmp_path / "3.json", [("test_accuracy", cell, "failed")])
+    problems = decide([coverage_of_tests(tmp_path / "1.json", green), overlap], [cell]).problems
+    assert any("passed in" in p and "but failed in" in p for p in problems), problems
+
+
+def test_the_gate_command_knows_the_cpu_kinds_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantgate.kinds import load_kind
+    from quantgate.pipeline import local_cells
+
+    cells = local_cells(load_kind())
+    rows = [
+        ("test_speed" if c.kind == "performance" else "test_accuracy", c.cell_id, "passed") for c in cells
+    ]
+    assert main(["gate", str(coverage_of_tests(tmp_path / "all.json", rows)), "--kinds", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith(f"PASS: {len(cells)} cells")
+    assert main(["gate", str(coverage_of_tests(tmp_path / "half.json", rows[:10])), "--kinds", "cpu"]) == 1
+    assert "not covered (absent: in no coverage file)" in capsys.readouterr().out

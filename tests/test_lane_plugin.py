@@ -46,12 +46,20 @@ def test_cpu_selects_the_matrix_suites_cpu_cells_served_model_by_served_model_bf
     assert {cell.rsplit("-", 1)[1] for cell in cells} == {"aime24", "math_500", "gpqa_diamond"}
 
 
-def test_cpu_shards_keep_a_models_schemes_together(project: pytest.Pytester) -> None:
+def test_cpu_shards_keep_a_models_schemes_together(project: pytest.Pytester, tmp_path: Path) -> None:
     """On CPU, BF16 speed is measured in the same session as the other schemes': a shard holds whole
-    models, and the two shards hold every cpu cell once."""
+    models, and the two shards hold every cpu cell once, whatever durations each runner has learned
+    (the first shard's run updates them before the second shard is computed)."""
+    from quantgate.gpus import Durations
+
+    learned = tmp_path / "durations.json"
+    cells = [f"tiny-llama-{s}-cpu-{t}" for s in ("bf16", "int8-w8a8") for t in ("gpqa_diamond", "server")]
+    learned.write_text(Durations(cells=dict.fromkeys(cells, 5000.0)).as_json())
     shards = []
-    for shard in ("1/2", "2/2"):
-        result = project.runpytest("suites", "-m", "cpu", "--qg-shard", shard, "--collect-only", "-q")
+    for shard, durations in (("1/2", []), ("2/2", [f"--qg-durations={learned}"])):
+        result = project.runpytest(
+            "suites", "-m", "cpu", "--qg-shard", shard, "--collect-only", "-q", *durations
+        )
         shards.append({line for line in result.outlines if line.startswith("suites/test_matrix.py::")})
     models = [{line.split("[", 1)[1].split("-")[1] for line in shard} for shard in shards]
     assert all(len(m) == 1 for m in models), models

@@ -48,37 +48,41 @@ def load_coverage(path: Path) -> list[dict[str, Any]]:
 
 
 def decide(files: Sequence[Path], expected: Iterable[str], known: Iterable[str] | None = None) -> GateResult:
-    """Merge coverage ``files``; every id in ``expected`` must have run green in exactly one outcome.
+    """Merge coverage ``files``; every id in ``expected`` must have run, each of its tests green.
 
-    With ``known`` (every cell of the matrix), a cell in a coverage file that the matrix does not have
-    is red too: a renamed model or a stale runner must not pass unnoticed.
+    A cell may have several tests (an accuracy cell's recovery and its output length), told apart by
+    their node ids; one test reported by two files with two outcomes is red (a shard overlap). With
+    ``known`` (every cell of the matrix), a cell in a coverage file that the matrix does not have is
+    red too: a renamed model or a stale runner must not pass unnoticed.
     """
     if not files:
         raise QuantgateError(None, "no coverage file given (fail closed)", "files")
-    outcome: dict[str, tuple[str, str, Path]] = {}
+    outcome: dict[str, tuple[str, str, str, Path]] = {}
     problems: list[str] = []
     for path in files:
         for cell in load_coverage(path):
             status, reason = str(cell["status"]), str(cell.get("reason") or "")
             if status == "deselected":
                 continue
-            seen = outcome.get(cell["cell_id"])
-            if seen is not None and seen[0] != status:
-                problems.append(f"{cell['cell_id']}: {seen[0]} in {seen[2]} but {status} in {path}")
-            outcome[cell["cell_id"]] = (status, reason, path)
+            test = str(cell.get("node_id") or cell["cell_id"])
+            seen = outcome.get(test)
+            if seen is not None and seen[1] != status:
+                problems.append(f"{cell['cell_id']}: {seen[1]} in {seen[3]} but {status} in {path}")
+            outcome[test] = (cell["cell_id"], status, reason, path)
     counts: dict[str, int] = {}
-    for status, _, _ in outcome.values():
+    tests_of: dict[str, list[tuple[str, str]]] = {}
+    for cell_id, status, reason, path in outcome.values():
         counts[status] = counts.get(status, 0) + 1
-    for cell_id, (status, reason, path) in sorted(outcome.items()):
+        tests_of.setdefault(cell_id, []).append((status, reason))
         if status in RED:
             problems.append(f"{cell_id}: {status}" + (f" ({reason})" if reason else "") + f" [{path.name}]")
     if known is not None:
         matrix = set(known)
-        for cell_id in sorted(outcome.keys() - matrix):
-            problems.append(f"{cell_id}: unknown cell (not in the matrix) [{outcome[cell_id][2].name}]")
+        for cell_id in sorted(tests_of.keys() - matrix):
+            path = next(p for c, _, _, p in outcome.values() if c == cell_id)
+            problems.append(f"{cell_id}: unknown cell (not in the matrix) [{path.name}]")
     for cell_id in sorted(set(expected)):
-        status = outcome.get(cell_id, ("absent", "", Path("-")))[0]
-        if status not in GREEN and status not in RED:
-            reason = outcome.get(cell_id, ("", "in no coverage file", Path("-")))[1]
-            problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
-    return GateResult(not problems, len(outcome), counts, tuple(problems))
+        for status, reason in tests_of.get(cell_id, [("absent", "in no coverage file")]):
+            if status not in GREEN and status not in RED:
+                problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
+    return GateResult(not problems, len(tests_of), counts, tuple(problems))
