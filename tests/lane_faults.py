@@ -132,17 +132,13 @@ def pytest_configure(config: pytest.Config) -> None:
     def evaluate_with_faults(
         self: Any,
         server: Any,
-        cell: Any,
-        samples: int,
-        seed: int,
-        tag: str,
-        **kwargs: Any,
+        job: Any,
     ) -> Any:
         return _run_with_faults(
-            lambda: real_evaluate(self, server, cell, samples, seed, tag, **kwargs),
+            lambda: real_evaluate(self, server, job),
             self.worker(),
             server,
-            self.served_name(cell),
+            job.served_name,
             server_killed=SERVER_KILLED_IN_EVALUATION,
             worker_killed=WORKER_AND_SERVER_KILLED,
         )

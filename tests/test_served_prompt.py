@@ -46,7 +46,7 @@ def test_the_server_receives_lightevals_prompt_through_the_chat_template_when_th
         for model, benchmark in (("tiny-qwen2", "aime24"), ("tiny-llama", "gpqa_diamond")):
             cell = cells[(model, benchmark)]
             with lane.server(cell) as server:
-                lane.evaluate(server, cell, 1, 0, "prompt", items=2)
+                lane.evaluate(server, lane.evaluation_job(server, cell, 1, 0, "prompt", items=2))
             received[model] = received_prompts(lane.log_dir / f"serve-{lane.served_name(cell)}.log")
     finally:
         lane.close()

@@ -89,6 +89,32 @@ class AccuracyOutcome:
     reference_output_tokens: float | None = None
     cuts: tuple[Cut, ...] = ()
 
+    def as_record(self) -> dict[str, object]:
+        """The report's fields of this cell (``cells.json``)."""
+        return {
+            "verdict": self.verdict.verdict,
+            "gating": self.decision.gating,
+            "rule": self.decision.rule_id,
+            "floor": self.decision.floor,
+            "score": self.score,
+            "reference_score": self.reference_score,
+            "recovery": self.verdict.recovery,
+            "low": self.verdict.low,
+            "high": self.verdict.high,
+            "samples": self.verdict.candidate_samples,
+            "looks": [look.job.samples for look in self.looks],
+            "seconds": self.seconds,
+            "detail": self.verdict.detail,
+            "output_tokens": self.output_tokens,
+            "reference_output_tokens": self.reference_output_tokens,
+            "length_ratio": self.length_ratio,
+            "tokens_per_solved": self.tokens_per_solved,
+            "seconds_per_solved": self.seconds_per_solved,
+            "cuts": [str(c) for c in self.cuts],
+            "answers": self.answers,
+            "cut_answers": self.cut_answers,
+        }
+
     @property
     def undecided_in_budget(self) -> bool:
         """Inconclusive because the budget cut the work: informational, not a gating verdict."""

@@ -477,19 +477,10 @@ class Pipeline:
             metric_name=task.lighteval_metric,
         )
 
-    def evaluate(
-        self,
-        server: VllmServer,
-        cell: MatrixCell,
-        samples: int,
-        seed: int,
-        tag: str,
-        items: int | None = None,
-        timeout: float | None = None,
-    ) -> Evaluation:
-        job = self.evaluation_job(server, cell, samples, seed, tag, items, timeout)
+    def evaluate(self, server: VllmServer, job: EvalJob) -> Evaluation:
+        """Run a look (``evaluation_job``) in the lighteval worker, the server checked before and after."""
         shutil.rmtree(job.out_dir, ignore_errors=True)
-        with server.in_use(f"evaluation {tag}"):
+        with server.in_use(f"evaluation {job.out_dir.name}"):
             return self.worker().run(job)
 
     def provenance(self, cell: MatrixCell, samples: int, seed: int) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -549,7 +540,7 @@ class Pipeline:
         samples, seed = self.reference_samples(), self.spec.accuracy.seed + REFERENCE_SEED_OFFSET
         current, keys = self.provenance(cell, samples, seed)
         if self.update_baselines and server is not None and cell.scheme == "bf16":
-            evaluation = self.evaluate(server, cell, samples, seed, "reference")
+            evaluation = self.evaluate(server, self.evaluation_job(server, cell, samples, seed, "reference"))
             key = {"model": cell.model, "scheme": "bf16", "gpu": cell.gpu, "benchmark": cell.benchmark or ""}
             reference = make_reference(key, current, evaluation.reference_items())
             return reference, save_reference(path, reference)
@@ -672,7 +663,10 @@ class Pipeline:
                 line += f" x {items} items (~{seconds:.0f} s)"
             self.progress(line)
             seed = self.spec.accuracy.seed + number
-            return self.evaluate(server, cell, samples, seed, f"look{number}", items=items, timeout=timeout)
+            job = self.evaluation_job(
+                server, cell, samples, seed, f"look{number}", items=items, timeout=timeout
+            )
+            return self.evaluate(server, job)
 
         verdict, looks, counts = judge_sequentially(
             look,
