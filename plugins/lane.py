@@ -253,19 +253,6 @@ def lane_session(config: pytest.Config) -> LaneSession:
     return config.stash[SESSION_KEY]
 
 
-def served_pairs(session: LaneSession) -> list[tuple[str, str]]:
-    """(model, scheme) of each served model of the cpu kind file, BF16 first for each model."""
-    pairs: list[tuple[str, str]] = []
-    for cell in session.cells():
-        if (cell.model, cell.scheme) not in pairs:
-            pairs.append((cell.model, cell.scheme))
-    return pairs
-
-
-# Within a served model: per benchmark its accuracy, then its output length; then its speed cells.
-PHASE = {"test_accuracy": 0, "test_output_length": 0, "test_speed": 1}
-
-
 def _cpu_cell(item: pytest.Item) -> Any:
     from plugins.matrix import CELL_KEY
 
@@ -275,30 +262,24 @@ def _cpu_cell(item: pytest.Item) -> Any:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run each cpu served model's tests together, BF16 first (its speed is the others' reference), and
-    remember which served models the selection needs, so that only those are quantized ahead.
+    """Run the cpu cells in the kind file's order (``pipeline.local_cells``: served model by served
+    model, BF16 first, its accuracy cells before its speed cells), an accuracy cell's output-length
+    test right after it; and remember which served models the selection needs, so that only those are
+    quantized ahead.
 
     The matrix's order (tests, then cells) would interleave served models, so that servers would
-    restart and BF16 speed would come last.
+    restart and BF16 speed, the others' reference, would come last.
     """
     slots = [index for index, item in enumerate(items) if _cpu_cell(item) is not None]
     if not slots:
         return
     session = lane_session(config)
-    cells = session.cells()
-    served = served_pairs(session)
+    position = {cell.cell_id: n for n, cell in enumerate(session.cells())}
 
-    def order(slot: int) -> tuple[int, int, int, bool]:
+    def order(slot: int) -> tuple[int, bool]:
         item = items[slot]
-        cell = _cpu_cell(item)
         name = getattr(item, "originalname", item.name)
-        position = next(n for n, c in enumerate(cells) if c.cell_id == cell.cell_id)
-        return (
-            served.index((cell.model, cell.scheme)),
-            PHASE.get(name, 2),
-            position,
-            name == "test_output_length",
-        )
+        return (position[_cpu_cell(item).cell_id], name == "test_output_length")
 
     ordered = [items[slot] for slot in sorted(slots, key=lambda slot: (order(slot), slot))]
     for slot, item in zip(slots, ordered, strict=True):
