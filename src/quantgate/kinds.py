@@ -117,10 +117,6 @@ class CellBudget(Strict):
     look_overhead_s: float = Field(default=4.0, ge=0)
     run_overhead_s: float = Field(default=1.5, ge=0)
 
-    @property
-    def sized(self) -> bool:
-        return math.isfinite(self.accuracy_s) or math.isfinite(self.speed_s)
-
 
 class KindSpec(Strict):
     """A kind file: ``kinds`` are catalog device kinds (markers) whose cells it describes;
