@@ -3,6 +3,7 @@
 pytest_plugins = [
     "plugins.replay",
     "plugins.gpu",
+    "plugins.budget",
     "plugins.matrix",
     "plugins.lane",
     "plugins.signals",

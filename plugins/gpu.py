@@ -136,6 +136,7 @@ class GpuSession:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     empty_failure: str | None = None
     coverage_written: Path | None = None
+    manifest_merged: bool = False
 
     @property
     def is_worker(self) -> bool:
@@ -254,7 +255,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.stash[STATE] = state
     if not state.is_worker:
-        config.pluginmanager.register(OutcomeRecorder(state), "quantgate-outcomes")
+        config.pluginmanager.register(OutcomeRecorder(config, state), "quantgate-outcomes")
 
 
 def _resolve_inventory(
@@ -661,7 +662,8 @@ class OutcomeRecorder:
     user properties set on the worker.
     """
 
-    def __init__(self, state: GpuSession) -> None:
+    def __init__(self, config: pytest.Config, state: GpuSession) -> None:
+        self.config = config
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -682,13 +684,18 @@ class OutcomeRecorder:
         if report.when == "call":
             record["duration_s"] = report.duration
         wasxfail = hasattr(report, "wasxfail")
-        if report.failed:
+        if report.skipped and "qg_deferred" in props:
+            record["status"] = "deferred"
+            record["reason"] = str(props["qg_deferred"]).removeprefix("deferred: ")
+        elif report.failed:
             record["status"] = "failed" if report.when == "call" else "error"
         elif report.skipped and record["status"] is None:
             record["status"] = "xfailed" if wasxfail else "skipped"
             record["reason"] = _skip_reason(report)
         elif report.passed and report.when == "call" and record["status"] is None:
             record["status"] = "xpassed" if wasxfail else "passed"
+        if report.when == "teardown":
+            _write_coverage(self.config, self.state, complete=False)
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -703,13 +710,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash[STATE]
     if state.is_worker:
         return
-    _merge_worker_manifest(state)
-    cells = _coverage_cells(state)
-    given = config.getoption("qg_coverage")
-    if cells or given:
-        path = _path_option(config, "qg_coverage")
-        atomic_write_text(path, _coverage_json(_coverage_doc(config, state, cells)))
-        state.coverage_written = path
+    cells = _write_coverage(config, state, complete=True)
     ran = [c for c in cells if c["status"] in RAN]
     selected = [c for c in cells if c["status"] != "deselected"]
     tried = [c for c in selected if c["status"] not in (None, "collected")]
@@ -725,11 +726,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _learn_durations(config, state, ran)
 
 
+def _write_coverage(config: pytest.Config, state: GpuSession, complete: bool) -> list[dict[str, Any]]:
+    """Write the coverage file (also after each cell, so a killed job leaves what it finished)."""
+    _merge_worker_manifest(state)
+    cells = _coverage_cells(state)
+    if cells or config.getoption("qg_coverage"):
+        path = _path_option(config, "qg_coverage")
+        atomic_write_text(path, _coverage_json(_coverage_doc(config, state, cells, complete)))
+        state.coverage_written = path
+    return cells
+
+
 def _merge_worker_manifest(state: GpuSession) -> None:
-    if state.lease_dir is None:
+    if state.lease_dir is None or state.manifest_merged:
         return
     manifest = state.lease_dir / "collection.json"
     if manifest.exists():
+        state.manifest_merged = True
         doc = json.loads(manifest.read_text())
         state.selected.update(doc.get("selected", {}))
         for node_id, cell in doc.get("deselected", {}).items():
@@ -760,7 +773,9 @@ def _coverage_cells(state: GpuSession) -> list[dict[str, Any]]:
     return out
 
 
-def _coverage_doc(config: pytest.Config, state: GpuSession, cells: list[dict[str, Any]]) -> dict[str, Any]:
+def _coverage_doc(
+    config: pytest.Config, state: GpuSession, cells: list[dict[str, Any]], complete: bool
+) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for cell in cells:
         status = str(cell["status"])
@@ -771,6 +786,7 @@ def _coverage_doc(config: pytest.Config, state: GpuSession, cells: list[dict[str
         "kind": "quantgate-coverage",
         "inventory": state.inventory.describe(),
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "complete": complete,
         "counts": dict(sorted(counts.items())),
         "cells": cells,
     }

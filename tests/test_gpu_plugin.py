@@ -49,6 +49,8 @@ def served(qg_lease):
 
 def _cell(cell, devices):
     start = time.time()
+    if os.environ.get("TOY_KILL_AT") == cell.cell_id:  # a runner killed at its limit (stand-in)
+        os.kill(os.getpid(), 9)
     time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
     _write(event="cell", cell=cell.cell_id, served=cell.served_model, count=cell.requirement.count,
            gpu=cell.gpu, devices=devices, cvd=os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -97,7 +99,7 @@ def gate(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
     monkeypatch.setenv("TOY_LOG", str(pytester.path / "log.jsonl"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    pytester.makeconftest('pytest_plugins = ["plugins.gpu", "plugins.matrix"]\n')
+    pytester.makeconftest('pytest_plugins = ["plugins.gpu", "plugins.budget", "plugins.matrix"]\n')
     pytester.makeini(
         "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -p no:benchmark\n"
         "filterwarnings = error\n"
@@ -435,3 +437,69 @@ def no_env_leak() -> Iterator[None]:
 def test_in_process_runs_leave_the_environment_alone(gate: pytest.Pytester, no_env_leak: None) -> None:
     result = gate.runpytest("-m", "l40s", "-k", "Qwen and bf16", "--qg-gpus", "l40s:1")
     result.assert_outcomes(passed=8)
+
+
+def _cells_by_status(pytester: pytest.Pytester) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cell in _coverage(pytester)["cells"]:
+        out.setdefault(str(cell["status"]), []).append(cell)
+    return out
+
+
+def test_a_job_budget_defers_what_does_not_fit_and_a_gate_reads_it(gate: pytest.Pytester) -> None:
+    """Learned 0.05 s per cell, a 1 s budget for 64 cells of 0.05 s: some run, the rest are deferred."""
+    from quantgate.gate import decide
+
+    os.environ["TOY_SLEEP"] = "0.05"
+    try:
+        first = gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8")
+        first.assert_outcomes(passed=H100_CELLS)
+        result = gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8", "--qg-budget", "1.5s")
+    finally:
+        del os.environ["TOY_SLEEP"]
+    result.stdout.fnmatch_lines(["quantgate: job budget until *UTC"])
+    assert result.ret == 0
+    cells = _cells_by_status(gate)
+    ran, deferred = cells.get("passed", []), cells.get("deferred", [])
+    assert ran, cells.keys()
+    assert deferred, cells.keys()
+    assert len(ran) + len(deferred) == H100_CELLS
+    assert deferred[0]["reason"].startswith("needs ~")
+    closed = [c for c in deferred if c["reason"].startswith("the job budget closed at")]
+    assert len(closed) == len(deferred) - 1
+    assert _coverage(gate)["complete"] is True
+    ids = {c["cell_id"] for c in ran + deferred}
+    verdict = decide([gate.path / ".quantgate" / "coverage.json"], ids)
+    assert not verdict.passed
+    assert len(verdict.problems) == len(deferred)
+    assert all(" deferred (" in p for p in verdict.problems)
+
+
+def test_a_budget_that_fits_nothing_fails_closed(gate: pytest.Pytester) -> None:
+    result = gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8", "--qg-budget", "0")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*all 64 selected matrix cells were skipped (63x the job budget closed at*"])
+    assert set(_cells_by_status(gate)) == {"deferred", "deselected"}
+
+
+def test_a_killed_job_leaves_the_verdicts_it_finished(gate: pytest.Pytester) -> None:
+    """SIGKILL in the middle (a runner's limit): coverage names what finished and what did not run."""
+    from quantgate.gate import decide
+
+    plan = gate.runpytest("--collect-only", "-q", "-m", "h100", "--qg-gpus", "h100:8")
+    order = [c["cell_id"] for c in _coverage(gate)["cells"] if c["status"] == "collected"]
+    assert len(order) == H100_CELLS, plan.outlines[-3:]
+    os.environ["TOY_KILL_AT"] = order[20]
+    try:
+        gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8")
+    finally:
+        del os.environ["TOY_KILL_AT"]
+    doc = _coverage(gate)
+    assert doc["complete"] is False
+    cells = _cells_by_status(gate)
+    assert len(cells["passed"]) == 20
+    assert len(cells["collected"]) + len(cells.get("None", [])) == H100_CELLS - 20
+    verdict = decide([gate.path / ".quantgate" / "coverage.json"], order)
+    assert verdict.problems[0] == "coverage.json: written by a job that did not finish (killed or crashed)"
+    assert len(verdict.problems) == 1 + H100_CELLS - 20
+    assert verdict.counts["passed"] == 20

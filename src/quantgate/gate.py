@@ -4,23 +4,26 @@ Each ``pytest -m <kind> --qg-shard K/N`` job writes a coverage file (``quantgate
 selected cell with its outcome and reason. The gate merges them by cell id and fails when any cell
 failed or errored, when a cell of an expected kind is absent or did not run in any shard (skipped,
 collected but never reported), or when a cell appears with two different outcomes. A missing or
-unreadable file is an error naming it: a gate never passes on data it did not see.
+unreadable file is an error naming it: a gate never passes on data it did not see. A cell deferred by
+its job's budget (``--qg-budget``) is neither green nor red: the verdict history
+(``quantgate.verdicts``) decides, green only while the cell's last verdict is green and recent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
+from quantgate.verdicts import GREEN, RED, Verdict
 
 COVERAGE_KIND = "quantgate-coverage"
 COVERAGE_SCHEMA_VERSION = 1
-GREEN = ("passed", "xfailed")
-RED = ("failed", "error", "xpassed")
+DEFAULT_MAX_AGE_DAYS = 7.0
 
 
 @dataclass(frozen=True)
@@ -29,14 +32,21 @@ class GateResult:
     cells: int
     counts: dict[str, int]
     problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    outcomes: tuple[tuple[str, str, str, str], ...] = ()
 
     def summary(self) -> str:
         head = "PASS" if self.passed else "FAIL"
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
-        return f"{head}: {self.cells} cells ({counts})" + "".join(f"\n  {p}" for p in self.problems[:50])
+        lines = [f"  {p}" for p in self.problems[:50]] + [f"  note: {n}" for n in self.notes[:50]]
+        return f"{head}: {self.cells} cells ({counts})" + "".join(f"\n{line}" for line in lines)
 
 
 def load_coverage(path: Path) -> list[dict[str, Any]]:
+    return _load(path)[0]
+
+
+def _load(path: Path) -> tuple[list[dict[str, Any]], bool]:
     doc = load_kind(path, COVERAGE_KIND, COVERAGE_SCHEMA_VERSION)
     cells = doc.get("cells")
     if not isinstance(cells, list):
@@ -44,23 +54,36 @@ def load_coverage(path: Path) -> list[dict[str, Any]]:
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict) or not isinstance(cell.get("cell_id"), str) or "status" not in cell:
             raise QuantgateError(path, "needs cell_id and status", f"cells[{index}]")
-    return cells
+    return cells, doc.get("complete") is not False
 
 
-def decide(files: Sequence[Path], expected: Iterable[str], known: Iterable[str] | None = None) -> GateResult:
+def decide(
+    files: Sequence[Path],
+    expected: Iterable[str],
+    known: Iterable[str] | None = None,
+    history: Mapping[str, Verdict] | None = None,
+    now: datetime | None = None,
+    max_age_days: float = DEFAULT_MAX_AGE_DAYS,
+) -> GateResult:
     """Merge coverage ``files``; every id in ``expected`` must have run, each of its tests green.
 
     A cell may have several tests (an accuracy cell's recovery and its output length), told apart by
     their node ids; one test reported by two files with two outcomes is red (a shard overlap). With
     ``known`` (every cell of the matrix), a cell in a coverage file that the matrix does not have is
-    red too: a renamed model or a stale runner must not pass unnoticed.
+    red too: a renamed model or a stale runner must not pass unnoticed. A test deferred by its job's
+    budget is green only while ``history`` holds a green verdict for it younger than
+    ``max_age_days``; a file from a job that never finished (killed) is red.
     """
     if not files:
         raise QuantgateError(None, "no coverage file given (fail closed)", "files")
+    now = now or datetime.now(UTC)
     outcome: dict[str, tuple[str, str, str, Path]] = {}
     problems: list[str] = []
     for path in files:
-        for cell in load_coverage(path):
+        cells, complete = _load(path)
+        if not complete:
+            problems.append(f"{path.name}: written by a job that did not finish (killed or crashed)")
+        for cell in cells:
             status, reason = str(cell["status"]), str(cell.get("reason") or "")
             if status == "deselected":
                 continue
@@ -70,10 +93,11 @@ def decide(files: Sequence[Path], expected: Iterable[str], known: Iterable[str] 
                 problems.append(f"{cell['cell_id']}: {seen[1]} in {seen[3]} but {status} in {path}")
             outcome[test] = (cell["cell_id"], status, reason, path)
     counts: dict[str, int] = {}
-    tests_of: dict[str, list[tuple[str, str]]] = {}
-    for cell_id, status, reason, path in outcome.values():
+    tests_of: dict[str, list[tuple[str, str, str]]] = {}
+    notes: list[str] = []
+    for test, (cell_id, status, reason, path) in outcome.items():
         counts[status] = counts.get(status, 0) + 1
-        tests_of.setdefault(cell_id, []).append((status, reason))
+        tests_of.setdefault(cell_id, []).append((test, status, reason))
         if status in RED:
             problems.append(f"{cell_id}: {status}" + (f" ({reason})" if reason else "") + f" [{path.name}]")
     if known is not None:
@@ -82,7 +106,17 @@ def decide(files: Sequence[Path], expected: Iterable[str], known: Iterable[str] 
             path = next(p for c, _, _, p in outcome.values() if c == cell_id)
             problems.append(f"{cell_id}: unknown cell (not in the matrix) [{path.name}]")
     for cell_id in sorted(set(expected)):
-        for status, reason in tests_of.get(cell_id, [("absent", "in no coverage file")]):
-            if status not in GREEN and status not in RED:
+        for test, status, reason in tests_of.get(cell_id, [(cell_id, "absent", "in no coverage file")]):
+            if status == "deferred":
+                last = (history or {}).get(test)
+                if last is not None and last.green and last.age_days(now) <= max_age_days:
+                    notes.append(f"{cell_id}: deferred; last {last.status} {last.age_days(now):.1f} days ago")
+                    continue
+                was = (
+                    "no verdict" if last is None else f"last {last.status} {last.age_days(now):.1f} days ago"
+                )
+                problems.append(f"{cell_id}: deferred ({reason}) and {was} (limit {max_age_days:g} days)")
+            elif status not in GREEN and status not in RED:
                 problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
-    return GateResult(not problems, len(tests_of), counts, tuple(problems))
+    ran = tuple((test, c, s, r) for test, (c, s, r, _) in outcome.items())
+    return GateResult(not problems, len(tests_of), counts, tuple(problems), tuple(notes), ran)

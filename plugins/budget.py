@@ -1,0 +1,94 @@
+"""pytest glue for a job's time budget (``--qg-budget``): start a cell only while it fits.
+
+Options and hooks only; the rule is ``quantgate.jobbudget``. Before a matrix cell's devices are leased,
+its expected seconds (learned or estimated by placement, plus its served model's start-up when this
+process has not started it yet) are checked against the time left; a cell that does not fit, and every
+cell after it, is skipped as *deferred* and ``plugins.gpu`` writes it so in the coverage file (not run,
+neither green nor red). Under xdist every worker keeps the controller's deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import pytest
+
+from plugins.gpu import STATE, TASK_KEY
+from quantgate.jobbudget import JobBudget, clock, parse_budget
+
+BUDGET_HELP = (
+    "the job's time budget: a duration (90m, 8h, 45s, seconds) or an end time (ISO 8601 with a zone). "
+    "A matrix cell starts only while its expected seconds fit in what is left; it and every later cell "
+    "are then deferred (not run, neither green nor red; named in the coverage file). Default: none"
+)
+DEFERRED_PROPERTY = "qg_deferred"
+
+BUDGET = pytest.StashKey["JobBudget | None"]()
+STARTED = pytest.StashKey[set[str]]()
+
+
+def _check_budget(text: str) -> str:
+    try:
+        parse_budget(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantgate")
+    group.addoption("--qg-budget", metavar="TIME", default=None, type=_check_budget, help=BUDGET_HELP)
+    parser.addini("qg_budget", BUDGET_HELP, default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    deadline: float | None
+    if workerinput is not None and "qg_deadline" in workerinput:
+        deadline = workerinput["qg_deadline"]
+    else:
+        text = config.getoption("qg_budget") or str(config.getini("qg_budget") or "")
+        try:
+            deadline = parse_budget(text, time.time()) if text else None
+        except ValueError as exc:
+            raise pytest.UsageError(f"quantgate: ini qg_budget: {exc}") from None
+    config.stash[BUDGET] = JobBudget(deadline) if deadline is not None else None
+    config.stash[STARTED] = set()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    budget = node.config.stash[BUDGET]
+    node.workerinput["qg_deadline"] = budget.deadline if budget is not None else None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    budget = config.stash[BUDGET]
+    if budget is None:
+        return None
+    return f"quantgate: job budget until {clock(budget.deadline)}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Defer the cell when its expected seconds do not fit (before its devices or server)."""
+    budget = item.config.stash[BUDGET]
+    task = item.stash.get(TASK_KEY, None)
+    if budget is None or task is None or item.get_closest_marker("skip"):
+        return
+    cell = dict(item.user_properties).get("qg_cell")
+    if isinstance(cell, dict):
+        name, served = str(cell["cell_id"]), str(cell["served_model"])
+    else:
+        name, served = item.nodeid, task.job
+    started = item.config.stash[STARTED]
+    expected = task.seconds
+    if served not in started:
+        expected += item.config.stash[STATE].durations.served_models.get(served, task.startup_s)
+    reason = budget.admit(name, expected, time.time())
+    if reason is not None:
+        item.user_properties.append((DEFERRED_PROPERTY, reason))
+        pytest.skip(reason)
+    started.add(served)
