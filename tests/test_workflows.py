@@ -85,7 +85,9 @@ def test_the_commands_they_run_exist(path: Path) -> None:
 
 NIGHTLY = ROOT / ".github" / "workflows" / "nightly.yml"
 STEP = re.compile(r"tools/nightly\.sh (\w+)((?: \S+)*)")
-GITHUB_ONLY = re.compile(r"^\s*(previous=\$\(gh run list|if \[ -n \"\$previous\" \]; then gh run download)")
+GITHUB_ONLY = re.compile(
+    r"^\s*((previous|last)=\$\(gh run list|if \[ -n \"\$(previous|last)\" \]; then gh run download)"
+)
 
 
 def _rehearsal() -> str:
@@ -114,9 +116,9 @@ def test_the_cpu_rehearsal_runs_the_nightly_workflows_steps_in_its_order() -> No
         ("setup", 0),
         ("inventory", 2),
         ("plan", 3),
-        ("cells", 4),
+        ("cells", 5),
         ("setup", 0),
-        ("gate", 2),
+        ("gate", 3),
         ("compare", 3),
     ]
     rehearsal = [(name, _arity(args)) for name, args in STEP.findall(_rehearsal())]
@@ -170,6 +172,36 @@ def test_the_compare_step_fails_on_a_slower_run_and_says_when_there_is_nothing_t
 
 
 def test_the_gate_step_fails_closed_without_coverage_files(tmp_path: Path) -> None:
-    gate = _nightly("gate", "cpu", str(tmp_path))
+    gate = _nightly("gate", "cpu", str(tmp_path), str(tmp_path / "history" / "verdicts.json"))
     assert gate.returncode == 1
     assert "no coverage file" in gate.stderr
+
+
+def test_the_gate_step_carries_verdicts_so_a_deferred_cell_passes_on_a_recent_green_one(
+    tmp_path: Path,
+) -> None:
+    from quantgate.kinds import load_kind
+    from quantgate.pipeline import local_cells
+
+    def night(name: str, deferred_from: int) -> Path:
+        rows = [
+            {"cell_id": c.cell_id, "node_id": f"suites/test_matrix.py::t[{c.cell_id}]", "status": status}
+            for n, c in enumerate(local_cells(load_kind()))
+            for status in ["passed" if n < deferred_from else "deferred"]
+        ]
+        doc = {"schema_version": 1, "kind": "quantgate-coverage", "complete": True, "cells": rows}
+        path = tmp_path / name / "nightly-cpu-1" / "coverage-cpu-1.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(doc))
+        return path.parents[1]
+
+    history = tmp_path / "history" / "verdicts.json"
+    early = _nightly("gate", "cpu", str(night("early", 5)), str(history))
+    assert early.returncode == 1, early.stdout
+    assert ": deferred and no verdict (limit 7 days)" in early.stdout
+    full = _nightly("gate", "cpu", str(night("full", 10**6)), str(history))
+    assert full.returncode == 0, full.stdout + full.stderr
+    later = _nightly("gate", "cpu", str(night("later", 5)), str(history))
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert "note: " in later.stdout
+    assert json.loads(history.read_text())["kind"] == "quantgate-verdicts"

@@ -6,8 +6,12 @@
 #   tools/nightly.sh setup                          the project environment (.venv, quantgate and its test tools)
 #   tools/nightly.sh inventory KIND N               fail unless this machine has N devices of KIND (cpu: cores)
 #   tools/nightly.sh plan KIND SHARD NAME           where and when each cell of the shard would run (out/plan-NAME.json)
-#   tools/nightly.sh cells KIND N SHARD NAME        the shard's cells on N xdist workers: coverage, JUnit, report
-#   tools/nightly.sh gate KINDS ARTIFACTS           fail on any failed or uncovered cell of KINDS over every job
+#   tools/nightly.sh cells KIND N SHARD NAME BUDGET the shard's cells on N xdist workers within BUDGET (8h, 90m,
+#                                                   or none): coverage, JUnit, report; cells that do not fit are
+#                                                   deferred
+#   tools/nightly.sh gate KINDS ARTIFACTS HISTORY   fail on any failed or uncovered cell of KINDS over every job;
+#                                                   a deferred cell passes only on a green verdict under 7 days
+#                                                   old in HISTORY (a verdict file, updated with this night's)
 #   tools/nightly.sh compare PREVIOUS ARTIFACTS WORSE
 #                                                   each job's pytest-benchmark file against the previous green
 #                                                   run's (fails when a figure is worse by more than WORSE)
@@ -36,14 +40,17 @@ case "$step" in
     ;;
   cells)
     mkdir -p out
-    "$VENV/bin/pytest" suites -m "$1" -n "$2" --qg-shard "$3" -p no:randomly \
+    budget=()
+    if [ "$5" != none ]; then budget=(--qg-budget "$5"); fi
+    "$VENV/bin/pytest" suites -m "$1" -n "$2" --qg-shard "$3" -p no:randomly "${budget[@]}" \
       --qg-coverage "out/coverage-$4.json" --junitxml "out/junit-$4.xml" --qg-report "out/report-$4"
     ;;
   gate)
     shopt -s nullglob
     files=("$2"/*/coverage-*.json)
     if [ ${#files[@]} -eq 0 ]; then echo "no coverage file under $2: failing closed" >&2; exit 1; fi
-    "$VENV/bin/quantgate" gate "${files[@]}" --kinds "$1"
+    mkdir -p "$(dirname "$3")"
+    "$VENV/bin/quantgate" gate "${files[@]}" --kinds "$1" --history "$3"
     ;;
   compare)
     previous=$1 artifacts=$2 worse=$3
@@ -61,7 +68,7 @@ case "$step" in
     exit "$status"
     ;;
   *)
-    sed -n '2,15p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
     ;;
 esac

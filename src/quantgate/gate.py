@@ -115,7 +115,8 @@ def decide(
                 was = (
                     "no verdict" if last is None else f"last {last.status} {last.age_days(now):.1f} days ago"
                 )
-                problems.append(f"{cell_id}: deferred ({reason}) and {was} (limit {max_age_days:g} days)")
+                why = f" ({reason})" if reason else ""
+                problems.append(f"{cell_id}: deferred{why} and {was} (limit {max_age_days:g} days)")
             elif status not in GREEN and status not in RED:
                 problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
     ran = tuple((test, c, s, r) for test, (c, s, r, _) in outcome.items())
