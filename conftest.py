@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "plugins.replay",
+    "plugins.history",
     "plugins.gpu",
     "plugins.budget",
     "plugins.matrix",

@@ -2,7 +2,8 @@
 
 Options and hooks only; the rule is ``quantgate.jobbudget``. Before a matrix cell's devices are leased,
 its expected seconds (learned or estimated by placement, plus its served model's start-up when this
-process has not started it yet) are checked against the time left; a cell that does not fit, and every
+process has not started it yet) are checked against the time left (once per cell: a cell's later
+tests, such as an accuracy cell's output length, follow its first); a cell that does not fit, and every
 cell after it, is skipped as *deferred* and ``plugins.gpu`` writes it so in the coverage file (not run,
 neither green nor red). Under xdist every worker keeps the controller's deadline.
 """
@@ -84,6 +85,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     else:
         name, served = item.nodeid, task.job
     started = item.config.stash[STARTED]
+    if name in started:
+        return
     expected = task.seconds
     if served not in started:
         expected += item.config.stash[STATE].durations.served_models.get(served, task.startup_s)
@@ -91,4 +94,4 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if reason is not None:
         item.user_properties.append((DEFERRED_PROPERTY, reason))
         pytest.skip(reason)
-    started.add(served)
+    started.update((name, served))

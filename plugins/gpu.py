@@ -49,6 +49,7 @@ from typing import Any
 
 import pytest
 
+from plugins.history import staleness
 from plugins.scheduling import GROUPS_FILE
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import atomic_write_text
@@ -464,7 +465,11 @@ def pytest_collection_modifyitems(
             skipped.append((item.nodeid, key, reason))
     placeable = [job for job in jobs if why_not[job.key] is None]
     state.jobs = {job.key: job for job in placeable}
-    rank = {job.key: n for n, job in enumerate(policy.order(placeable))}
+    items_of: dict[str, list[pytest.Item]] = {}
+    for item in runnable:
+        items_of.setdefault(tasks[item.nodeid].job, []).append(item)
+    ordered = sorted(policy.order(placeable), key=lambda job: staleness(items_of.get(job.key, [])))
+    rank = {job.key: n for n, job in enumerate(ordered)}
 
     def position(pair: tuple[int, pytest.Item]) -> tuple[int, int, int]:
         index, item = pair
@@ -812,11 +817,14 @@ def _top_reasons(cells: Sequence[dict[str, Any]], limit: int = 3) -> str:
 def _learn_durations(config: pytest.Config, state: GpuSession, ran: Sequence[dict[str, Any]]) -> None:
     learned = Durations(dict(state.durations.cells), dict(state.durations.served_models))
     startup: dict[str, float] = {}
+    calls: dict[str, float] = {}
     for cell in ran:
         if "duration_s" in cell:
-            learned.cells[str(cell["cell_id"])] = float(cell["duration_s"])
+            cell_id = str(cell["cell_id"])
+            calls[cell_id] = calls.get(cell_id, 0.0) + float(cell["duration_s"])
         served = str(cell["served_model"])
         startup[served] = max(startup.get(served, 0.0), float(cell.get("setup_s", 0.0)))
+    learned.cells.update(calls)
     learned.served_models.update(startup)
     save_durations(_path_option(config, "qg_durations"), learned)
 

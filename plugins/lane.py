@@ -264,8 +264,8 @@ def _cpu_cell(item: pytest.Item) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the cpu cells in the kind file's order (``pipeline.local_cells``: served model by served
     model, BF16 first, its accuracy cells before its speed cells), an accuracy cell's output-length
-    test right after it; and remember which served models the selection needs, so that only those are
-    quantized ahead.
+    test right after it, models with the stalest verdicts first (``plugins.history``); and remember
+    which served models the selection needs, so that only those are quantized ahead.
 
     The matrix's order (tests, then cells) would interleave served models, so that servers would
     restart and BF16 speed, the others' reference, would come last.
@@ -273,13 +273,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     slots = [index for index, item in enumerate(items) if _cpu_cell(item) is not None]
     if not slots:
         return
+    from plugins.history import staleness
+
     session = lane_session(config)
     position = {cell.cell_id: n for n, cell in enumerate(session.cells())}
+    of_model: dict[str, list[pytest.Item]] = {}
+    for slot in slots:
+        of_model.setdefault(_cpu_cell(items[slot]).model, []).append(items[slot])
+    stale = {model: staleness(members) for model, members in of_model.items()}
 
-    def order(slot: int) -> tuple[int, bool]:
+    def order(slot: int) -> tuple[tuple[int, float], int, bool]:
         item = items[slot]
+        cell = _cpu_cell(item)
         name = getattr(item, "originalname", item.name)
-        return (position[_cpu_cell(item).cell_id], name == "test_output_length")
+        return (stale[cell.model], position[cell.cell_id], name == "test_output_length")
 
     ordered = [items[slot] for slot in sorted(slots, key=lambda slot: (order(slot), slot))]
     for slot, item in zip(slots, ordered, strict=True):

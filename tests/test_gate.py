@@ -189,3 +189,29 @@ def test_the_gate_command_keeps_the_verdict_history(
     history.write_text(history.read_text().replace('"schema_version": 1', '"schema_version": 2'))
     assert main(["gate", str(night2), "--kinds", "cpu", "--history", str(history)]) == 2
     assert "verdicts.json: schema_version: version 2 is not supported" in capsys.readouterr().err
+
+
+def test_a_deferred_cell_whose_inputs_changed_is_red_whatever_its_last_verdict(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from quantgate.verdicts import Verdict
+
+    now = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    doc = {
+        "schema_version": 1,
+        "kind": "quantgate-coverage",
+        "cells": [
+            {"cell_id": "b", "status": "deferred", "inputs": {"tools": "vllm 0.33.0", "checkpoint": "x"}}
+        ],
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    last = Verdict(
+        "b", "passed", now - timedelta(hours=3), inputs={"tools": "vllm 0.32.0", "checkpoint": "x"}
+    )
+    result = decide([path], ["b"], history={"b": last}, now=now)
+    assert result.problems == ("b: deferred, but changed since its last verdict (tools)",)
+    same = Verdict(
+        "b", "passed", now - timedelta(hours=3), inputs={"tools": "vllm 0.33.0", "checkpoint": "x"}
+    )
+    assert decide([path], ["b"], history={"b": same}, now=now).passed

@@ -99,7 +99,9 @@ def gate(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
     monkeypatch.setenv("TOY_LOG", str(pytester.path / "log.jsonl"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    pytester.makeconftest('pytest_plugins = ["plugins.gpu", "plugins.budget", "plugins.matrix"]\n')
+    pytester.makeconftest(
+        'pytest_plugins = ["plugins.history", "plugins.gpu", "plugins.budget", "plugins.matrix"]\n'
+    )
     pytester.makeini(
         "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -p no:benchmark\n"
         "filterwarnings = error\n"
@@ -503,3 +505,44 @@ def test_a_killed_job_leaves_the_verdicts_it_finished(gate: pytest.Pytester) -> 
     assert verdict.problems[0] == "coverage.json: written by a job that did not finish (killed or crashed)"
     assert len(verdict.problems) == 1 + H100_CELLS - 20
     assert verdict.counts["passed"] == 20
+
+
+def test_with_a_history_changed_then_stalest_served_models_run_first(
+    gate: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, reduced_catalog: Path, tmp_path: Path
+) -> None:
+    """A new INT8 checkpoint of Qwen-1.5B runs first, then Llama-70B FP8 (verdicts 5 days old), then the
+    rest (1 day old); the cells carry their inputs into the coverage file and the history."""
+    from datetime import UTC, datetime, timedelta
+
+    from quantgate.verdicts import Outcome, save_verdicts, updated
+
+    gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8").assert_outcomes(passed=H100_CELLS)
+    rows = [c for c in _coverage(gate)["cells"] if c["status"] == "passed"]
+    assert {tuple(sorted(c["inputs"])) for c in rows} == {("checkpoint", "device", "settings", "tools")}
+    now = datetime.now(UTC)
+    history = {}
+    for age, pick in ((5, lambda c: c["served_model"].startswith("Llama-70B/fp8")), (1, lambda c: True)):
+        outcomes = [
+            Outcome(c["node_id"], c["cell_id"], "passed", "", c["inputs"])
+            for c in rows
+            if pick(c) and c["node_id"] not in history
+        ]
+        history = updated(history, outcomes, now - timedelta(days=age))
+    save_verdicts(gate.path / "verdicts.json", history)
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(reduced_catalog, catalog)
+    models = yaml.safe_load((catalog / "models.yaml").read_text())
+    repos = models["models"]["Qwen-1.5B"]["quantized_repos"]
+    repos["int8-w8a8"] = repos["int8-w8a8"].replace("RedHatAI/", "neuralmagic/")
+    (catalog / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+    monkeypatch.setenv("QUANTGATE_CATALOG", str(catalog))
+    result = gate.runpytest_subprocess(
+        "--collect-only", "-q", "-m", "h100", "--qg-gpus", "h100:8", "--qg-history", "verdicts.json"
+    )
+    order = [line.split("[")[1].rstrip("]") for line in _collected(result)]
+    assert len(order) == H100_CELLS
+    served = list(dict.fromkeys(cell_id.split("-h100-")[0] for cell_id in order))
+    assert served[:2] == ["Qwen-1.5B-int8-w8a8", "Llama-70B-fp8-w8a8"], served
+    without = gate.runpytest_subprocess("--collect-only", "-q", "-m", "h100", "--qg-gpus", "h100:8")
+    assert [line.split("[")[1].rstrip("]") for line in _collected(without)] != order

@@ -19,7 +19,7 @@ from typing import Any
 
 from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
-from quantgate.verdicts import GREEN, RED, Verdict
+from quantgate.verdicts import GREEN, RED, Outcome, Verdict
 
 COVERAGE_KIND = "quantgate-coverage"
 COVERAGE_SCHEMA_VERSION = 1
@@ -33,7 +33,7 @@ class GateResult:
     counts: dict[str, int]
     problems: tuple[str, ...]
     notes: tuple[str, ...] = ()
-    outcomes: tuple[tuple[str, str, str, str], ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
 
     def summary(self) -> str:
         head = "PASS" if self.passed else "FAIL"
@@ -78,6 +78,7 @@ def decide(
         raise QuantgateError(None, "no coverage file given (fail closed)", "files")
     now = now or datetime.now(UTC)
     outcome: dict[str, tuple[str, str, str, Path]] = {}
+    inputs: dict[str, dict[str, str]] = {}
     problems: list[str] = []
     for path in files:
         cells, complete = _load(path)
@@ -92,6 +93,8 @@ def decide(
             if seen is not None and seen[1] != status:
                 problems.append(f"{cell['cell_id']}: {seen[1]} in {seen[3]} but {status} in {path}")
             outcome[test] = (cell["cell_id"], status, reason, path)
+            given = cell.get("inputs")
+            inputs[test] = {str(k): str(v) for k, v in given.items()} if isinstance(given, dict) else {}
     counts: dict[str, int] = {}
     tests_of: dict[str, list[tuple[str, str, str]]] = {}
     notes: list[str] = []
@@ -108,16 +111,31 @@ def decide(
     for cell_id in sorted(set(expected)):
         for test, status, reason in tests_of.get(cell_id, [(cell_id, "absent", "in no coverage file")]):
             if status == "deferred":
-                last = (history or {}).get(test)
-                if last is not None and last.green and last.age_days(now) <= max_age_days:
-                    notes.append(f"{cell_id}: deferred; last {last.status} {last.age_days(now):.1f} days ago")
-                    continue
-                was = (
-                    "no verdict" if last is None else f"last {last.status} {last.age_days(now):.1f} days ago"
+                problem = _deferred_problem(
+                    cell_id, reason, (history or {}).get(test), inputs[test], now, max_age_days
                 )
-                why = f" ({reason})" if reason else ""
-                problems.append(f"{cell_id}: deferred{why} and {was} (limit {max_age_days:g} days)")
+                if problem.startswith("note: "):
+                    notes.append(problem.removeprefix("note: "))
+                else:
+                    problems.append(problem)
             elif status not in GREEN and status not in RED:
                 problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
-    ran = tuple((test, c, s, r) for test, (c, s, r, _) in outcome.items())
+    ran = tuple(Outcome(test, c, st, r, inputs[test]) for test, (c, st, r, _) in outcome.items())
     return GateResult(not problems, len(tests_of), counts, tuple(problems), tuple(notes), ran)
+
+
+def _deferred_problem(
+    cell_id: str, reason: str, last: Verdict | None, inputs: Mapping[str, str], now: datetime, max_age: float
+) -> str:
+    """Why a deferred test is red, or ``note: ...`` when its last verdict still stands."""
+    if last is None:
+        return (
+            f"{cell_id}: deferred{f' ({reason})' if reason else ''} and no verdict (limit {max_age:g} days)"
+        )
+    changed = last.changed(inputs)
+    if changed:
+        return f"{cell_id}: deferred, but changed since its last verdict ({', '.join(changed)})"
+    was = f"last {last.status} {last.age_days(now):.1f} days ago"
+    if last.green and last.age_days(now) <= max_age:
+        return f"note: {cell_id}: deferred; {was}"
+    return f"{cell_id}: deferred{f' ({reason})' if reason else ''} and {was} (limit {max_age:g} days)"

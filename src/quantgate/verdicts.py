@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from quantgate.datafile import Strict, atomic_write_text, load_model
 
@@ -32,6 +32,7 @@ class _Entry(Strict):
     status: Literal["passed", "xfailed", "failed", "error", "xpassed"]
     at: AwareDatetime
     reason: str = ""
+    inputs: dict[str, str] = Field(default_factory=dict)
 
 
 class _VerdictsFile(Strict):
@@ -42,12 +43,20 @@ class _VerdictsFile(Strict):
 
 @dataclass(frozen=True)
 class Verdict:
-    """A test's last verdict: its cell, ``passed``/``xfailed``/``failed``/..., when, and why."""
+    """A test's last verdict: its cell, ``passed``/``xfailed``/``failed``/..., when, why, and the inputs
+    it was given on (checkpoint, tool versions, settings: ``quantgate.inputs``)."""
 
     cell_id: str
     status: str
     at: datetime
     reason: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+    def changed(self, inputs: Mapping[str, str]) -> list[str]:
+        """Names of the inputs that differ from ``inputs`` (none when either side has none)."""
+        if not self.inputs or not inputs:
+            return []
+        return sorted(k for k in self.inputs.keys() | inputs.keys() if self.inputs.get(k) != inputs.get(k))
 
     @property
     def green(self) -> bool:
@@ -62,23 +71,38 @@ def load_verdicts(path: str | Path) -> dict[str, Verdict]:
     if not Path(path).exists():
         return {}
     doc = load_model(_VerdictsFile, path, VERDICTS_KIND, VERDICTS_SCHEMA_VERSION)
-    return {test: Verdict(e.cell_id, e.status, e.at, e.reason) for test, e in doc.tests.items()}
+    return {test: Verdict(e.cell_id, e.status, e.at, e.reason, e.inputs) for test, e in doc.tests.items()}
 
 
-def updated(
-    history: Mapping[str, Verdict], outcomes: Iterable[tuple[str, str, str, str]], at: datetime
-) -> dict[str, Verdict]:
-    """``history`` with the verdicts of the tests that ran (test, cell id, status, reason) at ``at``."""
+def updated(history: Mapping[str, Verdict], outcomes: Iterable[Outcome], at: datetime) -> dict[str, Verdict]:
+    """``history`` with the verdicts of the tests that ran at ``at``."""
     out = dict(history)
-    for test, cell_id, status, reason in outcomes:
-        if status in GREEN or status in RED:
-            out[test] = Verdict(cell_id, status, at, reason)
+    for o in outcomes:
+        if o.status in GREEN or o.status in RED:
+            out[o.test] = Verdict(o.cell_id, o.status, at, o.reason, dict(o.inputs))
     return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One test's outcome in a night's coverage files, with the inputs its cell was given."""
+
+    test: str
+    cell_id: str
+    status: str
+    reason: str
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
 
 def save_verdicts(path: str | Path, verdicts: Mapping[str, Verdict]) -> None:
     tests = {
-        test: {"cell_id": v.cell_id, "status": v.status, "at": v.at.isoformat(), "reason": v.reason}
+        test: {
+            "cell_id": v.cell_id,
+            "status": v.status,
+            "at": v.at.isoformat(),
+            "reason": v.reason,
+            "inputs": dict(v.inputs),
+        }
         for test, v in sorted(verdicts.items())
     }
     doc = {"schema_version": VERDICTS_SCHEMA_VERSION, "kind": VERDICTS_KIND, "tests": tests}

@@ -1,0 +1,103 @@
+"""pytest glue for the verdict history (``--qg-history FILE``): the stalest cells run first.
+
+Options, hooks and one ordering key; the data is ``quantgate.verdicts`` and ``quantgate.inputs``. Every
+selected matrix cell carries its inputs (checkpoint, tools, settings, device) into the coverage file,
+where the gate compares them with the history. With a history, served models run in this order: those
+with a test that has no verdict or whose inputs changed since it, then the rest by their oldest
+verdict; so that a job's budget (``--qg-budget``) defers the cells whose verdicts are freshest. Within
+that order placement's own (longest first; the cpu kind file's) stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantgate.errors import QuantgateError
+from quantgate.verdicts import Verdict, load_verdicts
+
+HISTORY_HELP = (
+    "verdict history (quantgate-verdicts, as `quantgate gate --history` writes it): served models whose "
+    "cells have no verdict or changed inputs run first, then the longest without one. Default: none"
+)
+
+HISTORY = pytest.StashKey[dict[str, Verdict] | None]()
+INPUTS = pytest.StashKey[dict[str, str]]()
+TOOLS = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantgate")
+    group.addoption("--qg-history", metavar="FILE", default=None, help=HISTORY_HELP)
+    parser.addini("qg_history", HISTORY_HELP, default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    given = config.getoption("qg_history") or str(config.getini("qg_history") or "")
+    try:
+        config.stash[HISTORY] = load_verdicts(Path(given)) if given else None
+    except QuantgateError as exc:
+        raise pytest.UsageError(f"quantgate: {exc}") from None
+
+
+def cell_inputs(item: pytest.Item) -> dict[str, str]:
+    """The inputs of the item's matrix cell ({} for other items), computed once per item."""
+    if INPUTS in item.stash:
+        return item.stash[INPUTS]
+    from plugins.matrix import CELL_KEY
+
+    cell = item.stash.get(CELL_KEY, None)
+    inputs: dict[str, str] = {} if cell is None else _inputs(item.config, cell)
+    item.stash[INPUTS] = inputs
+    return inputs
+
+
+def _inputs(config: pytest.Config, cell: Any) -> dict[str, str]:
+    from quantgate.inputs import catalog_cell_inputs, local_cell_inputs, tool_versions
+
+    if TOOLS not in config.stash:
+        from quantgate.envs import Envs
+
+        given = config.getoption("qg_envs", None)
+        config.stash[TOOLS] = tool_versions(Envs(Path(given)) if given else Envs.from_environment())
+    tools = config.stash[TOOLS]
+    if cell.gpu == "cpu":
+        from plugins.lane import lane_session
+        from quantgate.envs import ROOT
+        from quantgate.kinds import CPU_KIND_FILE
+
+        kind_file = Path(config.getoption("qg_lane") or CPU_KIND_FILE)
+        return local_cell_inputs(cell, lane_session(config).spec(), kind_file, ROOT, tools)
+    from plugins.gpu import STATE
+
+    state = config.stash[STATE]
+    driver = state.inventory.machine_info().get("driver") if state.inventory.devices else None
+    assert state.catalog is not None, "matrix cells exist only when the catalog loaded"
+    return catalog_cell_inputs(cell, state.catalog, tools, driver)
+
+
+def staleness(items: Iterable[pytest.Item]) -> tuple[int, float]:
+    """Sort key of a served model's items: (0, 0) when one has no verdict or changed inputs, else
+    (1, its oldest verdict's time); (1, 0) for everything when no history was given."""
+    oldest = float("inf")
+    for item in items:
+        history = item.config.stash.get(HISTORY, None)
+        if history is None:
+            return (1, 0.0)
+        last = history.get(item.nodeid)
+        if last is None or last.changed(cell_inputs(item)):
+            return (0, 0.0)
+        oldest = min(oldest, last.at.timestamp())
+    return (1, oldest)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Attach each selected cell's inputs to the cell its reports carry (and so to the coverage file)."""
+    for item in items:
+        for index, (name, value) in enumerate(item.user_properties):
+            if name == "qg_cell" and isinstance(value, dict):
+                item.user_properties[index] = (name, {**value, "inputs": cell_inputs(item)})
