@@ -174,9 +174,7 @@ def overhead(envs: str | None, repeats: int) -> int:
                         plan.append(time.monotonic() - started)
                     else:
                         for run in lane.bench_runs(cell):
-                            args = serve_args(
-                                run, server.base_url, served_name, checkpoint.path, out
-                            )
+                            args = serve_args(run, server.base_url, served_name, checkpoint.path, out)
                             subprocess.run(
                                 [str(python), str(DRIVER), *args],
                                 check=True,

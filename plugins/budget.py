@@ -46,22 +46,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    deadline: float | None
+    start, deadline = time.time(), None
     if workerinput is not None and "qg_deadline" in workerinput:
-        deadline = workerinput["qg_deadline"]
+        start, deadline = workerinput["qg_start"], workerinput["qg_deadline"]
     else:
         text = config.getoption("qg_budget") or str(config.getini("qg_budget") or "")
         try:
-            deadline = parse_budget(text, time.time()) if text else None
+            deadline = parse_budget(text, start) if text else None
         except ValueError as exc:
             raise pytest.UsageError(f"quantgate: ini qg_budget: {exc}") from None
-    config.stash[BUDGET] = JobBudget(deadline) if deadline is not None else None
+    config.stash[BUDGET] = JobBudget(start, deadline) if deadline is not None else None
     config.stash[STARTED] = set()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     budget = node.config.stash[BUDGET]
+    node.workerinput["qg_start"] = budget.start if budget is not None else None
     node.workerinput["qg_deadline"] = budget.deadline if budget is not None else None
 
 

@@ -471,12 +471,12 @@ def pytest_collection_modifyitems(
     ordered = sorted(policy.order(placeable), key=lambda job: staleness(items_of.get(job.key, [])))
     rank = {job.key: n for n, job in enumerate(ordered)}
 
-    def position(pair: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+    def position(pair: tuple[int, pytest.Item]) -> tuple[int, int, tuple[int, float], int]:
         index, item = pair
         task = tasks.get(item.nodeid)
         if task is None or task.job not in rank or item.get_closest_marker("skip"):
-            return (0, 0, index)
-        return (1, rank[task.job], index)
+            return (0, 0, (0, 0.0), index)
+        return (1, rank[task.job], staleness([item]), index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=position)]
 

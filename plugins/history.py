@@ -4,8 +4,9 @@ Options, hooks and one ordering key; the data is ``quantgate.verdicts`` and ``qu
 selected matrix cell carries its inputs (checkpoint, tools, settings, device) into the coverage file,
 where the gate compares them with the history. With a history, served models run in this order: those
 with a test that has no verdict or whose inputs changed since it, then the rest by their oldest
-verdict; so that a job's budget (``--qg-budget``) defers the cells whose verdicts are freshest. Within
-that order placement's own (longest first; the cpu kind file's) stands.
+verdict, and within a served model on a GPU kind its cells likewise (a served model may hold more work
+than one night); so that a job's budget (``--qg-budget``) defers the cells whose verdicts are freshest.
+Among equals placement's own order (longest first; the cpu kind file's, BF16 first) stands.
 """
 
 from __future__ import annotations
@@ -81,17 +82,30 @@ def _inputs(config: pytest.Config, cell: Any) -> dict[str, str]:
 
 def staleness(items: Iterable[pytest.Item]) -> tuple[int, float]:
     """Sort key of a served model's items: (0, 0) when one has no verdict or changed inputs, else
-    (1, its oldest verdict's time); (1, 0) for everything when no history was given."""
+    (1, its oldest verdict's time); (1, 0) for everything when no history was given. Items longer
+    than the whole job budget are left out: no night runs them, and they must not keep their served
+    model first in line every night."""
     oldest = float("inf")
     for item in items:
         history = item.config.stash.get(HISTORY, None)
         if history is None:
             return (1, 0.0)
+        if _longer_than_the_budget(item):
+            continue
         last = history.get(item.nodeid)
         if last is None or last.changed(cell_inputs(item)):
             return (0, 0.0)
         oldest = min(oldest, last.at.timestamp())
     return (1, oldest)
+
+
+def _longer_than_the_budget(item: pytest.Item) -> bool:
+    from plugins.budget import BUDGET
+    from plugins.gpu import TASK_KEY
+
+    budget = item.config.stash.get(BUDGET, None)
+    task = item.stash.get(TASK_KEY, None)
+    return budget is not None and task is not None and task.seconds + task.startup_s > budget.whole_s
 
 
 @pytest.hookimpl(trylast=True)

@@ -480,7 +480,9 @@ def test_a_job_budget_defers_what_does_not_fit_and_a_gate_reads_it(gate: pytest.
 def test_a_budget_that_fits_nothing_fails_closed(gate: pytest.Pytester) -> None:
     result = gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8", "--qg-budget", "0")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*all 64 selected matrix cells were skipped (63x the job budget closed at*"])
+    result.stdout.fnmatch_lines(
+        ["*all 64 selected matrix cells were skipped (*longer than the whole job budget (0 s)*"]
+    )
     assert set(_cells_by_status(gate)) == {"deferred", "deselected"}
 
 
