@@ -1,7 +1,7 @@
 """Nights under a job budget: which served models each job of ``nightly.yml`` runs, night after night.
 
 Each job (kind, GPUs, shard as in ``.github/workflows/nightly.yml``) holds the runnable cells of its
-shard, with catalog-estimated durations (``quantgate.gpus.estimate_cell_seconds``). Every night the
+shard, with catalog-estimated durations (``quantgate.matrix.estimate_cell_seconds``). Every night the
 job orders its served models as ``--qg-history`` does (never verdicted first, then the oldest verdict,
 placement's longest-first within a tie) and starts cells in that order until one does not fit in the
 night's GPU-seconds (budget x GPUs x packing); that one and the rest are deferred (``--qg-budget``).
@@ -26,13 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
-from quantgate.gpus import (  # noqa: E402
-    Durations,
+from quantgate.devices.durations import Durations  # noqa: E402
+from quantgate.devices.inventory import declared_inventory  # noqa: E402
+from quantgate.devices.placement import (  # noqa: E402
     Job,
     LongestFirstPlacement,
     Task,
     build_jobs,
-    declared_inventory,
     make_plan,
     shard_of_groups,
 )

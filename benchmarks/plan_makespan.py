@@ -4,7 +4,7 @@ policies; and how long pytest takes to collect the full matrix.
 For 8x H100 and 4x A6000, every runnable cell of the matrix on that kind (6 models x 4 schemes x the
 task benchmarks and the scenario x workload performance targets; cells skipped as "not the scheme's
 compute path" left out) becomes a task with its catalog-estimated duration
-(``quantgate.gpus.estimate_cell_seconds``) and its served model's start-up. Then:
+(``quantgate.matrix.estimate_cell_seconds``) and its served model's start-up. Then:
 
 * quantgate: ``make_plan`` with one xdist worker per GPU: served models longest first, contiguous
   devices, first come first served with backfill;
@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
-from quantgate.gpus import Durations, Job, Task, build_jobs, declared_inventory, make_plan  # noqa: E402
+from quantgate.devices.durations import Durations  # noqa: E402
+from quantgate.devices.inventory import declared_inventory  # noqa: E402
+from quantgate.devices.placement import Job, Task, build_jobs, make_plan  # noqa: E402
 from quantgate.matrix import expand, task_for_cell  # noqa: E402
 
 TARGET_RATIO = 1.10

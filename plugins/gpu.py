@@ -1,6 +1,6 @@
 """pytest glue for GPUs: markers, the inventory, placement of tests on devices, plan, shards, coverage.
 
-Options and hooks only; the decisions are ``quantgate.gpus``'s. What a run does:
+Options and hooks only; the decisions are ``quantgate.devices``'. What a run does:
 
 * **markers** ``h100``, ``a100``, ``a6000``, ``h200``, ``l40s``, ``cpu`` (one per catalog GPU kind) and
   ``gpu(kind, count=1, memory_gb=0.0)``, registered with their signatures; their arguments are checked
@@ -24,7 +24,7 @@ Options and hooks only; the decisions are ``quantgate.gpus``'s. What a run does:
   unit, in our longest-first order; runs without GPU tests keep xdist's plain ``load``. (Cells also
   carry ``xdist_group(<served model>)``, but xdist's node-id rewrite behind ``loadgroup`` is a no-op
   on pytest 9.2, so nothing depends on it.) Which worker gets a unit does not matter: devices are
-  leased at run time from a file all workers share (``quantgate.gpus.DeviceLeases``: first come
+  leased at run time from a file all workers share (``quantgate.devices.leases.DeviceLeases``: first come
   first served, EASY backfilling), not fixed per worker. Other ``--dist`` modes with matrix cells
   are a collection error.
 * ``--qg-plan FILE`` writes the simulated plan (JSON) and prints it as a table; ``--qg-shard K/N``
@@ -53,27 +53,20 @@ from plugins.history import staleness
 from plugins.scheduling import GROUPS_FILE
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import atomic_write_text
-from quantgate.errors import QuantgateError
-from quantgate.gpus import (
-    DEFAULT_DURATIONS_PATH,
-    DeviceLeases,
-    Durations,
-    Inventory,
-    InventoryUnavailable,
+from quantgate.devices.durations import DEFAULT_DURATIONS_PATH, Durations, load_durations, save_durations
+from quantgate.devices.inventory import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
+from quantgate.devices.leases import DeviceLeases, Lease
+from quantgate.devices.placement import (
     Job,
-    Lease,
     LongestFirstPlacement,
     Plan,
     Task,
     build_jobs,
-    declared_inventory,
-    load_durations,
     make_plan,
-    nvml_inventory,
     parse_shard,
-    save_durations,
     shard_of_groups,
 )
+from quantgate.errors import QuantgateError
 
 GPUS_HELP = (
     "GPU inventory to place tests on, as KIND:COUNT[,KIND:COUNT...] (e.g. h100:8 or h100:4,a6000:4) "

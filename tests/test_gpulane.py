@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from quantgate.devices.leases import Lease
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
-from quantgate.gpus import Lease
 from quantgate.kinds import GPU_KIND_FILE, load_kind
 from quantgate.lanereport import write_report
 from quantgate.matrix import MatrixCell, expand
@@ -218,7 +218,7 @@ def test_a_served_model_starts_with_the_context_its_longest_cell_needs(tmp_path:
 
 def test_tool_timeouts_follow_the_cell_estimate(tmp_path: Path) -> None:
     """A BF16 MATH-500 look of a 70B model is estimated in hours: its job and requests may take them."""
-    from quantgate.gpus import estimate_cell_seconds
+    from quantgate.matrix import estimate_cell_seconds
 
     gpu_lane = lane(tmp_path, 1.0)
     (math_cell,) = [c for c in expand(kind="accuracy") if c.cell_id == "Llama-70B-bf16-h100-math_500"]

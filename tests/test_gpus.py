@@ -1,4 +1,4 @@
-"""quantgate.gpus: inventories (declared and NVML), memory fit, the card deployments, durations."""
+"""quantgate.devices: inventories (declared and NVML), memory fit, the card deployments, durations."""
 
 from __future__ import annotations
 
@@ -14,22 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantgate.catalog import Catalog, ModelSpec, load_catalog
-from quantgate.errors import QuantgateError
-from quantgate.gpus import (
-    GIB,
+from quantgate.devices.durations import Durations, load_durations, save_durations
+from quantgate.devices.fit import (
     TP_SIZES,
-    Durations,
-    InventoryUnavailable,
     compute_path_problem,
-    declared_inventory,
     estimate_memory,
     fit_served_model,
-    load_durations,
-    nvml_inventory,
-    save_durations,
     tp_problem,
     weight_bytes_per_gpu,
 )
+from quantgate.devices.inventory import GIB, InventoryUnavailable, declared_inventory, nvml_inventory
+from quantgate.errors import QuantgateError
 from quantgate.published import load_published
 
 REPO = Path(__file__).resolve().parents[1]

@@ -50,7 +50,7 @@ def test_cpu_shards_keep_a_models_schemes_together(project: pytest.Pytester, tmp
     """On CPU, BF16 speed is measured in the same session as the other schemes': a shard holds whole
     models, and the two shards hold every cpu cell once, whatever durations each runner has learned
     (the first shard's run updates them before the second shard is computed)."""
-    from quantgate.gpus import Durations
+    from quantgate.devices.durations import Durations
 
     learned = tmp_path / "durations.json"
     cells = [f"tiny-llama-{s}-cpu-{t}" for s in ("bf16", "int8-w8a8") for t in ("gpqa_diamond", "server")]

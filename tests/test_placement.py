@@ -1,4 +1,4 @@
-"""Placement, plan, shards and live leases (quantgate.gpus), and the matrix they place (quantgate.matrix)."""
+"""Placement, plan, shards and live leases (quantgate.devices), and the matrix they place."""
 
 from __future__ import annotations
 
@@ -14,23 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantgate.catalog import Catalog, load_catalog
+from quantgate.devices.durations import Durations
+from quantgate.devices.inventory import Device, Inventory, declared_inventory
+from quantgate.devices.leases import DeviceLeases, LeaseTimeout
+from quantgate.devices.placement import Job, LongestFirstPlacement, Task, build_jobs, make_plan, parse_shard
 from quantgate.errors import QuantgateError
-from quantgate.gpus import (
-    Device,
-    DeviceLeases,
-    Durations,
-    Inventory,
-    Job,
-    LeaseTimeout,
-    LongestFirstPlacement,
-    Task,
-    build_jobs,
-    declared_inventory,
-    make_plan,
-    parse_shard,
-    shard,
-)
-from quantgate.matrix import excluded_kinds, expand, served_models, task_for_cell
+from quantgate.matrix import excluded_kinds, expand, served_models, shard, task_for_cell
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from quantgate.catalog import Catalog, load_catalog
+from quantgate.devices.inventory import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
 from quantgate.errors import QuantgateError
-from quantgate.gpus import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
 
 EXIT_OK = 0
 EXIT_MISSING = 1

@@ -13,7 +13,7 @@ Cell ids are stable and readable, ``<model>-<scheme>-<gpu>-<target>``::
 Every cell of one (model, scheme, GPU kind) shares one **served model**, keyed
 ``<model>/<scheme>/<gpu>/tp<N>``: vLLM loads it once and all its accuracy and performance cells
 query it (loading a 70B checkpoint costs minutes). Its tensor-parallel size is the smallest at which
-the most demanding of its cells fits (``quantgate.gpus.fit_served_model``), computed over the whole
+the most demanding of its cells fits (``quantgate.devices.fit.fit_served_model``), computed over the whole
 catalog so that a cell's id, its served model and its GPU count do not change with what a run selects.
 
 KV-cache budget per cell (tokens the server must be able to hold at once):
@@ -33,19 +33,15 @@ benchmark, and the FP8 and Marlin INT4 kernels the schemes are about exist only 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from quantgate.catalog import Catalog, load_catalog
-from quantgate.gpus import (
-    Durations,
-    Fit,
-    Task,
-    compute_path_problem,
-    estimate_cell_seconds,
-    estimate_startup_seconds,
-    fit_served_model,
-)
+from quantgate.devices.durations import Durations, estimate_startup_seconds
+from quantgate.devices.fit import Fit, compute_path_problem, fit_served_model
+from quantgate.devices.placement import Task, shard_of_groups
+from quantgate.errors import QuantgateError
 
 CellKind = Literal["accuracy", "performance"]
 
@@ -230,7 +226,7 @@ def task_for_cell(catalog: Catalog, cell: MatrixCell, node_id: str, durations: D
     """The placement task of one cell: its served model, GPUs, and durations (learned, else estimated).
 
     Accuracy cells are shareable (a GPU may hold two servers within memory); performance cells are
-    not, and neither is the served model they belong to (``quantgate.gpus.build_jobs``).
+    not, and neither is the served model they belong to (``quantgate.devices.placement.build_jobs``).
     """
     estimate = estimate_cell_seconds(catalog, cell)
     served = served_models(catalog)[(cell.model, cell.scheme, cell.gpu)]
@@ -246,3 +242,63 @@ def task_for_cell(catalog: Catalog, cell: MatrixCell, node_id: str, durations: D
         estimate_s=estimate,
         startup_s=durations.served_models.get(cell.served_model, estimate_startup_seconds(weights)),
     )
+
+
+# Default estimate (see estimate_cell_seconds). Deliberately crude: one measured run replaces it.
+SECONDS_PER_TOKEN_PER_B = 3.0e-5
+REASONING_OUTPUT_TOKENS = 6000
+PROMPT_TOKENS_PER_SHOT = 200
+PREFILL_COST = 0.05
+GENERATIVE_OUTPUT_TOKENS = 256
+SINGLE_STREAM_REQUESTS = 64
+ITL_BASE_S = 0.004
+ITL_PER_B_S = 0.0004
+SWEEP_SECONDS = 600.0
+
+
+def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
+    """Default duration of one cell, before any run has measured it.
+
+    Decoding speed of a served model is taken as ``params_b x 3e-5 / gpus`` seconds per generated
+    token in a full batch (about 4,000 tokens/s for an 8B model on one GPU, 1,900 for 70B on four),
+    whatever the scheme and GPU kind.
+
+    * sampled accuracy (reasoning): ``items x samples x 6000`` generated tokens (R1-distill models
+      think 3k-12k tokens per answer on AIME, MATH-500 and GPQA);
+    * deterministic accuracy (few-shot, log-likelihood): ``items x (fewshot + 1) x 200`` prompt
+      tokens at 0.05 of a generated token each (prefill is ~20x cheaper than decoding), plus 256
+      generated tokens per item for generative metrics (GSM8K exact match);
+    * single-stream performance: 64 requests one after another, each ``output_tokens x
+      (4 ms + 0.4 ms x params_b / gpus)``;
+    * multi-stream and server performance: a sweep of 10 request rates x 60 s = 600 s.
+    """
+    model = catalog.model(cell.model)
+    gpus = max(1, cell.requirement.count)
+    per_token = model.params_b * SECONDS_PER_TOKEN_PER_B / gpus
+    if cell.kind == "accuracy":
+        bench = catalog.benchmark(cell.target)
+        items = bench.items or 0
+        if bench.sampling is not None:
+            return items * bench.sampling.samples * REASONING_OUTPUT_TOKENS * per_token
+        prompt = (bench.fewshot or 0) + 1
+        tokens = items * prompt * PROMPT_TOKENS_PER_SHOT * PREFILL_COST
+        if bench.metric == "exact_match_strict":
+            tokens += items * GENERATIVE_OUTPUT_TOKENS
+        return tokens * per_token
+    assert cell.scenario is not None
+    assert cell.workload is not None
+    if catalog.scenario(cell.scenario).metric == "latency_s":
+        output = catalog.workload(cell.workload).output_tokens
+        return SINGLE_STREAM_REQUESTS * output * (ITL_BASE_S + ITL_PER_B_S * model.params_b / gpus)
+    return SWEEP_SECONDS
+
+
+def shard(cells: Sequence[MatrixCell], k: int, n: int, catalog: Catalog) -> list[MatrixCell]:
+    """The cells of shard ``k`` of ``n`` (1-based): whole served models, balanced by estimate."""
+    if not 1 <= k <= n:
+        raise QuantgateError(None, f"shard {k}/{n}: K must be between 1 and N")
+    groups: dict[str, float] = {}
+    for cell in sorted(cells, key=lambda c: c.cell_id):
+        groups[cell.served_model] = groups.get(cell.served_model, 0.0) + estimate_cell_seconds(catalog, cell)
+    assignment = shard_of_groups(groups, n)
+    return [c for c in cells if assignment[c.served_model] == k]

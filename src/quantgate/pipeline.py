@@ -34,13 +34,13 @@ from pydantic import Field
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench, size_first_look, top_up_fits
 from quantgate.catalog import Catalog, Sampling, load_catalog
 from quantgate.datafile import Strict, atomic_write_text, load_model
+from quantgate.devices.leases import Lease
 from quantgate.envs import ROOT, Envs, machine, sha256_file, sha256_files, tokenizer_sha256, tool_context
 from quantgate.envs import weights_sha256 as local_weights_sha256
 from quantgate.errors import QuantgateError
-from quantgate.gpus import Lease, estimate_cell_seconds
 from quantgate.judge import DEFAULT_CAP, judge_speedup
 from quantgate.kinds import KindSpec, LocalModel, ScenarioLoad
-from quantgate.matrix import CellKind, MatrixCell, Requirement, served_models
+from quantgate.matrix import CellKind, MatrixCell, Requirement, estimate_cell_seconds, served_models
 from quantgate.outcomes import (
     AccuracyOutcome,
     SpeedOutcome,
