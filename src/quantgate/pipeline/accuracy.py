@@ -1,0 +1,244 @@
+"""The accuracy stage: evaluation looks, BF16 references with provenance, the sequential judge."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
+from quantgate.envs import machine, sha256_files, tokenizer_sha256
+from quantgate.envs import weights_sha256 as local_weights_sha256
+from quantgate.matrix import MatrixCell
+from quantgate.outcomes import (
+    AccuracyOutcome,
+    judge_sequentially,
+    mean_output_tokens,
+)
+from quantgate.rules import AccuracyCellKey, Decision
+from quantgate.runners.evaluate import EvalJob, Evaluation
+from quantgate.runners.serve import VllmServer
+from quantgate.store import (
+    MUST_MATCH,
+    Reference,
+    check_comparable,
+    load_reference,
+    make_reference,
+    save_reference,
+)
+
+if TYPE_CHECKING:
+    from quantgate.pipeline.core import PipelineCore as _Core
+else:
+    _Core = object
+
+from quantgate.pipeline.core import HUB_MUST_MATCH, REFERENCE_SEED_OFFSET
+
+
+class AccuracyStage(_Core):
+    """Methods of ``Pipeline`` that judge a cell's accuracy (``judge_accuracy``)."""
+
+    def evaluation_job(
+        self,
+        server: VllmServer,
+        cell: MatrixCell,
+        samples: int,
+        seed: int,
+        tag: str,
+        items: int | None = None,
+        timeout: float | None = None,
+    ) -> EvalJob:
+        acc = self.spec.accuracy
+        benchmark = cell.benchmark or ""
+        task = self.catalog.benchmarks[benchmark]
+        sampling = self.sampling(benchmark)
+        return EvalJob(
+            base_url=server.base_url,
+            served_name=self.served_name(cell),
+            tokenizer=self.checkpoint(cell).path,
+            task_file=self.path(acc.task_file),
+            task=f"{task.lighteval_task}@k=1@n={samples}",
+            model_file=self.path(acc.model_file),
+            data_dir=self.task_data(benchmark, items) if acc.data is not None else None,
+            samples=samples,
+            seed=seed,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=self.max_tokens(cell),
+            out_dir=self.workdir / "eval" / self.served_name(cell) / benchmark / tag,
+            concurrency=acc.concurrency,
+            timeout=timeout or self.timeout(cell, samples / sampling.samples),
+            fewshot=task.fewshot or 0,
+            metric_name=task.lighteval_metric,
+        )
+
+    def evaluate(self, server: VllmServer, job: EvalJob) -> Evaluation:
+        """Run a look (``evaluation_job``) in the lighteval worker, the server checked before and after."""
+        shutil.rmtree(job.out_dir, ignore_errors=True)
+        with server.in_use(f"evaluation {job.out_dir.name}"):
+            return self.worker().run(job)
+
+    def provenance(self, cell: MatrixCell, samples: int, seed: int) -> tuple[dict[str, str], tuple[str, ...]]:
+        """What a BF16 accuracy run depends on, and the keys that must agree to compare against it: a
+        local model's weights, tokenizer, task files and machine; a hub model's repository."""
+        benchmark = cell.benchmark or ""
+        sampling = self.sampling(benchmark)
+        common = {
+            "temperature": str(sampling.temperature),
+            "top_p": str(sampling.top_p),
+            "max_tokens": str(self.max_tokens(cell)),
+            "samples": str(samples),
+            "seed": str(seed),
+            "vllm": self.envs.version("vllm"),
+            "lighteval": self.envs.version("lighteval"),
+        }
+        local = self.local(cell.model)
+        if local is None:
+            return {
+                "model_repo": self.repository(cell.model, "bf16"),
+                **common,
+                "gpu": cell.gpu,
+            }, HUB_MUST_MATCH
+        acc = self.spec.accuracy
+        source = self.path(local.dir)
+        files = [self.path(acc.task_file), self.path(acc.model_file), *self.data_files(benchmark)]
+        return {
+            "model": cell.model,
+            "scheme": "bf16",
+            "model_sha256": local_weights_sha256(source),
+            "tokenizer_sha256": tokenizer_sha256(source),
+            "task_sha256": sha256_files(files),
+            **common,
+            "torch": self.envs.version("torch"),
+            "machine": machine(),
+        }, MUST_MATCH
+
+    def reference_path(self, cell: MatrixCell) -> Path:
+        return self.baselines / cell.gpu / cell.model / f"{cell.benchmark}.json"
+
+    def reference(self, cell: MatrixCell, server: VllmServer | None = None) -> tuple[Reference, str | None]:
+        """The kind's stored BF16 reference, checked against this run. Under ``update_baselines`` a BF16
+        cell (``server`` serves it) first writes it at the reference's samples per item; the note says
+        what was written (the run then fails, so that no reference changes silently)."""
+        path = self.reference_path(cell)
+        samples, seed = self.reference_samples(), self.spec.accuracy.seed + REFERENCE_SEED_OFFSET
+        current, keys = self.provenance(cell, samples, seed)
+        if self.update_baselines and server is not None and cell.scheme == "bf16":
+            evaluation = self.evaluate(server, self.evaluation_job(server, cell, samples, seed, "reference"))
+            key = {"model": cell.model, "scheme": "bf16", "gpu": cell.gpu, "benchmark": cell.benchmark or ""}
+            reference = make_reference(key, current, evaluation.reference_items())
+            return reference, save_reference(path, reference)
+        self.require(path, f"BF16 reference for {cell.model}/{cell.benchmark}", cell)
+        reference = load_reference(path)
+        check_comparable(
+            path, reference.provenance, current, keys, f"rewrite it with: {self.update_command(cell)}"
+        )
+        return reference, None
+
+    def recovery_decision(self, cell: MatrixCell) -> Decision:
+        benchmark = cell.benchmark or ""
+        family = self.catalog.benchmarks[benchmark].family
+        return self.rules.recovery_for(
+            AccuracyCellKey(cell.model, self.params_b(cell.model), cell.scheme, benchmark, family)
+        )
+
+    def judge_accuracy(self, server: VllmServer, cell: MatrixCell) -> AccuracyOutcome:
+        """Evaluate, judge against the reference, and top up with fresh seeds while inconclusive.
+
+        With an accuracy budget, the first look keeps as many items as fit in half of it at the probed
+        rate, and a top-up is drawn only when the looks' measured pace says it fits in what is left;
+        what was cut is in the outcome (``cuts``), and a cell that cannot evaluate ``min_items`` in its
+        budget raises ``OverBudget``. Without one, every item is evaluated, with timeouts from the
+        catalog's estimate.
+        """
+        benchmark = cell.benchmark or ""
+        budget = self.spec.budget
+        first_samples = self.first_samples(benchmark)
+        reference, note = self.reference(cell, server if cell.scheme == "bf16" else None)
+        decision = self.recovery_decision(cell)
+        reference_counts = reference.counts()
+        sized = math.isfinite(budget.accuracy_s) and self.spec.accuracy.data is not None
+        items: int | None = None
+        cuts: list[Cut] = []
+        expected: float | None = None
+        if sized:
+            # lighteval names an item by its row in the task data, so the first N rows keep their names.
+            order = [str(row) for row in range(len(self.items(benchmark))) if str(row) in reference_counts]
+            reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
+            size = size_first_look(
+                len(order),
+                first_samples,
+                reference_tokens or self.max_tokens(cell),
+                self.rate(server, cell).batch_tps,
+                budget.accuracy_s,
+                min_items=min(budget.min_items, len(order)),
+                overhead_s=budget.look_overhead_s,
+            )
+            if size.items == 0:
+                assert size.cut is not None
+                raise OverBudget(size.cut)
+            cuts += [size.cut] if size.cut else []
+            items, expected = size.items, size.seconds
+            chosen = set(order[: size.items])
+            reference_counts = {k: v for k, v in reference_counts.items() if k in chosen}
+        started = time.monotonic()
+
+        def fits(samples: int, looks: Sequence[Evaluation]) -> bool:
+            count = len(reference_counts)
+            pace = looks[-1].seconds / (looks[-1].job.samples * len(looks[-1].counts))
+            left = budget.accuracy_s - (time.monotonic() - started)
+            if top_up_fits(samples, count, pace, left):
+                return True
+            cuts.append(
+                Cut(
+                    f"top-up of {samples} samples not drawn",
+                    f"it needs ~{samples * count * pace:.0f} s, {max(left, 0):.0f} s of the "
+                    f"{budget.accuracy_s:.0f} s budget are left",
+                )
+            )
+            return False
+
+        def look(samples: int, number: int) -> Evaluation:
+            timeout = None
+            line = f"{self.served_name(cell)} {benchmark}: accuracy look {number + 1}, {samples} samples"
+            if expected is not None:
+                seconds = expected * samples / first_samples
+                timeout = self.sized_timeout(seconds, self.spec.accuracy.timeout_s)
+                line += f" x {items} items (~{seconds:.0f} s)"
+            self.progress(line)
+            seed = self.spec.accuracy.seed + number
+            job = self.evaluation_job(
+                server, cell, samples, seed, f"look{number}", items=items, timeout=timeout
+            )
+            return self.evaluate(server, job)
+
+        verdict, looks, counts = judge_sequentially(
+            look,
+            reference_counts,
+            decision.floor,
+            first_samples,
+            self.reference_path(cell),
+            cap=self.reference_samples(),
+            fits=fits if sized else None,
+        )
+        score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
+        chosen_reference = [i for i in reference.items if i.item in reference_counts]
+        reference_score = sum(i.correct for i in chosen_reference) / sum(i.samples for i in chosen_reference)
+        candidate_tokens = mean_output_tokens(
+            [(look.counts[item][0], look.output_tokens.get(item)) for look in looks for item in look.counts]
+        )
+        return AccuracyOutcome(
+            decision,
+            verdict,
+            self.reference_path(cell),
+            reference_score,
+            score,
+            tuple(looks),
+            note,
+            candidate_tokens,
+            mean_output_tokens([(i.samples, i.output_tokens) for i in chosen_reference]),
+            cuts=tuple(cuts),
+        )

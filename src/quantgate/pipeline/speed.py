@@ -1,0 +1,267 @@
+"""The speed stage: bench plans on a warm server, BF16 speed (session or stored), the speedup judge."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
+
+from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
+from quantgate.datafile import Strict, atomic_write_text, load_model
+from quantgate.errors import QuantgateError
+from quantgate.judge import judge_speedup
+from quantgate.kinds import ScenarioLoad
+from quantgate.matrix import MatrixCell
+from quantgate.outcomes import (
+    SpeedOutcome,
+    scenario_figures,
+)
+from quantgate.rules import Decision, SpeedCellKey
+from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
+from quantgate.runners.probe import Rate
+from quantgate.runners.serve import VllmServer
+from quantgate.store import (
+    check_comparable,
+)
+
+if TYPE_CHECKING:
+    from quantgate.pipeline.core import PipelineCore as _Core
+else:
+    _Core = object
+
+from quantgate.pipeline.core import SPEED_MUST_MATCH, SPEED_REFERENCE_SCHEMA_VERSION
+
+
+class SpeedReference(Strict):
+    """``baselines/<kind>/<model>/speed/<target>.json``: BF16's figure per repeat, its GPUs, provenance.
+
+    Why stored for GPU kinds: a kind's shards and xdist workers split a model's schemes across runners
+    and processes, so BF16 may run elsewhere or later; and re-measuring BF16 every night costs a
+    quarter of a kind's GPU-hours. The provenance (``SPEED_MUST_MATCH``) must hold to judge against it.
+    """
+
+    schema_version: int
+    gpus: int = Field(ge=1)
+    figures: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=2)
+    provenance: dict[str, str]
+
+
+def load_speed_reference(path: Path) -> SpeedReference:
+    """A stored BF16 speed reference; any other schema version or a bad field is refused, naming it."""
+    return load_model(SpeedReference, path, "BF16 speed reference", SPEED_REFERENCE_SCHEMA_VERSION)
+
+
+class SpeedStage(_Core):
+    """Methods of ``Pipeline`` that judge a cell's speed (``judge_speed``)."""
+
+    def speed_decision(self, cell: MatrixCell) -> Decision:
+        return self.rules.speedup_for(
+            SpeedCellKey(
+                cell.model,
+                self.params_b(cell.model),
+                cell.scheme,
+                cell.gpu,
+                cell.scenario or "",
+                cell.workload or "lane",
+            )
+        )
+
+    def loads(self, cell: MatrixCell) -> list[tuple[str, ScenarioLoad, str, int, int]]:
+        """(scenario, load, workload name, input and output tokens) of the kind's scenarios for the
+        cell's workload: the load's own lengths, else the catalog workload's."""
+        out: list[tuple[str, ScenarioLoad, str, int, int]] = []
+        for scenario, load in self.spec.speed.scenarios.items():
+            if load.input_len is not None and load.output_len is not None:
+                lengths = (load.input_len, load.output_len)
+                name = f"random-{load.input_len}x{load.output_len}"
+            else:
+                workload = self.catalog.workloads[cell.workload or ""]
+                lengths = (workload.prompt_tokens, workload.output_tokens)
+                name = cell.workload or ""
+            out.append((scenario, load, name, *lengths))
+        return out
+
+    def bench_runs(
+        self, cell: MatrixCell, repeats: int | None = None, warm_up: bool = True
+    ) -> list[BenchRun]:
+        """Every scenario's runs on the cell's workload, repeats interleaved (r0 of each scenario, then
+        r1, ...) to spread drift. With ``warm_up`` the plan opens with a discarded run (scenario
+        ``warm-up``, the first scenario's load): the first measured run of a fresh server was up to 10x
+        slower than the next ones."""
+        loads = self.loads(cell)
+        plan = [("warm-up", *loads[0][1:], 0)] if warm_up else []
+        for repeat in range(self.spec.speed.repeats if repeats is None else repeats):
+            plan += [(*entry, repeat) for entry in loads]
+        return [
+            BenchRun(
+                scenario,
+                workload=workload,
+                input_len=input_len,
+                output_len=output_len,
+                num_prompts=load.num_prompts,
+                max_concurrency=load.max_concurrency,
+                request_rate=load.request_rate or math.inf,
+                goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms} if load.goodput else {},
+                repeat=repeat,
+                num_warmups=self.spec.speed.warmups,
+                seed=repeat,
+            )
+            for scenario, load, workload, input_len, output_len, repeat in plan
+        ]
+
+    def run_seconds(self, run: BenchRun, rate: Rate) -> float:
+        """A run's expected seconds at the probed rates, the tool's warm-up requests included."""
+        return estimate_run_seconds(
+            run.num_prompts + run.num_warmups,
+            run.output_len,
+            single_stream=run.max_concurrency == 1,
+            request_rate=run.request_rate,
+            single_tps=rate.single_tps,
+            batch_tps=rate.batch_tps,
+            overhead_s=self.spec.budget.run_overhead_s,
+        )
+
+    def bench_worker(self) -> BenchWorker:
+        """One ``vllm bench serve`` process for the session (vLLM is imported once, not per cell)."""
+        if self._bench_worker is None:
+            self._bench_worker = BenchWorker(
+                self.envs.python("vllm"), self.log_dir, {**os.environ, **self.tool_env()}
+            )
+        return self._bench_worker
+
+    def bench_dir(self, cell: MatrixCell) -> Path:
+        """Where the bench results of the cell's served model and workload go in this run."""
+        return self.workdir / "bench" / "__".join(filter(None, (self.served_name(cell), cell.workload)))
+
+    def bench(self, server: VllmServer, cell: MatrixCell) -> list[BenchResult]:
+        """The plan of the cell's served model and workload: with a speed budget, as many repeats as fit
+        (``OverBudget``: none); without one, the kind's repeats with a timeout from the estimate."""
+        name = self.served_name(cell)
+        runs = self.bench_runs(cell)
+        if not math.isfinite(self.spec.budget.speed_s):
+            timeout = self.timeout(cell, len(runs) / self.spec.speed.repeats)
+        else:
+            rate = self.rate(server, cell)
+            plan = self.bench_runs(cell, repeats=1)
+            warm_s = self.run_seconds(plan[0], rate)
+            repeat_s = sum(self.run_seconds(run, rate) for run in plan[1:])
+            size = size_bench(
+                self.spec.speed.repeats, repeat_s, warm_s, self.spec.budget.speed_s, rate.detail
+            )
+            if size.cut is not None:
+                self.speed_cuts[name] = size.cut
+            if size.repeats == 0:
+                assert size.cut is not None
+                raise OverBudget(size.cut)
+            planned = warm_s + size.repeats * repeat_s
+            runs = self.bench_runs(cell, size.repeats)
+            timeout = self.sized_timeout(planned, self.spec.speed.timeout_s)
+            self.progress(
+                f"{name}: vllm bench serve, {size.repeats} repeats x {len(self.spec.speed.scenarios)} "
+                f"scenarios after a warm-up run (~{planned:.0f} s)"
+            )
+        with server.in_use("vllm bench serve"):
+            return self.bench_worker().run(
+                server.base_url, name, self.checkpoint(cell).path, runs, self.bench_dir(cell), timeout=timeout
+            )
+
+    def speed_reference_path(self, cell: MatrixCell) -> Path:
+        return self.baselines / cell.gpu / cell.model / "speed" / f"{cell.target}.json"
+
+    def speed_provenance(self, cell: MatrixCell) -> dict[str, str]:
+        load = self.spec.speed.scenarios[cell.scenario or ""]  # type: ignore[index]
+        return {
+            "model_repo": self.repository(cell.model, "bf16")
+            if self.local(cell.model) is None
+            else cell.model,
+            "gpu": cell.gpu,
+            "scenario": cell.scenario or "",
+            "workload": cell.workload or "",
+            "load": json.dumps(load.model_dump(mode="json"), sort_keys=True),
+            "vllm": self.envs.version("vllm"),
+        }
+
+    def store_speed_reference(self, cell: MatrixCell, figures: list[float], gpus: int) -> str:
+        path = self.speed_reference_path(cell)
+        reference = {
+            "schema_version": SPEED_REFERENCE_SCHEMA_VERSION,
+            "gpus": gpus,
+            "figures": figures,
+            "provenance": self.speed_provenance(cell),
+        }
+        note = f"{'updated' if path.exists() else 'new'} BF16 speed reference {path}"
+        atomic_write_text(path, json.dumps(reference, indent=1, sort_keys=True) + "\n")
+        return note
+
+    def bf16_speed(self, cell: MatrixCell, metric: str) -> tuple[list[float], int]:
+        """BF16's figures and GPU count for the cell's scenario: this session's measurement (``session``)
+        or the kind's stored reference, checked against this run (``stored``)."""
+        if self.spec.speed.reference == "stored":
+            path = self.speed_reference_path(cell)
+            self.require(path, f"BF16 speed reference for {cell.model} {cell.target}", cell)
+            stored = load_speed_reference(path)
+            fix = f"rewrite it with: {self.update_command(cell)}"
+            check_comparable(path, stored.provenance, self.speed_provenance(cell), SPEED_MUST_MATCH, fix)
+            return list(stored.figures), stored.gpus
+        key = (cell.model, "bf16", cell.workload or "")
+        measured = self._measured.get(key)
+        failure = self._bench_failed.get(key)
+        if measured is None and isinstance(failure, OverBudget):
+            raise OverBudget(Cut("speed not judged", f"BF16 speed was not measured ({failure.cut})"))
+        if measured is None:
+            raise QuantgateError(
+                self.baselines / cell.gpu / cell.model,
+                f"no BF16 speed measured for {cell.model} in this session (its cell failed or was "
+                "deselected); speed is judged against the same session's BF16",
+            )
+        return scenario_figures(measured, cell.scenario or "", metric), 1
+
+    def judge_speed(self, server: VllmServer, cell: MatrixCell) -> SpeedOutcome:
+        """The cell's scenario figures (its served model and workload benched once per session) against
+        BF16's. A failed bench fails every scenario of it with that error instead of benching again.
+
+        A BF16 cell is the reference; with stored references and ``update_baselines`` its figures are
+        stored (the outcome's note says so, and the run fails). The speedup compares whole servers (the
+        cards' definition); when BF16 needs more GPUs than the quantized model, the per-GPU speedup is
+        reported beside it.
+        """
+        key = (cell.model, cell.scheme, cell.workload or "")
+        if key in self._bench_failed:
+            raise self._bench_failed[key]
+        if key not in self._measured:
+            self.wait_quiet()
+            try:
+                self._measured[key] = self.bench(server, cell)
+            except Exception as error:
+                self._bench_failed[key] = error
+                raise
+        scenario = cell.scenario or ""
+        spec = self.catalog.scenarios[scenario]
+        quantized = cell.scheme != "bf16"
+        mine = scenario_figures(self._measured[key], scenario, spec.metric, allow_zero=quantized)
+        runs = tuple(r for r in self._measured[key] if r.run.scenario == scenario)
+        gpus = max(1, cell.requirement.count)
+        if not quantized:
+            note = None
+            if self.update_baselines and self.spec.speed.reference == "stored":
+                note = self.store_speed_reference(cell, mine, gpus)
+            return SpeedOutcome(
+                scenario, spec.metric, spec.higher_is_better, mine, mine, None, None, runs, gpus, gpus, note
+            )
+        bf16, bf16_gpus = self.bf16_speed(cell, spec.metric)
+        decision = self.speed_decision(cell)
+        verdict = judge_speedup(
+            bf16,
+            mine,
+            decision.floor,
+            higher_is_better=spec.higher_is_better,
+            reference_gpus=bf16_gpus,
+            candidate_gpus=gpus,
+        )
+        return SpeedOutcome(
+            scenario, spec.metric, spec.higher_is_better, mine, bf16, decision, verdict, runs, gpus, bf16_gpus
+        )
