@@ -58,6 +58,22 @@ def _cut(record: Mapping[str, Any]) -> str:
     return "–" if cut is None or not answers else f"{cut}/{answers}"
 
 
+def _interval(record: Mapping[str, Any], figure: str) -> str:
+    return f"{_num(record.get(figure))} [{_num(record.get('low'))}, {_num(record.get('high'))}]"
+
+
+def summary_line(record: Mapping[str, Any]) -> str:
+    """One terminal line per accuracy or speed cell, from its record."""
+    r = record
+    head = f"{r['model']} {r['scheme']} {r.get('benchmark') or r.get('scenario') or ''}"
+    if r.get("kind") == "accuracy":
+        return (
+            f"{head}: pass@1 {_num(r.get('score'))} vs {_num(r.get('reference_score'))}, recovery "
+            f"{_interval(r, 'recovery')}, length x{_num(r.get('length_ratio'))}, {r.get('verdict')}"
+        )
+    return f"{head}: speedup {_interval(r, 'speedup')}, {r.get('verdict') or 'reference'}"
+
+
 def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return [
         [
@@ -66,7 +82,7 @@ def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
             str(r.get("benchmark", "")),
             _num(r.get("score")),
             _num(r.get("reference_score")),
-            f"{_num(r.get('recovery'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
+            _interval(r, "recovery"),
             _floor(r),
             "→".join(str(n) for n in r.get("looks", [])) + f" ({r.get('samples')}/item)",
             _num(r.get("length_ratio")),
@@ -94,7 +110,7 @@ def speed_rows(records: Sequence[Mapping[str, Any]], per_gpu: bool = False) -> l
                 f"{r.get('metric')} ({r.get('unit')})",
                 _num(r.get("bf16_geomean", r.get("bf16_median"))),
                 _num(r.get("geomean", r.get("median"))),
-                f"{_num(r.get('speedup'))} [{_num(r.get('low'))}, {_num(r.get('high'))}]",
+                _interval(r, "speedup"),
                 "–" if r.get("floor") is None else _floor(r),
                 f"**{verdict}**",
             ]
@@ -294,9 +310,9 @@ def write_report(
     if charts:
         with markdown.open("a", encoding="utf-8") as handle:
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
-    summary = [
-        f"{r[0]} {r[1]} {r[2]}: pass@1 {r[3]} vs {r[4]}, recovery {r[5]}, length x{r[8]}, {r[-1]}"
-        for r in acc
-    ] + [f"{r[0]} {r[1]} {r[2]}: speedup {r[6]}, {r[-1]}" for r in speed]
+    shown = [r for r in records if r.get("kind") == "accuracy"] + [
+        r for r in records if r.get("kind") == "speed"
+    ]
+    summary = [summary_line(r) for r in shown]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
-    return WrittenReport(markdown, cells, benchmark, tuple(s.replace("**", "") for s in summary))
+    return WrittenReport(markdown, cells, benchmark, tuple(summary))
