@@ -1,6 +1,7 @@
 """The one list of quantgate's pytest plugins (pytest allows ``pytest_plugins`` only in the root conftest)."""
 
 pytest_plugins = [
+    "plugins.options",
     "plugins.replay",
     "plugins.history",
     "plugins.gpu",

@@ -98,7 +98,8 @@ def collect_time(runs: int, extra: Sequence[str] = ()) -> tuple[float, float, in
     """(best wall seconds, best pytest-reported collection seconds, items) for the full matrix."""
     with tempfile.TemporaryDirectory(prefix="qg-collect-") as tmp:
         root = Path(tmp)
-        (root / "conftest.py").write_text('pytest_plugins = ["plugins.gpu", "plugins.matrix"]\n')
+        plugins = ["plugins.options", "plugins.history", "plugins.gpu", "plugins.budget", "plugins.matrix"]
+        (root / "conftest.py").write_text(f"pytest_plugins = {plugins!r}\n")
         (root / "test_matrix.py").write_text(TOY_SUITE)
         (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}

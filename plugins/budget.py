@@ -10,38 +10,19 @@ neither green nor red). Under xdist every worker keeps the controller's deadline
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import pytest
 
 from plugins.gpu import STATE, TASK_KEY
+from plugins.options import setting
 from quantgate.jobbudget import JobBudget, clock, parse_budget
 
-BUDGET_HELP = (
-    "the job's time budget: a duration (90m, 8h, 45s, seconds) or an end time (ISO 8601 with a zone). "
-    "A matrix cell starts only while its expected seconds fit in what is left; it and every later cell "
-    "are then deferred (not run, neither green nor red; named in the coverage file). Default: none"
-)
 DEFERRED_PROPERTY = "qg_deferred"
 
 BUDGET = pytest.StashKey["JobBudget | None"]()
 STARTED = pytest.StashKey[set[str]]()
-
-
-def _check_budget(text: str) -> str:
-    try:
-        parse_budget(text, time.time())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("quantgate")
-    group.addoption("--qg-budget", metavar="TIME", default=None, type=_check_budget, help=BUDGET_HELP)
-    parser.addini("qg_budget", BUDGET_HELP, default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None and "qg_deadline" in workerinput:
         start, deadline = workerinput["qg_start"], workerinput["qg_deadline"]
     else:
-        text = config.getoption("qg_budget") or str(config.getini("qg_budget") or "")
+        text = str(setting(config, "qg_budget") or "")
         try:
             deadline = parse_budget(text, start) if text else None
         except ValueError as exc:

@@ -37,7 +37,6 @@ Options and hooks only; the decisions are ``quantgate.devices``'. What a run doe
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -50,10 +49,11 @@ from typing import Any
 import pytest
 
 from plugins.history import staleness
+from plugins.options import setting
 from plugins.scheduling import GROUPS_FILE
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import atomic_write_text
-from quantgate.devices.durations import DEFAULT_DURATIONS_PATH, Durations, load_durations, save_durations
+from quantgate.devices.durations import Durations, load_durations, save_durations
 from quantgate.devices.inventory import Inventory, InventoryUnavailable, declared_inventory, nvml_inventory
 from quantgate.devices.leases import DeviceLeases, Lease
 from quantgate.devices.placement import (
@@ -63,39 +63,11 @@ from quantgate.devices.placement import (
     Task,
     build_jobs,
     make_plan,
-    parse_shard,
     shard_of_groups,
 )
 from quantgate.errors import QuantgateError
 
-GPUS_HELP = (
-    "GPU inventory to place tests on, as KIND:COUNT[,KIND:COUNT...] (e.g. h100:8 or h100:4,a6000:4) "
-    "or 'none'; declared inventories are for plans and dry runs. Default: ask NVML"
-)
-PLAN_HELP = (
-    "write the run plan (which served model runs on which devices, when) to this JSON file and print "
-    "it as a table; also with --collect-only. Default: no plan"
-)
-SHARD_HELP = (
-    "run shard K of N (e.g. 2/4): whole served models, balanced by their catalog-estimated duration, "
-    "identical on every machine. Default: everything"
-)
-ALLOW_EMPTY_HELP = (
-    "let a session pass in which every selected matrix cell was skipped (e.g. -m h100 on a machine "
-    "without H100). Default: fail closed"
-)
-COVERAGE_HELP = (
-    "where to write the coverage matrix: every selected cell with its outcome, skip reason and devices "
-    "(JSON). Default: .quantgate/coverage.json in the rootdir"
-)
-DURATIONS_HELP = (
-    "learned durations of cells and served-model start-ups (JSON); read to plan, updated after a run. "
-    "Default: .quantgate/durations.json in the rootdir"
-)
-LEASE_TIMEOUT_HELP = "seconds a test waits for its GPUs before it errors. Default: 21600"
-
 COVERAGE_SCHEMA_VERSION = 1
-DEFAULT_COVERAGE = ".quantgate/coverage.json"
 DEFAULT_LEASE_TIMEOUT_S = 21600.0
 DEFAULT_TASK_SECONDS = 60.0
 GPU_MARKER_KWARGS = ("kind", "count", "memory_gb")
@@ -138,41 +110,6 @@ class GpuSession:
 
 
 # -- options and configuration -----------------------------------------------------------------------
-
-
-def _shard_type(text: str) -> tuple[int, int]:
-    try:
-        return parse_shard(text)
-    except QuantgateError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-
-
-def _seconds_type(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("quantgate")
-    group.addoption("--qg-gpus", metavar="SPEC", default=None, help=GPUS_HELP)
-    parser.addini("qg_gpus", GPUS_HELP, default="")
-    group.addoption("--qg-plan", metavar="FILE", default=None, help=PLAN_HELP)
-    group.addoption("--qg-shard", metavar="K/N", default=None, type=_shard_type, help=SHARD_HELP)
-    group.addoption("--qg-allow-empty", action="store_true", default=None, help=ALLOW_EMPTY_HELP)
-    parser.addini("qg_allow_empty", ALLOW_EMPTY_HELP, type="bool", default=False)
-    group.addoption("--qg-coverage", metavar="FILE", default=None, help=COVERAGE_HELP)
-    parser.addini("qg_coverage", COVERAGE_HELP, default=DEFAULT_COVERAGE)
-    group.addoption("--qg-durations", metavar="FILE", default=None, help=DURATIONS_HELP)
-    parser.addini("qg_durations", DURATIONS_HELP, default=str(DEFAULT_DURATIONS_PATH))
-    group.addoption(
-        "--qg-lease-timeout", metavar="SECONDS", default=None, type=_seconds_type, help=LEASE_TIMEOUT_HELP
-    )
-    parser.addini("qg_lease_timeout", LEASE_TIMEOUT_HELP, default=str(DEFAULT_LEASE_TIMEOUT_S))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -255,7 +192,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _resolve_inventory(
     config: pytest.Config, catalog: Catalog | None, catalog_error: str | None
 ) -> Inventory:
-    spec = config.getoption("qg_gpus") or str(config.getini("qg_gpus") or "")
+    spec = str(setting(config, "qg_gpus") or "")
     if catalog is None:
         return Inventory((), "nothing (the catalog did not load)", catalog_error)
     if spec:
@@ -567,8 +504,7 @@ def _set_env(devices: Sequence[int] | None, state: GpuSession) -> None:
 
 
 def _timeout(config: pytest.Config) -> float:
-    given = config.getoption("qg_lease_timeout")
-    return float(given) if given else float(str(config.getini("qg_lease_timeout")))
+    return float(setting(config, "qg_lease_timeout"))
 
 
 def _release(state: GpuSession) -> None:
@@ -712,7 +648,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ran = [c for c in cells if c["status"] in RAN]
     selected = [c for c in cells if c["status"] != "deselected"]
     tried = [c for c in selected if c["status"] not in (None, "collected")]
-    allow = bool(config.getoption("qg_allow_empty") or config.getini("qg_allow_empty"))
+    allow = bool(setting(config, "qg_allow_empty"))
     if tried and not ran and not allow:
         reasons = _top_reasons(tried)
         state.empty_failure = (

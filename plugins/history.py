@@ -20,24 +20,15 @@ import pytest
 from quantgate.errors import QuantgateError
 from quantgate.verdicts import Verdict, load_verdicts
 
-HISTORY_HELP = (
-    "verdict history (quantgate-verdicts, as `quantgate gate --history` writes it): served models whose "
-    "cells have no verdict or changed inputs run first, then the longest without one. Default: none"
-)
-
 HISTORY = pytest.StashKey[dict[str, Verdict] | None]()
 INPUTS = pytest.StashKey[dict[str, str]]()
 TOOLS = pytest.StashKey[str]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("quantgate")
-    group.addoption("--qg-history", metavar="FILE", default=None, help=HISTORY_HELP)
-    parser.addini("qg_history", HISTORY_HELP, default="")
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    given = config.getoption("qg_history") or str(config.getini("qg_history") or "")
+    from plugins.options import setting
+
+    given = str(setting(config, "qg_history") or "")
     try:
         config.stash[HISTORY] = load_verdicts(Path(given)) if given else None
     except QuantgateError as exc:

@@ -21,16 +21,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from plugins.options import setting
 from quantgate.errors import QuantgateError
-
-LANE_HELP = "the kind file (models, schemes, tool settings) of the cpu suite; default suites/kinds/cpu.yaml."
-ENVS_HELP = "directory of the lane's tool environments (vllm, compress, eval); default $QG_ENVS or .envs."
-WORK_HELP = "where the lane keeps quantized checkpoints, tool outputs and logs (reused between runs)."
-REPORT_HELP = "directory for the lane report: report.md, cells.json, benchmark.json."
-UPDATE_HELP = (
-    "write new BF16 references (per item, with provenance) before judging; the run still fails, so "
-    "that no baseline changes silently."
-)
 
 SESSION_KEY = pytest.StashKey["LaneSession"]()
 FACTS_KEY = pytest.StashKey[list[tuple[str, Any]]]()
@@ -212,7 +204,7 @@ def end_cell(session: LaneSession, cell: Any, verdict: str, gating: bool, detail
         return
     if not gating:
         pytest.xfail(f"{cell.cell_id}: informational: {detail}")
-    mode = session.config.getoption("qg_inconclusive") or session.pipeline(cell.gpu).spec.inconclusive
+    mode = setting(session.config, "qg_inconclusive") or session.pipeline(cell.gpu).spec.inconclusive
     if verdict == "inconclusive" and mode == "xfail":
         pytest.xfail(f"{cell.cell_id}: {detail}")
     pytest.fail(f"{cell.cell_id}: {detail}", pytrace=False)
@@ -232,15 +224,6 @@ def over_budget(session: LaneSession, cell: Any, kind: str, reason: str, **field
         **fields,
     )
     pytest.xfail(f"{cell.cell_id}: informational: cut by the cell budget: {reason}")
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("quantgate")
-    group.addoption("--qg-lane", metavar="FILE", default=None, help=LANE_HELP)
-    group.addoption("--qg-envs", metavar="DIR", default=None, help=ENVS_HELP)
-    group.addoption("--qg-lane-work", metavar="DIR", default=None, help=WORK_HELP)
-    group.addoption("--qg-report", metavar="DIR", default=None, help=REPORT_HELP)
-    group.addoption("--qg-update-baselines", action="store_true", default=False, help=UPDATE_HELP)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -37,11 +37,6 @@ FIXTURES = {"qg_accuracy_cell": "accuracy", "qg_performance_cell": "performance"
 CELL_KEY = pytest.StashKey[MatrixCell]()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "accuracy: a recovery cell judged against its BF16 reference")
-    config.addinivalue_line("markers", "speed: a speedup cell judged against its BF16 reference")
-
-
 def _check_dist(config: pytest.Config) -> None:
     dist = dist_mode(config)
     if dist not in ("no", *GROUPING_DISTS) and not config.getoption("collectonly"):

@@ -12,41 +12,18 @@ from typing import Any
 
 import pytest
 
+from plugins.options import setting
 from quantgate.errors import QuantgateError
-
-RESULTS_HELP = "judge every result file under this directory (published cards or per-item runs)."
-INCONCLUSIVE_HELP = (
-    "how an inconclusive gating cell ends: 'fail' (red, the default: a gate does not pass on missing "
-    "evidence) or 'xfail' (reported, not red)."
-)
-SUMMARY_HELP = "write the Markdown summary of the replay to this file."
 
 NO_RESULTS = "the replay suite needs --qg-results DIR"
 NO_RESULTS_ID = "no-results"
 
-BASELINES_HELP = (
-    "judge per-item runs against the BF16 references stored here (<model>/<benchmark>.json, with "
-    "provenance) instead of the BF16 runs next to them; with --qg-update-baselines, write them from "
-    "those runs."
-)
 NOTES_KEY = pytest.StashKey[list[str]]()
 CELLS_KEY = pytest.StashKey[list[Any]]()
 SESSION_KEY = pytest.StashKey[dict[str, Any]]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("quantgate")
-    group.addoption("--qg-results", metavar="DIR", default=None, help=RESULTS_HELP)
-    group.addoption("--qg-inconclusive", choices=("fail", "xfail"), default=None, help=INCONCLUSIVE_HELP)
-    group.addoption("--qg-summary", metavar="FILE", default=None, help=SUMMARY_HELP)
-    group.addoption("--qg-baselines", metavar="DIR", default=None, help=BASELINES_HELP)
-    parser.addini("qg_inconclusive", INCONCLUSIVE_HELP, default="fail")
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "accuracy: a recovery cell judged against its BF16 reference")
-    config.addinivalue_line("markers", "speed: a speedup cell judged against its BF16 reference")
-    config.addinivalue_line("markers", "informational: a cell whose rule reports but never gates")
     config.stash[SESSION_KEY] = {"outcomes": {}}
     results = config.getoption("qg_results")
     if results:
@@ -75,7 +52,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def _inconclusive_mode(config: pytest.Config) -> str:
-    return str(config.getoption("qg_inconclusive") or config.getini("qg_inconclusive"))
+    return str(setting(config, "qg_inconclusive") or "fail")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
