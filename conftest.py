@@ -6,6 +6,7 @@ pytest_plugins = [
     "plugins.history",
     "plugins.gpu",
     "plugins.budget",
+    "plugins.coverage",
     "plugins.matrix",
     "plugins.lane",
     "plugins.signals",

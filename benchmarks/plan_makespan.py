@@ -98,7 +98,14 @@ def collect_time(runs: int, extra: Sequence[str] = ()) -> tuple[float, float, in
     """(best wall seconds, best pytest-reported collection seconds, items) for the full matrix."""
     with tempfile.TemporaryDirectory(prefix="qg-collect-") as tmp:
         root = Path(tmp)
-        plugins = ["plugins.options", "plugins.history", "plugins.gpu", "plugins.budget", "plugins.matrix"]
+        plugins = [
+            "plugins.options",
+            "plugins.history",
+            "plugins.gpu",
+            "plugins.budget",
+            "plugins.coverage",
+            "plugins.matrix",
+        ]
         (root / "conftest.py").write_text(f"pytest_plugins = {plugins!r}\n")
         (root / "test_matrix.py").write_text(TOY_SUITE)
         (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")

@@ -99,7 +99,14 @@ def gate(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
     monkeypatch.setenv("TOY_LOG", str(pytester.path / "log.jsonl"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    plugins = ["plugins.options", "plugins.history", "plugins.gpu", "plugins.budget", "plugins.matrix"]
+    plugins = [
+        "plugins.options",
+        "plugins.history",
+        "plugins.gpu",
+        "plugins.budget",
+        "plugins.coverage",
+        "plugins.matrix",
+    ]
     pytester.makeconftest(f"pytest_plugins = {plugins!r}\n")
     pytester.makeini(
         "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -p no:benchmark\n"
