@@ -78,7 +78,7 @@ def test_bad_result_file_names_the_file(suite: pytest.Pytester, tmp_path: Path) 
 
 
 def test_replay_of_published_cards(suite: pytest.Pytester, tmp_path: Path) -> None:
-    summary = tmp_path / "summary.md"
+    summary = tmp_path / "not" / "yet" / "summary.md"  # an output folder that does not exist is created
     result = suite.runpytest(
         "suites",
         f"--qg-results={PUBLISHED}",
