@@ -92,7 +92,7 @@ def judge_cell(cell, config: pytest.Config, record) -> None:  # type: ignore[no-
             pytest.xfail(f"{cell.cell_id}: informational ({cell.decision.rule_id}): {cell.detail}")
         pytest.skip(f"{cell.cell_id}: informational, {cell.detail}")
     if cell.outcome == "unknown":
-        pytest.skip(f"{cell.cell_id}: {cell.detail}")
+        pytest.fail(f"{cell.cell_id}: no evidence, failing closed: {cell.detail}", pytrace=False)
     if cell.outcome == "inconclusive" and _inconclusive_mode(config) == "xfail":
         pytest.xfail(f"{cell.cell_id}: {cell.detail}")
     pytest.fail(f"{cell.cell_id}: {cell.detail}", pytrace=False)
@@ -134,9 +134,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
         return
-    judged = list(config.stash[SESSION_KEY]["outcomes"].values())
-    gating = [c for c in judged if c.gating]
-    if session.testscollected and gating and all(c.outcome == "unknown" for c in gating):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if config.stash.get(NOTES_KEY, []):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -56,7 +56,8 @@ def test_missing_reference_is_not_green(suite: pytest.Pytester, tmp_path: Path) 
     runs = tmp_path / "runs"
     write_items(runs / "Qwen-7B__int4-w4a16" / "aime24.jsonl", AIME_RATES, 20)
     result = suite.runpytest("suites", f"--qg-results={runs}")
-    result.assert_outcomes(skipped=1)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Qwen-7B-int4-w4a16-aime24: no evidence, failing closed*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
@@ -89,8 +90,9 @@ def test_replay_of_published_cards(suite: pytest.Pytester, tmp_path: Path) -> No
         "-rA",
     )
     outcomes = result.parseoutcomes()
-    assert outcomes.get("xfailed", 0) + outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 3
-    result.stdout.fnmatch_lines(["*Qwen-7B-fp8-w8a8-aime24*not published*"])
+    assert outcomes.get("failed", 0) == 1
+    assert outcomes.get("xfailed", 0) + outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 2
+    result.stdout.fnmatch_lines(["*Qwen-7B-fp8-w8a8-aime24: no evidence, failing closed*not published*"])
     text = summary.read_text()
     assert "| Qwen-1.5B-int4-w4a16-aime24 | accuracy | informational | small-models-per-benchmark" in text
     chart = summary.parent / f"{summary.stem}-recovery.png"
