@@ -84,6 +84,7 @@ def run_lane(
     envs: Envs,
     work: Path,
     timeout: float,
+    extra: tuple[str, ...] = (),
 ) -> LaneRun:
     """``pytest suites -m cpu`` on the ``select``-ed cells with the test plugin ``plugin``, reported to
     ``work/report``; the tools' environments are ``envs``."""
@@ -103,6 +104,7 @@ def run_lane(
         f"--qg-report={report}",
         "--qg-inconclusive=xfail",
         "-rfEx",
+        *extra,
         timeout=timeout,
     )
     wall = time.monotonic() - started
