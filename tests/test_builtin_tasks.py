@@ -42,6 +42,7 @@ def _configs(env: dict[str, str]) -> dict[str, list[object]]:
     return configs
 
 
+@pytest.mark.slow
 def test_without_local_data_the_tasks_are_lightevals_own_with_their_hub_datasets() -> None:
     configs = _configs({})
     assert configs["aime24"][:2] == ["HuggingFaceH4/aime_2024", "default"]
@@ -54,6 +55,7 @@ def test_without_local_data_the_tasks_are_lightevals_own_with_their_hub_datasets
     }
 
 
+@pytest.mark.slow
 def test_local_data_redirects_only_the_dataset_and_finds_a_hashed_folder(tmp_path: Path) -> None:
     (tmp_path / "aime24-0123abcd").mkdir()
     (tmp_path / "math_500").mkdir()

@@ -135,6 +135,7 @@ def test_every_original_loads(tmp_path: Path, name: str) -> None:
     LOADERS[name][1](path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOADERS))
 def test_mutated_files_are_loaded_or_refused_naming_the_file(scratch: Path, name: str) -> None:
     doc, suffix = original(name)
@@ -153,6 +154,7 @@ def test_mutated_files_are_loaded_or_refused_naming_the_file(scratch: Path, name
     assert seen["refused"] > 0, f"no mutation of {name} was ever refused: {seen}"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data(), file=st.sampled_from(CATALOG_FILES))
 def test_mutated_catalog_files_are_loaded_or_refused_naming_a_catalog_file(

@@ -109,7 +109,7 @@ def gate(
     ]
     pytester.makeconftest(f"pytest_plugins = {plugins!r}\n")
     pytester.makeini(
-        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -p no:benchmark\n"
+        "[pytest]\naddopts = -p no:cacheprovider -p no:randomly -p no:hypothesispytest -p no:benchmark\n"
         "filterwarnings = error\n"
     )
     pytester.makepyfile(test_toy=TOY_SUITE)

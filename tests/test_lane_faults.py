@@ -24,6 +24,7 @@ import pytest
 from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with, run_lane
 
 
+@pytest.mark.slow
 def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -156,6 +156,7 @@ def test_cell(n, qg_lane_session, tmp_path):
 """
 
 
+@pytest.mark.slow
 def test_parallel_workers_lose_no_record_and_the_controller_writes_one_report(
     project: pytest.Pytester, tmp_path: Path
 ) -> None:

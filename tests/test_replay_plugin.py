@@ -20,7 +20,7 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     skip = shutil.ignore_patterns("__pycache__", "test_matrix.py")
     shutil.copytree(REPO / "suites", pytester.path / "suites", ignore=skip)
     shutil.copytree(REPO / "plugins", pytester.path / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
-    pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider\n")
+    pytester.makeini("[pytest]\npythonpath = .\naddopts = -p no:cacheprovider -p no:randomly\n")
     return pytester
 
 

@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from lane_run import REPO, envs_or_skip
 
 from quantgate.kinds import CPU_KIND_FILE, load_kind
@@ -28,6 +29,7 @@ def received_prompts(log: Path) -> set[str]:
     return {ast.literal_eval(m.group(1)) for m in LOGGED_PROMPT.finditer(log.read_text(errors="replace"))}
 
 
+@pytest.mark.slow
 def test_the_server_receives_lightevals_prompt_through_the_chat_template_when_there_is_one(
     tmp_path: Path,
 ) -> None:

@@ -105,6 +105,7 @@ WRITER = """
 KILLS = 40
 
 
+@pytest.mark.slow
 def test_sigkill_during_updates_leaves_old_or_new_never_broken(tmp_path: Path) -> None:
     """Each writer replaces the file at least once, then is killed at a random point of its later updates."""
     path = tmp_path / "ref.json"

@@ -77,6 +77,7 @@ def _copy_llama(target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_rebuilding_a_tiny_model_reproduces_the_committed_one(arch: str, tmp_path: Path) -> None:
     done = _builder(
@@ -95,6 +96,7 @@ def test_rebuilding_a_tiny_model_reproduces_the_committed_one(arch: str, tmp_pat
     assert f"matches {COMMITTED}" in done.stdout, done.stdout
 
 
+@pytest.mark.slow
 def test_the_check_names_a_tampered_config_weights_and_loss(tmp_path: Path) -> None:
     python = _compress_python()
     built = _copy_llama(tmp_path / "built")
@@ -130,6 +132,7 @@ def test_the_check_names_a_tampered_config_weights_and_loss(tmp_path: Path) -> N
     assert "behaviour OUT OF TOLERANCE" in done.stdout, done.stdout
 
 
+@pytest.mark.slow
 def test_the_prompts_the_models_learned_are_what_the_installed_lighteval_renders() -> None:
     """``prompt_forms.json`` (the build's copy of lighteval's prompts) matches lighteval as installed;
     when lighteval changes its prompts, this fails and the models must be rebuilt."""
