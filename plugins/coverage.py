@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from plugins.budget import DEFERRED_PROPERTY
 from plugins.gpu import STATE, GpuSession, path_option
 from plugins.options import setting
 from quantgate.datafile import atomic_write_text
@@ -63,9 +64,9 @@ class OutcomeRecorder:
         if report.when == "call":
             record["duration_s"] = report.duration
         wasxfail = hasattr(report, "wasxfail")
-        if report.skipped and "qg_deferred" in props:
+        if report.skipped and DEFERRED_PROPERTY in props:
             record["status"] = "deferred"
-            record["reason"] = str(props["qg_deferred"]).removeprefix("deferred: ")
+            record["reason"] = str(props[DEFERRED_PROPERTY]).removeprefix("deferred: ")
         elif report.failed:
             record["status"] = "failed" if report.when == "call" else "error"
         elif report.skipped and record["status"] is None:

@@ -23,6 +23,7 @@ from quantgate.verdicts import Verdict, load_verdicts
 HISTORY = pytest.StashKey[dict[str, Verdict] | None]()
 INPUTS = pytest.StashKey[dict[str, str]]()
 TOOLS = pytest.StashKey[str]()
+SETTINGS = pytest.StashKey[dict[tuple[str, str], str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,7 +69,9 @@ def _inputs(config: pytest.Config, cell: Any) -> dict[str, str]:
     state = config.stash[STATE]
     driver = state.inventory.machine_info().get("driver") if state.inventory.devices else None
     assert state.catalog is not None, "matrix cells exist only when the catalog loaded"
-    return catalog_cell_inputs(cell, state.catalog, tools, driver)
+    if SETTINGS not in config.stash:
+        config.stash[SETTINGS] = {}
+    return catalog_cell_inputs(cell, state.catalog, tools, driver, config.stash[SETTINGS])
 
 
 def staleness(items: Iterable[pytest.Item]) -> tuple[int, float]:

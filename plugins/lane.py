@@ -391,7 +391,9 @@ class OutcomeCollector:
         outcome: str = "xfailed" if hasattr(report, "wasxfail") else report.outcome
         if report.when != "call" and report.outcome == "failed":
             outcome = "error"
-        deferred = dict(report.user_properties).get("qg_deferred")
+        from plugins.budget import DEFERRED_PROPERTY
+
+        deferred = dict(report.user_properties).get(DEFERRED_PROPERTY)
         if report.skipped and deferred:
             outcome, reason = "deferred", str(deferred).removeprefix("deferred: ")
         self.session.outcomes[report.nodeid] = (outcome, reason)

@@ -111,31 +111,28 @@ def decide(
     for cell_id in sorted(set(expected)):
         for test, status, reason in tests_of.get(cell_id, [(cell_id, "absent", "in no coverage file")]):
             if status == "deferred":
-                problem = _deferred_problem(
+                stands, line = _deferred(
                     cell_id, reason, (history or {}).get(test), inputs[test], now, max_age_days
                 )
-                if problem.startswith("note: "):
-                    notes.append(problem.removeprefix("note: "))
-                else:
-                    problems.append(problem)
+                (notes if stands else problems).append(line)
             elif status not in GREEN and status not in RED:
                 problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
     ran = tuple(Outcome(test, c, st, r, inputs[test]) for test, (c, st, r, _) in outcome.items())
     return GateResult(not problems, len(tests_of), counts, tuple(problems), tuple(notes), ran)
 
 
-def _deferred_problem(
+def _deferred(
     cell_id: str, reason: str, last: Verdict | None, inputs: Mapping[str, str], now: datetime, max_age: float
-) -> str:
-    """Why a deferred test is red, or ``note: ...`` when its last verdict still stands."""
+) -> tuple[bool, str]:
+    """Whether a deferred test's last verdict still stands (green, recent, same inputs), and the line
+    that says so or says why not."""
+    why = f" ({reason})" if reason else ""
     if last is None:
-        return (
-            f"{cell_id}: deferred{f' ({reason})' if reason else ''} and no verdict (limit {max_age:g} days)"
-        )
+        return False, f"{cell_id}: deferred{why} and no verdict (limit {max_age:g} days)"
     changed = last.changed(inputs)
     if changed:
-        return f"{cell_id}: deferred, but changed since its last verdict ({', '.join(changed)})"
+        return False, f"{cell_id}: deferred, but changed since its last verdict ({', '.join(changed)})"
     was = f"last {last.status} {last.age_days(now):.1f} days ago"
     if last.green and last.age_days(now) <= max_age:
-        return f"note: {cell_id}: deferred; {was}"
-    return f"{cell_id}: deferred{f' ({reason})' if reason else ''} and {was} (limit {max_age:g} days)"
+        return True, f"{cell_id}: deferred; {was}"
+    return False, f"{cell_id}: deferred{why} and {was} (limit {max_age:g} days)"

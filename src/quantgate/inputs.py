@@ -55,20 +55,29 @@ def local_cell_inputs(
 
 
 def catalog_cell_inputs(
-    cell: MatrixCell, catalog: Catalog, tools: str, driver: str | None = None
+    cell: MatrixCell,
+    catalog: Catalog,
+    tools: str,
+    driver: str | None = None,
+    settings_cache: dict[tuple[str, str], str] | None = None,
 ) -> dict[str, str]:
-    """Inputs of a cell of the catalog's matrix (GPU kinds)."""
+    """Inputs of a cell of the catalog's matrix (GPU kinds); ``settings_cache`` keeps the settings digest
+    per (model, target), which thousands of cells share."""
     model = catalog.model(cell.model)
-    target: Any = (
-        catalog.benchmark(cell.target)
-        if cell.kind == "accuracy"
-        else [catalog.scenario(str(cell.scenario)), catalog.workload(str(cell.workload))]
-    )
+    cache = {} if settings_cache is None else settings_cache
+    key = (cell.model, cell.target)
+    if key not in cache:
+        target: Any = (
+            catalog.benchmark(cell.target)
+            if cell.kind == "accuracy"
+            else [catalog.scenario(str(cell.scenario)), catalog.workload(str(cell.workload))]
+        )
+        cache[key] = digest([_plain(model, without=("bf16_repo", "quantized_repos")), _plain(target)])
     repository = model.bf16_repo if cell.scheme == "bf16" else model.quantized_repos.get(cell.scheme, "")
     return {
         "checkpoint": str(repository),
         "tools": tools,
-        "settings": digest([_plain(model, without=("bf16_repo", "quantized_repos")), _plain(target)]),
+        "settings": cache[key],
         "device": cell.gpu + (f", driver {driver}" if driver else ""),
     }
 
