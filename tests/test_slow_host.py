@@ -32,7 +32,15 @@ def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green
     monkeypatch.setenv("QG_SLOW_FACTOR", "30")
     lane_file = REPO / "suites" / "kinds" / "cpu.yaml"
     run = run_lane(
-        pytester, "slow_host", "tiny-llama-bf16 or tiny-llama-fp8", lane_file, envs, tmp_path, 1200
+        pytester,
+        "slow_host",
+        # Not the server-scenario cells: BF16's goodput is the reference and errors when contention from the
+        # other worker of `./run tests -n 2` makes no request meet its limits; this test is about the FP8 cut.
+        "(tiny-llama-bf16 or tiny-llama-fp8) and not cpu-server",
+        lane_file,
+        envs,
+        tmp_path,
+        1200,
     )
     assert run.result.ret == pytest.ExitCode.OK, run.result.stdout.str()[-4000:]
     report = tmp_path / "report"
