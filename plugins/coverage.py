@@ -2,7 +2,7 @@
 
 Registered on the controller (or the only process). Every report of a matrix cell (under xdist, from the
 workers) becomes a coverage row: status (passed, failed, error, xfailed, xpassed, skipped, deferred, or
-collected when it never ran), reason, devices. The file (``--qg-coverage``, default
+collected when it never ran), reason, devices, and the judge's verdict where a cell was judged. The file (``--qg-coverage``, default
 ``.quantgate/coverage.json``) is rewritten after every cell with ``"complete": false`` and once more
 when the session ends, so a job killed at its runner's limit still leaves what it finished. A session
 in which every selected cell was skipped fails unless ``--qg-allow-empty``; measured durations go to
@@ -25,6 +25,8 @@ from quantgate.devices.durations import Durations, save_durations
 
 COVERAGE_SCHEMA_VERSION = 1
 RAN = ("passed", "failed", "error", "xfailed", "xpassed")
+# The judge's word on a cell (pass, fail, inconclusive, informational), set by the test that judged it.
+VERDICT_PROPERTY = "qg_verdict"
 
 
 @pytest.hookimpl(trylast=True)
@@ -63,6 +65,8 @@ class OutcomeRecorder:
             )
         if report.when == "call":
             record["duration_s"] = report.duration
+            if VERDICT_PROPERTY in props:
+                record["verdict"] = props[VERDICT_PROPERTY]
         wasxfail = hasattr(report, "wasxfail")
         if report.skipped and DEFERRED_PROPERTY in props:
             record["status"] = "deferred"

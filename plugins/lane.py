@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from plugins.coverage import VERDICT_PROPERTY
 from plugins.options import setting
 from quantgate.errors import QuantgateError
 
@@ -196,10 +197,14 @@ class LaneSession:
                 raise ValueError(f"unknown quantgate fact {name!r}")
 
 
-def end_cell(session: LaneSession, cell: Any, verdict: str, gating: bool, detail: str) -> None:
+def end_cell(
+    session: LaneSession, node: pytest.Item, cell: Any, verdict: str, gating: bool, detail: str
+) -> None:
     """End a judged cell's test: pass; xfail when informational or inconclusive where inconclusive is
     not a failure (``--qg-inconclusive xfail``, else the cell's kind file); otherwise fail with the
-    verdict's one-line detail."""
+    verdict's one-line detail. The verdict goes to coverage (``VERDICT_PROPERTY``): the gate lets an
+    inconclusive gating cell stand on its last green verdict (``quantgate.gate``)."""
+    node.user_properties.append((VERDICT_PROPERTY, verdict if gating else "informational"))
     if verdict == "pass":
         return
     if not gating:

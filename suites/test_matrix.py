@@ -18,7 +18,9 @@ from quantgate.budget import OverBudget
 from quantgate.matrix import MatrixCell
 
 
-def test_accuracy(qg_accuracy_cell: MatrixCell, qg_server: Served, qg_lane_session: LaneSession) -> None:
+def test_accuracy(
+    qg_accuracy_cell: MatrixCell, qg_server: Served, qg_lane_session: LaneSession, request: pytest.FixtureRequest
+) -> None:
     """Recovery against the stored BF16 reference, paired per item, topped up while inconclusive."""
     cell = qg_accuracy_cell
     try:
@@ -42,7 +44,7 @@ def test_accuracy(qg_accuracy_cell: MatrixCell, qg_server: Served, qg_lane_sessi
     if outcome.cuts:
         detail += "; cut by the cell budget: " + "; ".join(str(c) for c in outcome.cuts)
     gating = outcome.decision.gating and not outcome.undecided_in_budget
-    end_cell(qg_lane_session, cell, outcome.verdict.verdict, gating, detail)
+    end_cell(qg_lane_session, request.node, cell, outcome.verdict.verdict, gating, detail)
 
 
 @pytest.mark.speed
@@ -67,7 +69,12 @@ def test_output_length(qg_accuracy_cell: MatrixCell, qg_lane_session: LaneSessio
     )
 
 
-def test_speed(qg_performance_cell: MatrixCell, qg_server: Served, qg_lane_session: LaneSession) -> None:
+def test_speed(
+    qg_performance_cell: MatrixCell,
+    qg_server: Served,
+    qg_lane_session: LaneSession,
+    request: pytest.FixtureRequest,
+) -> None:
     """Speedup over BF16 in one scenario on one workload, from repeated measurements of a warm server."""
     cell = qg_performance_cell
     pipeline = qg_server.pipeline
@@ -96,6 +103,7 @@ def test_speed(qg_performance_cell: MatrixCell, qg_server: Served, qg_lane_sessi
         return
     end_cell(
         qg_lane_session,
+        request.node,
         cell,
         outcome.verdict.verdict,
         outcome.decision.gating,

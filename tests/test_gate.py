@@ -215,3 +215,37 @@ def test_a_deferred_cell_whose_inputs_changed_is_red_whatever_its_last_verdict(t
         "b", "passed", now - timedelta(hours=3), inputs={"tools": "vllm 0.33.0", "checkpoint": "x"}
     )
     assert decide([path], ["b"], history={"b": same}, now=now).passed
+
+
+def test_an_inconclusive_gating_cell_stands_on_its_last_green_verdict_and_keeps_it(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from quantgate.verdicts import Verdict, updated
+
+    now = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    doc = {
+        "schema_version": 1,
+        "kind": "quantgate-coverage",
+        "cells": [
+            {"cell_id": "a", "status": "failed", "verdict": "inconclusive", "reason": "unconfirmed fail"},
+            {"cell_id": "b", "status": "failed", "verdict": "fail"},
+        ],
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    assert decide([path], ["a", "b"], now=now).problems == (
+        "b: failed [c.json]",
+        "a: inconclusive (unconfirmed fail) and no verdict (limit 7 days)",
+    )
+    week = {t: Verdict(t, "passed", now - timedelta(days=3)) for t in ("a", "b")}
+    result = decide([path], ["a", "b"], history=week, now=now)
+    assert result.problems == ("b: failed [c.json]",)
+    assert result.notes == ("a: inconclusive; last passed 3.0 days ago",)
+    assert result.counts == {"inconclusive": 1, "failed": 1}
+    kept = updated(week, result.outcomes, now)
+    assert kept["a"] == week["a"]
+    assert kept["b"].status == "failed"
+    old = {"a": Verdict("a", "passed", now - timedelta(days=8))}
+    assert "a: inconclusive (unconfirmed fail) and last passed 8.0 days ago (limit 7 days)" in (
+        decide([path], ["a"], history=old, now=now).problems
+    )

@@ -53,6 +53,8 @@ def test_a_budgeted_cpu_job_defers_what_does_not_fit_and_the_gate_reads_its_cove
     rows = [c for c in doc["cells"] if c["status"] != "deselected"]
     status = {c["cell_id"]: c["status"] for c in rows}
     assert status["tiny-llama-bf16-cpu-gpqa_diamond"] in ("passed", "xfailed"), status
+    judged = {c["cell_id"]: c.get("verdict") for c in rows if "test_accuracy" in c["node_id"]}
+    assert judged["tiny-llama-bf16-cpu-gpqa_diamond"] in ("pass", "inconclusive", "fail"), judged
     speed = sorted(c for c in status if "stream" in c or c.endswith("-server"))
     assert {status[c] for c in speed} == {"deferred"}, status
     reasons = [c["reason"] for c in rows if c["status"] == "deferred"]

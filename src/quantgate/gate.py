@@ -5,8 +5,11 @@ selected cell with its outcome and reason. The gate merges them by cell id and f
 failed or errored, when a cell of an expected kind is absent or did not run in any shard (skipped,
 collected but never reported), or when a cell appears with two different outcomes. A missing or
 unreadable file is an error naming it: a gate never passes on data it did not see. A cell deferred by
-its job's budget (``--qg-budget``) is neither green nor red: the verdict history
-(``quantgate.verdicts``) decides, green only while the cell's last verdict is green and recent.
+its job's budget (``--qg-budget``), and a gating cell the judge left inconclusive (too noisy to decide
+tonight, or a fail that fresh data did not confirm: ``quantgate.confirm``), is neither green nor red: the
+verdict history (``quantgate.verdicts``) decides, green only while the cell's last verdict is green,
+recent and given on the same inputs. So noise does not turn a night red, and a cell that stays undecided
+turns red when its last verdict ages past the limit.
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ def decide(
     their node ids; one test reported by two files with two outcomes is red (a shard overlap). With
     ``known`` (every cell of the matrix), a cell in a coverage file that the matrix does not have is
     red too: a renamed model or a stale runner must not pass unnoticed. A test deferred by its job's
-    budget is green only while ``history`` holds a green verdict for it younger than
-    ``max_age_days``; a file from a job that never finished (killed) is red.
+    budget, or left inconclusive by the judge, is green only while ``history`` holds a green verdict for
+    it younger than ``max_age_days`` on the same inputs; a file from a job that never finished (killed)
+    is red.
     """
     if not files:
         raise QuantgateError(None, "no coverage file given (fail closed)", "files")
@@ -86,6 +90,8 @@ def decide(
             problems.append(f"{path.name}: written by a job that did not finish (killed or crashed)")
         for cell in cells:
             status, reason = str(cell["status"]), str(cell.get("reason") or "")
+            if status == "failed" and cell.get("verdict") == "inconclusive":
+                status = "inconclusive"
             if status == "deselected":
                 continue
             test = str(cell.get("node_id") or cell["cell_id"])
@@ -110,9 +116,9 @@ def decide(
             problems.append(f"{cell_id}: unknown cell (not in the matrix) [{path.name}]")
     for cell_id in sorted(set(expected)):
         for test, status, reason in tests_of.get(cell_id, [(cell_id, "absent", "in no coverage file")]):
-            if status == "deferred":
-                stands, line = _deferred(
-                    cell_id, reason, (history or {}).get(test), inputs[test], now, max_age_days
+            if status in ("deferred", "inconclusive"):
+                stands, line = _stands(
+                    cell_id, status, reason, (history or {}).get(test), inputs[test], now, max_age_days
                 )
                 (notes if stands else problems).append(line)
             elif status not in GREEN and status not in RED:
@@ -121,18 +127,24 @@ def decide(
     return GateResult(not problems, len(tests_of), counts, tuple(problems), tuple(notes), ran)
 
 
-def _deferred(
-    cell_id: str, reason: str, last: Verdict | None, inputs: Mapping[str, str], now: datetime, max_age: float
+def _stands(
+    cell_id: str,
+    status: str,
+    reason: str,
+    last: Verdict | None,
+    inputs: Mapping[str, str],
+    now: datetime,
+    max_age: float,
 ) -> tuple[bool, str]:
-    """Whether a deferred test's last verdict still stands (green, recent, same inputs), and the line
-    that says so or says why not."""
+    """Whether a deferred or inconclusive test's last verdict still stands (green, recent, same inputs),
+    and the line that says so or says why not."""
     why = f" ({reason})" if reason else ""
     if last is None:
-        return False, f"{cell_id}: deferred{why} and no verdict (limit {max_age:g} days)"
+        return False, f"{cell_id}: {status}{why} and no verdict (limit {max_age:g} days)"
     changed = last.changed(inputs)
     if changed:
-        return False, f"{cell_id}: deferred, but changed since its last verdict ({', '.join(changed)})"
+        return False, f"{cell_id}: {status}, but changed since its last verdict ({', '.join(changed)})"
     was = f"last {last.status} {last.age_days(now):.1f} days ago"
     if last.green and last.age_days(now) <= max_age:
-        return True, f"{cell_id}: deferred; {was}"
-    return False, f"{cell_id}: deferred{why} and {was} (limit {max_age:g} days)"
+        return True, f"{cell_id}: {status}; {was}"
+    return False, f"{cell_id}: {status}{why} and {was} (limit {max_age:g} days)"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from quantgate import benchjson
 from quantgate.budget import Cut
+from quantgate.confirm import confirmed
 from quantgate.envs import Envs, git_commit, machine
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery
@@ -225,7 +226,9 @@ def judge_sequentially(
 
     ``evaluate(samples, look)`` runs one look; each look must use its own seed (vLLM repeats a seed's
     samples exactly). ``fits(samples, looks)`` may refuse a top-up (a time budget): the inconclusive
-    verdict then stands. Returns the final verdict, every look, and the merged per-item counts.
+    verdict then stands. A fail is confirmed by one more look with fresh seeds and as many samples per
+    item as the series drew, judged alone (``quantgate.confirm``); unconfirmed, it is inconclusive.
+    Returns the final verdict, every look (the confirmation last), and the series' per-item counts.
     """
     counts: dict[str, tuple[int, int]] = {}
     looks: list[Evaluation] = []
@@ -233,17 +236,35 @@ def judge_sequentially(
     while True:
         looks.append(evaluate(samples, len(looks)))
         counts = merge_counts(counts, looks[-1].counts, str(looks[-1].details))
-        try:
-            verdict = judge_recovery(reference, counts, floor, cap=cap)
-        except QuantgateError as exc:
-            raise QuantgateError(
-                looks[-1].details, f"against {reference_path}: {exc.message}", exc.where
-            ) from None
+        verdict = _judge(reference, counts, floor, cap, looks[-1], reference_path)
+        if verdict.verdict == "fail":
+            break
         if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
             return verdict, looks, counts
         if fits is not None and not fits(verdict.more_samples, looks):
             return verdict, looks, counts
         samples = verdict.more_samples
+    drawn = next(iter(counts.values()))[0]
+    if fits is not None and not fits(drawn, looks):
+        return confirmed(verdict, None, "no time left to confirm it"), looks, counts
+    looks.append(evaluate(drawn, len(looks)))
+    fresh = merge_counts({}, looks[-1].counts, str(looks[-1].details))
+    again = _judge(reference, fresh, floor, cap, looks[-1], reference_path)
+    return confirmed(verdict, again), looks, counts
+
+
+def _judge(
+    reference: Mapping[str, tuple[int, int]],
+    counts: Mapping[str, tuple[int, int]],
+    floor: float,
+    cap: int,
+    look: Evaluation,
+    reference_path: Path,
+) -> Verdict:
+    try:
+        return judge_recovery(reference, counts, floor, cap=cap)
+    except QuantgateError as exc:
+        raise QuantgateError(look.details, f"against {reference_path}: {exc.message}", exc.where) from None
 
 
 def benchmark_document(

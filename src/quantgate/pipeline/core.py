@@ -108,6 +108,7 @@ class PipelineCore:
     _start_failed: dict[str, Exception] = field(default_factory=dict)
     _measured: dict[tuple[str, str, str], list[BenchResult]] = field(default_factory=dict)
     _bench_failed: dict[tuple[str, str, str], Exception] = field(default_factory=dict)
+    _confirming: dict[tuple[str, str, str], list[BenchResult] | Exception] = field(default_factory=dict)
     _rates: dict[str, Rate] = field(default_factory=dict)
     _items: dict[str, list[dict[str, object]]] = field(default_factory=dict)
 

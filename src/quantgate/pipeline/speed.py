@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
+from quantgate.confirm import confirmed, needs_confirmation
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
-from quantgate.judge import judge_speedup
+from quantgate.judge import SpeedVerdict, judge_speedup
 from quantgate.kinds import ScenarioLoad
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
@@ -86,15 +87,15 @@ class SpeedStage(_Core):
         return out
 
     def bench_runs(
-        self, cell: MatrixCell, repeats: int | None = None, warm_up: bool = True
+        self, cell: MatrixCell, repeats: int | None = None, warm_up: bool = True, first: int = 0
     ) -> list[BenchRun]:
         """Every scenario's runs on the cell's workload, repeats interleaved (r0 of each scenario, then
         r1, ...) to spread drift. With ``warm_up`` the plan opens with a discarded run (scenario
         ``warm-up``, the first scenario's load): the first measured run of a fresh server was up to 10x
-        slower than the next ones."""
+        slower than the next ones. Repeats (and their seeds) are numbered from ``first``."""
         loads = self.loads(cell)
-        plan = [("warm-up", *loads[0][1:], 0)] if warm_up else []
-        for repeat in range(self.spec.speed.repeats if repeats is None else repeats):
+        plan = [("warm-up", *loads[0][1:], first)] if warm_up else []
+        for repeat in range(first, first + (self.spec.speed.repeats if repeats is None else repeats)):
             plan += [(*entry, repeat) for entry in loads]
         return [
             BenchRun(
@@ -137,11 +138,14 @@ class SpeedStage(_Core):
         """Where the bench results of the cell's served model and workload go in this run."""
         return self.workdir / "bench" / "__".join(filter(None, (self.served_name(cell), cell.workload)))
 
-    def bench(self, server: VllmServer, cell: MatrixCell) -> list[BenchResult]:
+    def bench(self, server: VllmServer, cell: MatrixCell, confirming: bool = False) -> list[BenchResult]:
         """The plan of the cell's served model and workload: with a speed budget, as many repeats as fit
-        (``OverBudget``: none); without one, the kind's repeats with a timeout from the estimate."""
+        (``OverBudget``: none); without one, the kind's repeats with a timeout from the estimate.
+        ``confirming``: a fresh run of the plan (new repeat numbers and seeds, its own folder)."""
         name = self.served_name(cell)
-        runs = self.bench_runs(cell)
+        first = self.spec.speed.repeats if confirming else 0
+        out = self.bench_dir(cell) / "confirm" if confirming else self.bench_dir(cell)
+        runs = self.bench_runs(cell, first=first)
         if not math.isfinite(self.spec.budget.speed_s):
             timeout = self.timeout(cell, len(runs) / self.spec.speed.repeats)
         else:
@@ -152,13 +156,13 @@ class SpeedStage(_Core):
             size = size_bench(
                 self.spec.speed.repeats, repeat_s, warm_s, self.spec.budget.speed_s, rate.detail
             )
-            if size.cut is not None:
+            if size.cut is not None and not confirming:
                 self.speed_cuts[name] = size.cut
             if size.repeats == 0:
                 assert size.cut is not None
                 raise OverBudget(size.cut)
             planned = warm_s + size.repeats * repeat_s
-            runs = self.bench_runs(cell, size.repeats)
+            runs = self.bench_runs(cell, size.repeats, first=first)
             timeout = self.sized_timeout(planned, self.spec.speed.timeout_s)
             self.progress(
                 f"{name}: vllm bench serve, {size.repeats} repeats x {len(self.spec.speed.scenarios)} "
@@ -166,8 +170,25 @@ class SpeedStage(_Core):
             )
         with server.in_use("vllm bench serve"):
             return self.bench_worker().run(
-                server.base_url, name, self.checkpoint(cell).path, runs, self.bench_dir(cell), timeout=timeout
+                server.base_url, name, self.checkpoint(cell).path, runs, out, timeout=timeout
             )
+
+    def confirming_figures(
+        self, server: VllmServer, cell: MatrixCell, metric: str
+    ) -> tuple[list[float] | None, str]:
+        """The cell scenario's figures from a fresh bench of its served model and workload (one per
+        session, shared by its scenarios), or ``None`` and why there are none."""
+        key = (cell.model, cell.scheme, cell.workload or "")
+        if key not in self._confirming:
+            self.progress(f"{self.served_name(cell)}: a speed cell failed; confirming it with a fresh bench")
+            try:
+                self._confirming[key] = self.bench(server, cell, confirming=True)
+            except Exception as error:
+                self._confirming[key] = error
+        fresh = self._confirming[key]
+        if isinstance(fresh, Exception):
+            return None, f"the confirming bench did not run ({fresh})"
+        return scenario_figures(fresh, cell.scenario or "", metric, allow_zero=True), ""
 
     def speed_reference_path(self, cell: MatrixCell) -> Path:
         return self.baselines / cell.gpu / cell.model / "speed" / f"{cell.target}.json"
@@ -254,14 +275,21 @@ class SpeedStage(_Core):
             )
         bf16, bf16_gpus = self.bf16_speed(cell, spec.metric)
         decision = self.speed_decision(cell)
-        verdict = judge_speedup(
-            bf16,
-            mine,
-            decision.floor,
-            higher_is_better=spec.higher_is_better,
-            reference_gpus=bf16_gpus,
-            candidate_gpus=gpus,
-        )
+
+        def judge(figures: list[float]) -> SpeedVerdict:
+            return judge_speedup(
+                bf16,
+                figures,
+                decision.floor,
+                higher_is_better=spec.higher_is_better,
+                reference_gpus=bf16_gpus,
+                candidate_gpus=gpus,
+            )
+
+        verdict = judge(mine)
+        if needs_confirmation(verdict):
+            fresh, why_not = self.confirming_figures(server, cell, spec.metric)
+            verdict = confirmed(verdict, None if fresh is None else judge(fresh), why_not)
         return SpeedOutcome(
             scenario, spec.metric, spec.higher_is_better, mine, bf16, decision, verdict, runs, gpus, bf16_gpus
         )
