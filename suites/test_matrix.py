@@ -19,7 +19,10 @@ from quantgate.matrix import MatrixCell
 
 
 def test_accuracy(
-    qg_accuracy_cell: MatrixCell, qg_server: Served, qg_lane_session: LaneSession, request: pytest.FixtureRequest
+    qg_accuracy_cell: MatrixCell,
+    qg_server: Served,
+    qg_lane_session: LaneSession,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Recovery against the stored BF16 reference, paired per item, topped up while inconclusive."""
     cell = qg_accuracy_cell
