@@ -2,11 +2,11 @@
 
 Registered on the controller (or the only process). Every report of a matrix cell (under xdist, from the
 workers) becomes a coverage row: status (passed, failed, error, xfailed, xpassed, skipped, deferred, or
-collected when it never ran), reason, devices, and the judge's verdict where a cell was judged. The
-file (``--qg-coverage``, default ``.quantgate/coverage.json``) is rewritten after every cell with
-``"complete": false`` and once more when the session ends, so a job killed at its runner's limit still leaves what it finished. A session
-in which every selected cell was skipped fails unless ``--qg-allow-empty``; measured durations go to
-``--qg-durations`` and plan the next run.
+collected when it never ran), reason, devices, and the judge's verdict where a cell was judged. The file
+(``--qg-coverage``, default ``.quantgate/coverage.json``) is rewritten after every cell with
+``"complete": false`` and once more when the session ends, so a job killed at its runner's limit still
+leaves what it finished. A session in which every selected cell was skipped fails unless ``--qg-allow-
+empty``; measured durations go to ``--qg-durations`` and plan the next run.
 """
 
 from __future__ import annotations
