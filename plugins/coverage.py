@@ -5,8 +5,8 @@ workers) becomes a coverage row: status (passed, failed, error, xfailed, xpassed
 collected when it never ran), reason, devices, and the judge's verdict where a cell was judged. The file
 (``--qg-coverage``, default ``.quantgate/coverage.json``) is rewritten after every cell with
 ``"complete": false`` and once more when the session ends, so a job killed at its runner's limit still
-leaves what it finished. A session in which every selected cell was skipped fails unless ``--qg-allow-
-empty``; measured durations go to ``--qg-durations`` and plan the next run.
+leaves what it finished. A session in which every selected cell was skipped fails unless
+``--qg-allow-empty``; measured durations go to ``--qg-durations`` and plan the next run.
 """
 
 from __future__ import annotations
