@@ -13,7 +13,7 @@ import random
 import sys
 from statistics import NormalDist, mean, variance
 
-from quantgate.judge import judge_speedup
+from quantgate.speedjudge import judge_speedup
 
 
 def normal_quantile_verdict(reference: list[float], candidate: list[float], floor: float) -> str:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from quantgate.confirm import confirmed
-from quantgate.judge import judge_recovery, judge_speedup
+from quantgate.judge import judge_recovery
 from quantgate.outcomes import judge_sequentially
 from quantgate.runners.evaluate import EvalJob, Evaluation
+from quantgate.speedjudge import judge_speedup
 
 ITEMS = [f"q{i}" for i in range(60)]
 REFERENCE = {item: (20, 14) for item in ITEMS}

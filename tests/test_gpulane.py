@@ -13,6 +13,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import geometric_mean
 from typing import Any
 
 import pytest
@@ -32,8 +33,10 @@ RECORDED = Path(__file__).parent / "data" / "bench"
 class RecordedGpuBench:
     """Stand-in for the bench worker on a GPU machine: recorded real results, throughput x ``factor``."""
 
-    def __init__(self, factor: float) -> None:
+    def __init__(self, factor: float, confirming_factor: float | None = None) -> None:
         self.factor = factor
+        self.confirming_factor = factor if confirming_factor is None else confirming_factor
+        self.folders: list[str] = []
 
     def run(
         self,
@@ -45,13 +48,15 @@ class RecordedGpuBench:
         **_: Any,
     ) -> list[BenchResult]:
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.folders.append(out_dir.name)
+        factor = self.confirming_factor if out_dir.name == "confirm" else self.factor
         results = []
         for run in runs:
             recorded = "single-stream" if run.scenario == "warm-up" else run.scenario
             source = RECORDED / f"{recorded}.random-64x32.r{run.repeat % 2}.json"
             result = read_bench_result(source, dataclasses.replace(run, workload="random-64x32"))
             figures = {
-                k: v * self.factor if k.endswith(("throughput", "goodput")) else v
+                k: v * factor if k.endswith(("throughput", "goodput")) else v
                 for k, v in result.figures.items()
             }
             results.append(dataclasses.replace(result, run=run, figures=figures))
@@ -79,7 +84,7 @@ def cell(scheme: str) -> MatrixCell:
     return found
 
 
-def lane(tmp_path: Path, factor: float, update: bool = False) -> Pipeline:
+def lane(tmp_path: Path, factor: float, update: bool = False, confirming: float | None = None) -> Pipeline:
     gpu_lane = Pipeline(
         load_kind(GPU_KIND_FILE),
         Envs(tmp_path / "envs"),
@@ -87,7 +92,7 @@ def lane(tmp_path: Path, factor: float, update: bool = False) -> Pipeline:
         baselines=tmp_path / "baselines",
         update_baselines=update,
     )
-    gpu_lane._bench_worker = RecordedGpuBench(factor)  # type: ignore[assignment]
+    gpu_lane._bench_worker = RecordedGpuBench(factor, confirming)  # type: ignore[assignment]
     return gpu_lane
 
 
@@ -107,11 +112,14 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
     outcome = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
     assert outcome.reference_note is None
     assert outcome.verdict is not None
-    assert outcome.verdict.speedup == pytest.approx(0.8, rel=1e-9)
-    assert outcome.verdict.per_gpu_speedup == pytest.approx(1.6, rel=1e-9)
+    assert len(reference.figures) == 12, "BF16's stored reference has the kind's reference_repeats"
+    assert outcome.figures == pytest.approx([0.8 * f for f in reference.figures[:3]], rel=1e-9)
+    speedup = geometric_mean(outcome.figures) / geometric_mean(reference.figures)
+    assert outcome.verdict.speedup == pytest.approx(speedup, rel=1e-9)
+    assert outcome.verdict.per_gpu_speedup == pytest.approx(2 * speedup, rel=1e-9)
     record = outcome.as_record()
     assert (record["gpus"], record["bf16_gpus"]) == (1, 2)
-    assert "per GPU 1.600 (1 vs 2 GPUs)" in str(record["detail"])
+    assert f"per GPU {2 * speedup:.3f} (1 vs 2 GPUs)" in str(record["detail"])
     entries = outcome.benchmark_entries("Qwen-32B", "int4-w4a16", "h100::Qwen-32B")
     assert len(entries) == 3
     assert all(e["extra_info"]["scheme"] == "int4-w4a16" for e in entries)
@@ -121,7 +129,7 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
     ]
     text = write_report(tmp_path / "report", rows, {}, None, {}, 1.0, {}).markdown.read_text()
     assert "GPUs BF16 → quantized | speedup per GPU" in text
-    assert "| 2 → 1 | 1.600 |" in text
+    assert f"| 2 → 1 | {2 * speedup:.3f} |" in text
 
 
 def test_a_bf16_speed_cell_without_the_flag_writes_nothing(tmp_path: Path) -> None:
@@ -318,14 +326,50 @@ def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
     assert len(runs) == 1 + 3 * 3
     assert {(r.workload, r.input_len, r.output_len) for r in runs} == {("multi-turn-chat", 512, 256)}
     outcome = lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
-    assert [r.run.scenario for r in outcome.runs] == ["multi-stream"] * 3
-    assert len(outcome.figures) == 3
+    assert [r.run.scenario for r in outcome.runs] == ["multi-stream"] * 12, "BF16: reference_repeats"
+    assert len(outcome.figures) == 12
 
 
 def test_what_differs_between_cpu_and_gpu_kinds_is_their_kind_files() -> None:
     cpu, gpu = load_kind(), load_kind(GPU_KIND_FILE)
     assert (cpu.kinds, cpu.speed.reference, cpu.offline) == (("cpu",), "session", True)
+    assert (cpu.speed.cap, gpu.speed.cap, gpu.speed.reference_repeats) == (6, 12, 12)
     assert set(gpu.kinds) == {"a6000", "a100", "h100", "h200", "l40s"}
     assert (gpu.models, gpu.speed.reference, gpu.offline, gpu.accuracy.data) == ({}, "stored", False, None)
     assert gpu.accuracy.task_file == cpu.accuracy.task_file
     assert gpu.accuracy.model_file == cpu.accuracy.model_file
+
+
+def multi_stream(tmp_path: Path, factor: float, confirming: float | None = None) -> tuple[Any, list[str]]:
+    """A stored BF16 reference, then the INT4 cell judged at ``factor`` x BF16's throughput."""
+    lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    candidate = lane(tmp_path, factor, confirming=confirming)
+    outcome = candidate.judge_speed(Server(), cell("int4-w4a16"))  # type: ignore[arg-type]
+    bench = candidate._bench_worker
+    assert isinstance(bench, RecordedGpuBench)
+    return outcome, bench.folders
+
+
+def test_an_undecided_speed_cell_is_topped_up_to_the_kinds_cap_and_decided(tmp_path: Path) -> None:
+    outcome, folders = multi_stream(tmp_path, 0.99)
+    assert folders[1:] == ["top-up-3", "top-up-5", "top-up-8"]
+    assert len(outcome.figures) == 12
+    assert len(outcome.runs) == 12
+    assert outcome.verdict.verdict == "pass", outcome.verdict.detail
+    assert outcome.verdict.low < 1.0
+    assert outcome.verdict.low >= 1.0 - outcome.verdict.margin
+
+
+def test_a_failing_speed_cell_is_confirmed_by_a_fresh_bench(tmp_path: Path) -> None:
+    outcome, folders = multi_stream(tmp_path, 0.8)
+    assert folders[-1] == "confirm"
+    assert outcome.verdict.verdict == "fail"
+    assert "confirmed on fresh data" in outcome.verdict.detail
+
+
+def test_a_fail_the_fresh_bench_does_not_repeat_is_inconclusive(tmp_path: Path) -> None:
+    outcome, folders = multi_stream(tmp_path, 0.8, confirming=1.1)
+    assert folders[-1] == "confirm"
+    assert outcome.verdict.verdict == "inconclusive"
+    assert "unconfirmed fail" in outcome.verdict.detail
+    assert "fresh data: pass" in outcome.verdict.detail

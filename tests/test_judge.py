@@ -17,9 +17,9 @@ from quantgate.judge import (
     Aggregate,
     judge_recovery,
     judge_recovery_aggregate,
-    judge_speedup,
     minimum_detectable_drop,
 )
+from quantgate.speedjudge import judge_speedup
 
 
 class TestVerdicts:
@@ -247,9 +247,9 @@ def test_properties(data: list[tuple[tuple[int, int], tuple[int, int]]], floor: 
     ],
 )
 def test_student_t_quantiles_match_scipy(confidence: float, df: float, expected: float) -> None:
-    from quantgate.judge import _t
+    from quantgate.speedjudge import t_quantile
 
-    assert _t(confidence, df) == pytest.approx(expected, rel=1e-9)
+    assert t_quantile(confidence, df) == pytest.approx(expected, rel=1e-9)
 
 
 def test_three_repeats_each_widen_the_speed_interval_to_students_t() -> None:
@@ -260,3 +260,45 @@ def test_three_repeats_each_widen_the_speed_interval_to_students_t() -> None:
     logs = [math.log(v) for v in reference]
     se = math.sqrt(2 * statistics.variance(logs) / 3)
     assert math.log(verdict.high) == pytest.approx(2.131846786326649 * se, rel=1e-9)
+
+
+class TestSequentialSpeed:
+    """With a repeat cap the speed judge tops up while undecided and passes within its indifference zone."""
+
+    def test_a_cell_just_under_its_floor_asks_for_more_repeats_then_is_decided_at_the_cap(self) -> None:
+        reference = [100.0, 104.0, 96.0]
+        close = [98.0, 102.0, 94.0]
+        first = judge_speedup(reference, close, 1.0, higher_is_better=True, cap=12)
+        assert first.verdict == "inconclusive"
+        assert first.more_repeats == 2
+        assert "run 2 more repeats" in first.detail
+        fixed = judge_speedup(reference, close, 1.0, higher_is_better=True)
+        assert fixed.verdict == "inconclusive"
+        assert fixed.more_repeats == 0
+        at_cap = judge_speedup(reference * 4, close * 4, 1.0, higher_is_better=True, cap=12)
+        assert at_cap.verdict == "pass", at_cap.detail
+        assert 0.0 < at_cap.margin <= 0.05
+        assert at_cap.low >= 1.0 - at_cap.margin
+
+    def test_the_indifference_zone_is_capped(self) -> None:
+        noisy = [100.0, 140.0, 70.0]
+        verdict = judge_speedup(noisy, [90.0, 120.0, 65.0] * 4, 1.0, higher_is_better=True, cap=12)
+        assert verdict.margin == 0.05
+        assert verdict.verdict == "inconclusive"
+        assert verdict.more_repeats == 0
+        assert "repeat cap reached" in verdict.detail
+
+    def test_a_clear_slowdown_fails_at_the_first_look_and_a_clear_gain_passes(self) -> None:
+        reference = [100.0, 101.0, 99.0]
+        assert (
+            judge_speedup(reference, [80.0, 81.0, 79.0], 1.0, higher_is_better=True, cap=12).verdict == "fail"
+        )
+        assert judge_speedup(reference, [150.0, 151.0, 149.0], 1.0, higher_is_better=True, cap=12).passed
+
+    def test_early_looks_are_stricter_than_the_fixed_sample_interval(self) -> None:
+        reference = [100.0, 103.0, 97.0]
+        candidate = [92.0, 95.0, 89.0]
+        fixed = judge_speedup(reference, candidate, 1.0, higher_is_better=True)
+        early = judge_speedup(reference, candidate, 1.0, higher_is_better=True, cap=12)
+        assert early.high > fixed.high
+        assert early.low < fixed.low

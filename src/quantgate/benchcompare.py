@@ -25,7 +25,7 @@ from typing import Final, Literal
 
 from quantgate.datafile import load_document
 from quantgate.errors import QuantgateError
-from quantgate.judge import judge_speedup
+from quantgate.speedjudge import judge_speedup
 
 SUPPORTED_MAJOR: Final = ("3", "4", "5")
 _REPEAT = re.compile(r"-r\d+\]$")

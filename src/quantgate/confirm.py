@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import overload
 
-from quantgate.judge import SpeedVerdict, Verdict
+from quantgate.judge import Verdict
+from quantgate.speedjudge import SpeedVerdict
 
 
 def needs_confirmation(verdict: Verdict | SpeedVerdict) -> bool:

@@ -98,9 +98,14 @@ class ScenarioLoad(Strict):
 class SpeedSettings(Strict):
     """``reference: session``: BF16 is measured in the same session, before the model's other schemes
     (a CPU host's speed is its own); ``stored``: BF16 figures are per-kind references in
-    ``baselines/<kind>/<model>/speed/`` (a GPU kind's shards split a model's schemes across runners)."""
+    ``baselines/<kind>/<model>/speed/`` (a GPU kind's shards split a model's schemes across runners).
+    ``cap``: the most repeats a quantized cell reaches by top-ups while the speed judge is undecided
+    (``quantgate.speedjudge``; unset: the verdict on ``repeats``); ``reference_repeats``: BF16's repeats
+    (the reference every quantized cell is compared with; default ``repeats``)."""
 
     repeats: int = Field(ge=2)
+    cap: int | None = Field(default=None, ge=2)
+    reference_repeats: int | None = Field(default=None, ge=2)
     warmups: int = Field(default=2, ge=0)
     scenarios: dict[Scenario, ScenarioLoad] = Field(min_length=1)
     reference: Literal["session", "stored"] = "session"

@@ -8,6 +8,7 @@ already written; the pipeline (``quantgate.pipeline``) does the work.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -16,13 +17,14 @@ from pathlib import Path
 
 from quantgate import benchjson
 from quantgate.budget import Cut
-from quantgate.confirm import confirmed
+from quantgate.confirm import confirmed, needs_confirmation
 from quantgate.envs import Envs, git_commit, machine
 from quantgate.errors import QuantgateError
-from quantgate.judge import DEFAULT_CAP, SpeedVerdict, Verdict, judge_recovery
+from quantgate.judge import DEFAULT_CAP, Verdict, judge_recovery
 from quantgate.rules import Decision
 from quantgate.runners.bench import BenchResult
 from quantgate.runners.evaluate import Evaluation, answers_and_cuts
+from quantgate.speedjudge import SpeedVerdict
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,34 @@ def _judge(
         return judge_recovery(reference, counts, floor, cap=cap)
     except QuantgateError as exc:
         raise QuantgateError(look.details, f"against {reference_path}: {exc.message}", exc.where) from None
+
+
+def judge_speed_sequentially(
+    judge: Callable[[Sequence[float]], SpeedVerdict],
+    figures: Sequence[float],
+    more: Callable[[int], Sequence[float] | str],
+    fresh: Callable[[int], Sequence[float] | str],
+) -> tuple[SpeedVerdict, list[float]]:
+    """Judge a speed cell's ``figures``; while the judge asks for more repeats, ``more(total)`` returns
+    the figures once ``total`` repeats are in (or why none were run: the verdict then stands). A fail
+    is confirmed by ``fresh(repeats)``: as many new repeats, judged alone (``quantgate.confirm``).
+    Returns the verdict and every figure of the series."""
+    series = list(figures)
+    while True:
+        verdict = judge(series)
+        if verdict.verdict != "inconclusive" or not verdict.more_repeats:
+            break
+        got = more(len(series) + verdict.more_repeats)
+        if isinstance(got, str):
+            verdict = dataclasses.replace(verdict, detail=f"{verdict.detail}; {got}")
+            break
+        series = list(got)
+    if needs_confirmation(verdict):
+        again = fresh(len(series))
+        if isinstance(again, str):
+            return confirmed(verdict, None, again), series
+        return confirmed(verdict, judge(again)), series
+    return verdict, series
 
 
 def benchmark_document(

@@ -27,14 +27,13 @@ from quantgate.catalog import Catalog, load_catalog
 from quantgate.errors import QuantgateError
 from quantgate.judge import (
     Aggregate,
-    SpeedVerdict,
     Verdict,
     judge_recovery,
     judge_recovery_aggregate,
-    judge_speedup,
 )
 from quantgate.results import AccuracyResult, ResultFile
 from quantgate.rules import AccuracyCellKey, Decision, Rules, SpeedCellKey, load_rules
+from quantgate.speedjudge import SpeedVerdict, judge_speedup
 
 Outcome = Literal["pass", "fail", "inconclusive", "unknown"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "inconclusive", "unknown")

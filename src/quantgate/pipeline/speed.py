@@ -5,26 +5,27 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
-from quantgate.confirm import confirmed, needs_confirmation
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
-from quantgate.judge import SpeedVerdict, judge_speedup
 from quantgate.kinds import ScenarioLoad
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
     SpeedOutcome,
+    judge_speed_sequentially,
     scenario_figures,
 )
 from quantgate.rules import Decision, SpeedCellKey
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
 from quantgate.runners.probe import Rate
 from quantgate.runners.serve import VllmServer
+from quantgate.speedjudge import SpeedVerdict, judge_speedup
 from quantgate.store import (
     check_comparable,
 )
@@ -35,6 +36,9 @@ else:
     _Core = object
 
 from quantgate.pipeline.core import SPEED_MUST_MATCH, SPEED_REFERENCE_SCHEMA_VERSION
+
+# A confirmation's repeats (and the seeds of their prompts) are numbered apart from the series'.
+CONFIRMATION_FIRST_REPEAT = 1000
 
 
 class SpeedReference(Strict):
@@ -138,57 +142,87 @@ class SpeedStage(_Core):
         """Where the bench results of the cell's served model and workload go in this run."""
         return self.workdir / "bench" / "__".join(filter(None, (self.served_name(cell), cell.workload)))
 
-    def bench(self, server: VllmServer, cell: MatrixCell, confirming: bool = False) -> list[BenchResult]:
+    def bench(
+        self,
+        server: VllmServer,
+        cell: MatrixCell,
+        repeats: int | None = None,
+        first: int = 0,
+        label: str = "",
+    ) -> list[BenchResult]:
         """The plan of the cell's served model and workload: with a speed budget, as many repeats as fit
-        (``OverBudget``: none); without one, the kind's repeats with a timeout from the estimate.
-        ``confirming``: a fresh run of the plan (new repeat numbers and seeds, its own folder)."""
+        (``OverBudget``: none); without one, the asked repeats (BF16: the reference's) with a timeout
+        from the estimate. ``label`` names a top-up or a confirmation: its own folder, repeats (and
+        seeds) numbered from ``first``, no warm-up run (the server is warm)."""
         name = self.served_name(cell)
-        first = self.spec.speed.repeats if confirming else 0
-        out = self.bench_dir(cell) / "confirm" if confirming else self.bench_dir(cell)
-        runs = self.bench_runs(cell, first=first)
+        speed = self.spec.speed
+        asked = repeats or (
+            speed.reference_repeats or speed.repeats if cell.scheme == "bf16" else speed.repeats
+        )
+        out = self.bench_dir(cell) / label if label else self.bench_dir(cell)
+        runs = self.bench_runs(cell, asked, warm_up=not label, first=first)
         if not math.isfinite(self.spec.budget.speed_s):
-            timeout = self.timeout(cell, len(runs) / self.spec.speed.repeats)
+            timeout = self.timeout(cell, len(runs) / speed.repeats)
         else:
             rate = self.rate(server, cell)
             plan = self.bench_runs(cell, repeats=1)
-            warm_s = self.run_seconds(plan[0], rate)
+            warm_s = 0.0 if label else self.run_seconds(plan[0], rate)
             repeat_s = sum(self.run_seconds(run, rate) for run in plan[1:])
-            size = size_bench(
-                self.spec.speed.repeats, repeat_s, warm_s, self.spec.budget.speed_s, rate.detail
-            )
-            if size.cut is not None and not confirming:
+            size = size_bench(asked, repeat_s, warm_s, self.spec.budget.speed_s, rate.detail)
+            if size.cut is not None and not label:
                 self.speed_cuts[name] = size.cut
             if size.repeats == 0:
                 assert size.cut is not None
                 raise OverBudget(size.cut)
             planned = warm_s + size.repeats * repeat_s
-            runs = self.bench_runs(cell, size.repeats, first=first)
-            timeout = self.sized_timeout(planned, self.spec.speed.timeout_s)
+            runs = self.bench_runs(cell, size.repeats, warm_up=not label, first=first)
+            timeout = self.sized_timeout(planned, speed.timeout_s)
+            what = f" ({label})" if label else ""
+            after = "" if label else " after a warm-up run"
             self.progress(
-                f"{name}: vllm bench serve, {size.repeats} repeats x {len(self.spec.speed.scenarios)} "
-                f"scenarios after a warm-up run (~{planned:.0f} s)"
+                f"{name}: vllm bench serve{what}, {size.repeats} repeats x {len(speed.scenarios)} "
+                f"scenarios{after} (~{planned:.0f} s)"
             )
         with server.in_use("vllm bench serve"):
             return self.bench_worker().run(
                 server.base_url, name, self.checkpoint(cell).path, runs, out, timeout=timeout
             )
 
+    def top_up(self, server: VllmServer, cell: MatrixCell, total: int, metric: str) -> list[float] | str:
+        """The scenario's figures once its served model and workload have ``total`` repeats (benching the
+        missing ones; another scenario's top-up may have run them), or why no more were run."""
+        key = (cell.model, cell.scheme, cell.workload or "")
+        have = len(scenario_figures(self._measured[key], cell.scenario or "", metric, allow_zero=True))
+        if have < total:
+            self.progress(
+                f"{self.served_name(cell)}: the speed judge is undecided; {total - have} more repeats"
+            )
+            try:
+                self._measured[key] += self.bench(
+                    server, cell, total - have, first=have, label=f"top-up-{have}"
+                )
+            except Exception as error:
+                return f"no more repeats were run ({error})"
+        return scenario_figures(self._measured[key], cell.scenario or "", metric, allow_zero=True)
+
     def confirming_figures(
-        self, server: VllmServer, cell: MatrixCell, metric: str
-    ) -> tuple[list[float] | None, str]:
-        """The cell scenario's figures from a fresh bench of its served model and workload (one per
-        session, shared by its scenarios), or ``None`` and why there are none."""
+        self, server: VllmServer, cell: MatrixCell, repeats: int, metric: str
+    ) -> list[float] | str:
+        """The scenario's figures from a fresh bench of its served model and workload (one per session,
+        shared by its scenarios), or why there are none."""
         key = (cell.model, cell.scheme, cell.workload or "")
         if key not in self._confirming:
             self.progress(f"{self.served_name(cell)}: a speed cell failed; confirming it with a fresh bench")
             try:
-                self._confirming[key] = self.bench(server, cell, confirming=True)
+                self._confirming[key] = self.bench(
+                    server, cell, repeats, first=CONFIRMATION_FIRST_REPEAT, label="confirm"
+                )
             except Exception as error:
                 self._confirming[key] = error
         fresh = self._confirming[key]
         if isinstance(fresh, Exception):
-            return None, f"the confirming bench did not run ({fresh})"
-        return scenario_figures(fresh, cell.scenario or "", metric, allow_zero=True), ""
+            return f"the confirming bench did not run ({fresh})"
+        return scenario_figures(fresh, cell.scenario or "", metric, allow_zero=True)
 
     def speed_reference_path(self, cell: MatrixCell) -> Path:
         return self.baselines / cell.gpu / cell.model / "speed" / f"{cell.target}.json"
@@ -276,7 +310,7 @@ class SpeedStage(_Core):
         bf16, bf16_gpus = self.bf16_speed(cell, spec.metric)
         decision = self.speed_decision(cell)
 
-        def judge(figures: list[float]) -> SpeedVerdict:
+        def judge(figures: Sequence[float]) -> SpeedVerdict:
             return judge_speedup(
                 bf16,
                 figures,
@@ -284,12 +318,16 @@ class SpeedStage(_Core):
                 higher_is_better=spec.higher_is_better,
                 reference_gpus=bf16_gpus,
                 candidate_gpus=gpus,
+                cap=self.spec.speed.cap,
             )
 
-        verdict = judge(mine)
-        if needs_confirmation(verdict):
-            fresh, why_not = self.confirming_figures(server, cell, spec.metric)
-            verdict = confirmed(verdict, None if fresh is None else judge(fresh), why_not)
+        verdict, mine = judge_speed_sequentially(
+            judge,
+            mine,
+            more=lambda total: self.top_up(server, cell, total, spec.metric),
+            fresh=lambda repeats: self.confirming_figures(server, cell, repeats, spec.metric),
+        )
+        runs = tuple(r for r in self._measured[key] if r.run.scenario == scenario)
         return SpeedOutcome(
             scenario, spec.metric, spec.higher_is_better, mine, bf16, decision, verdict, runs, gpus, bf16_gpus
         )
