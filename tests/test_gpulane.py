@@ -112,7 +112,7 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
     outcome = lane(tmp_path, 0.8).judge_speed(Server(), int4)  # type: ignore[arg-type]
     assert outcome.reference_note is None
     assert outcome.verdict is not None
-    assert len(reference.figures) == 12, "BF16's stored reference has the kind's reference_repeats"
+    assert len(reference.figures) == 24, "BF16's stored reference has the kind's reference_repeats"
     assert outcome.figures == pytest.approx([0.8 * f for f in reference.figures[:3]], rel=1e-9)
     speedup = geometric_mean(outcome.figures) / geometric_mean(reference.figures)
     assert outcome.verdict.speedup == pytest.approx(speedup, rel=1e-9)
@@ -326,14 +326,14 @@ def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
     assert len(runs) == 1 + 3 * 3
     assert {(r.workload, r.input_len, r.output_len) for r in runs} == {("multi-turn-chat", 512, 256)}
     outcome = lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
-    assert [r.run.scenario for r in outcome.runs] == ["multi-stream"] * 12, "BF16: reference_repeats"
-    assert len(outcome.figures) == 12
+    assert [r.run.scenario for r in outcome.runs] == ["multi-stream"] * 24, "BF16: reference_repeats"
+    assert len(outcome.figures) == 24
 
 
 def test_what_differs_between_cpu_and_gpu_kinds_is_their_kind_files() -> None:
     cpu, gpu = load_kind(), load_kind(GPU_KIND_FILE)
     assert (cpu.kinds, cpu.speed.reference, cpu.offline) == (("cpu",), "session", True)
-    assert (cpu.speed.cap, gpu.speed.cap, gpu.speed.reference_repeats) == (6, 12, 12)
+    assert (cpu.speed.cap, gpu.speed.cap, gpu.speed.reference_repeats) == (6, 12, 24)
     assert set(gpu.kinds) == {"a6000", "a100", "h100", "h200", "l40s"}
     assert (gpu.models, gpu.speed.reference, gpu.offline, gpu.accuracy.data) == ({}, "stored", False, None)
     assert gpu.accuracy.task_file == cpu.accuracy.task_file
@@ -373,3 +373,30 @@ def test_a_fail_the_fresh_bench_does_not_repeat_is_inconclusive(tmp_path: Path) 
     assert outcome.verdict.verdict == "inconclusive"
     assert "unconfirmed fail" in outcome.verdict.detail
     assert "fresh data: pass" in outcome.verdict.detail
+
+
+class NoLighteval:
+    """Stand-in that fails the test if anything is evaluated."""
+
+    def run(self, job: Any) -> Any:
+        raise AssertionError(f"evaluated {job.task} although the BF16 reference holds")
+
+
+def test_a_bf16_cell_passes_on_its_reference_while_the_inputs_are_the_same(tmp_path: Path) -> None:
+    (bf16,) = [c for c in expand(kind="accuracy") if c.cell_id == "Qwen-7B-bf16-h100-aime24"]
+    writer = lane(tmp_path, 1.0, update=True)
+    writer._worker = RecordedLighteval()  # type: ignore[assignment]
+    writer.reference(bf16, Server())  # type: ignore[arg-type]
+    nightly = lane(tmp_path, 1.0)
+    assert nightly.spec.accuracy.reuse_reference
+    nightly._worker = NoLighteval()  # type: ignore[assignment]
+    outcome = nightly.judge_accuracy(Server(), bf16)  # type: ignore[arg-type]
+    assert outcome.verdict.verdict == "pass"
+    assert "BF16 reference reused" in outcome.verdict.detail
+    assert outcome.reused
+    path = nightly.reference_path(bf16)
+    stored = json.loads(path.read_text())
+    stored["provenance"]["vllm"] = "0.31.0"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(QuantgateError, match="vllm"):
+        lane(tmp_path, 1.0).judge_accuracy(Server(), bf16)  # type: ignore[arg-type]

@@ -65,7 +65,9 @@ class AccuracySettings(Strict):
     """How a kind evaluates: lighteval's task file and quantgate's model backend, the folder of the
     tasks' local data (one sub-folder per catalog benchmark; ``None``: the hub datasets), the generation
     limit (``None``: the cell's context) and samples per item of a first look (``None``: the catalog's)
-    and of a BF16 reference (``None``: the judge's cap). Temperature and top-p are the catalog's."""
+    and of a BF16 reference (``None``: the judge's cap). Temperature and top-p are the catalog's.
+    ``reuse_reference``: a BF16 cell whose stored reference was made on this run's inputs (its provenance
+    matches) passes on it instead of being evaluated again; any change of inputs measures it."""
 
     task_file: Path
     model_file: Path
@@ -77,6 +79,7 @@ class AccuracySettings(Strict):
     concurrency: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=900.0, gt=0)
     output_length: tuple[float, float] = (0.9, 1.1)
+    reuse_reference: bool = False
 
 
 class Goodput(Strict):

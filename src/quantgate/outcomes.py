@@ -17,10 +17,10 @@ from pathlib import Path
 
 from quantgate import benchjson
 from quantgate.budget import Cut
-from quantgate.confirm import confirmed, needs_confirmation
+from quantgate.confirm import CONFIRMATION_CONFIDENCE, confirmed, needs_confirmation
 from quantgate.envs import Envs, git_commit, machine
 from quantgate.errors import QuantgateError
-from quantgate.judge import DEFAULT_CAP, Verdict, judge_recovery
+from quantgate.judge import DEFAULT_CAP, DEFAULT_CONFIDENCE, Verdict, judge_recovery
 from quantgate.rules import Decision
 from quantgate.runners.bench import BenchResult
 from quantgate.runners.evaluate import Evaluation, answers_and_cuts
@@ -117,6 +117,11 @@ class AccuracyOutcome:
             "answers": self.answers,
             "cut_answers": self.cut_answers,
         }
+
+    @property
+    def reused(self) -> bool:
+        """A BF16 cell that passed on its stored reference, made on the same inputs: nothing was run."""
+        return not self.looks
 
     @property
     def undecided_in_budget(self) -> bool:
@@ -223,13 +228,15 @@ def judge_sequentially(
     reference_path: Path,
     cap: int = DEFAULT_CAP,
     fits: Callable[[int, Sequence[Evaluation]], bool] | None = None,
+    confirm_confidence: float = CONFIRMATION_CONFIDENCE,
 ) -> tuple[Verdict, list[Evaluation], dict[str, tuple[int, int]]]:
     """Sample ``first_samples`` per item, then top up as the judge asks while it says inconclusive.
 
     ``evaluate(samples, look)`` runs one look; each look must use its own seed (vLLM repeats a seed's
     samples exactly). ``fits(samples, looks)`` may refuse a top-up (a time budget): the inconclusive
     verdict then stands. A fail is confirmed by one more look with fresh seeds and as many samples per
-    item as the series drew, judged alone (``quantgate.confirm``); unconfirmed, it is inconclusive.
+    item as the series drew, judged alone as a final look at ``confirm_confidence``
+    (``quantgate.confirm``); unconfirmed, it is inconclusive.
     Returns the final verdict, every look (the confirmation last), and the series' per-item counts.
     """
     counts: dict[str, tuple[int, int]] = {}
@@ -238,7 +245,7 @@ def judge_sequentially(
     while True:
         looks.append(evaluate(samples, len(looks)))
         counts = merge_counts(counts, looks[-1].counts, str(looks[-1].details))
-        verdict = _judge(reference, counts, floor, cap, looks[-1], reference_path)
+        verdict = _judge(reference, counts, floor, cap, looks[-1], reference_path, DEFAULT_CONFIDENCE)
         if verdict.verdict == "fail":
             break
         if verdict.verdict != "inconclusive" or verdict.more_samples == 0:
@@ -251,7 +258,7 @@ def judge_sequentially(
         return confirmed(verdict, None, "no time left to confirm it"), looks, counts
     looks.append(evaluate(drawn, len(looks)))
     fresh = merge_counts({}, looks[-1].counts, str(looks[-1].details))
-    again = _judge(reference, fresh, floor, cap, looks[-1], reference_path)
+    again = _judge(reference, fresh, floor, drawn, looks[-1], reference_path, confirm_confidence)
     return confirmed(verdict, again), looks, counts
 
 
@@ -262,26 +269,29 @@ def _judge(
     cap: int,
     look: Evaluation,
     reference_path: Path,
+    confidence: float,
 ) -> Verdict:
     try:
-        return judge_recovery(reference, counts, floor, cap=cap)
+        return judge_recovery(reference, counts, floor, cap=cap, confidence=confidence)
     except QuantgateError as exc:
         raise QuantgateError(look.details, f"against {reference_path}: {exc.message}", exc.where) from None
 
 
 def judge_speed_sequentially(
-    judge: Callable[[Sequence[float]], SpeedVerdict],
+    judge: Callable[[Sequence[float], bool], SpeedVerdict],
     figures: Sequence[float],
     more: Callable[[int], Sequence[float] | str],
     fresh: Callable[[int], Sequence[float] | str],
+    confirm_repeats: int | None = None,
 ) -> tuple[SpeedVerdict, list[float]]:
-    """Judge a speed cell's ``figures``; while the judge asks for more repeats, ``more(total)`` returns
-    the figures once ``total`` repeats are in (or why none were run: the verdict then stands). A fail
-    is confirmed by ``fresh(repeats)``: as many new repeats, judged alone (``quantgate.confirm``).
-    Returns the verdict and every figure of the series."""
+    """Judge a speed cell's ``figures`` (``judge(figures, confirming)``); while the judge asks for more
+    repeats, ``more(total)`` returns the figures once ``total`` repeats are in (or why none were run:
+    the verdict then stands). A fail is confirmed by ``fresh(repeats)``: ``confirm_repeats`` new
+    repeats (default: as many as the series), judged alone (``judge(figures, True)``: a final look at
+    ``quantgate.confirm.CONFIRMATION_CONFIDENCE``). Returns the verdict and the series."""
     series = list(figures)
     while True:
-        verdict = judge(series)
+        verdict = judge(series, False)
         if verdict.verdict != "inconclusive" or not verdict.more_repeats:
             break
         got = more(len(series) + verdict.more_repeats)
@@ -290,10 +300,10 @@ def judge_speed_sequentially(
             break
         series = list(got)
     if needs_confirmation(verdict):
-        again = fresh(len(series))
+        again = fresh(max(confirm_repeats or 0, len(series)))
         if isinstance(again, str):
             return confirmed(verdict, None, again), series
-        return confirmed(verdict, judge(again)), series
+        return confirmed(verdict, judge(again, True)), series
     return verdict, series
 
 

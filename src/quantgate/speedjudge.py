@@ -78,21 +78,32 @@ def _t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+def _t_density(t: float, df: float) -> float:
+    log_norm = math.lgamma((df + 1.0) / 2.0) - math.lgamma(df / 2.0) - 0.5 * math.log(df * math.pi)
+    return math.exp(log_norm - (df + 1.0) / 2.0 * math.log1p(t * t / df))
+
+
 def t_quantile(confidence: float, df: float) -> float:
-    """Student's t quantile at ``confidence`` with ``df`` degrees of freedom (the normal one past 1e6)."""
+    """Student's t quantile at ``confidence`` (> 0.5) with ``df`` degrees of freedom (the normal one past
+    1e6): Newton steps on the CDF, kept inside a bracket (bisection when a step leaves it)."""
     z = NormalDist().inv_cdf(confidence)
     if not math.isfinite(df) or df > 1e6:
         return z
     low, high = z, z
     while _t_cdf(high, df) < confidence:
-        high *= 2.0
-    for _ in range(64):
-        middle = (low + high) / 2.0
-        if _t_cdf(middle, df) < confidence:
-            low = middle
+        low, high = high, high * 2.0
+    x = (low + high) / 2.0
+    for _ in range(100):
+        error = _t_cdf(x, df) - confidence
+        if error < 0.0:
+            low = x
         else:
-            high = middle
-    return (low + high) / 2.0
+            high = x
+        step = x - error / _t_density(x, df)
+        x = step if low < step < high else (low + high) / 2.0
+        if high - low < 1e-13 * high or abs(error) < 1e-15:
+            break
+    return x
 
 
 def welch_df(var_ref: float, n_ref: int, var_cand: float, n_cand: int) -> float:

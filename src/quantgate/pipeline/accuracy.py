@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
 from quantgate.envs import machine, sha256_files, tokenizer_sha256
 from quantgate.envs import weights_sha256 as local_weights_sha256
+from quantgate.judge import Verdict
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
     AccuracyOutcome,
@@ -145,6 +146,29 @@ class AccuracyStage(_Core):
             AccuracyCellKey(cell.model, self.params_b(cell.model), cell.scheme, benchmark, family)
         )
 
+    def reused_reference(self, cell: MatrixCell, reference: Reference, decision: Decision) -> AccuracyOutcome:
+        """A BF16 cell that passes on its stored reference: ``reference`` was checked against this run's
+        inputs (``reference``: checkpoint, tools, settings, GPU kind), so nothing it measured has moved."""
+        path = self.reference_path(cell)
+        score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
+        tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
+        reason = "the stored reference was made on this run's inputs"
+        verdict = Verdict(
+            verdict="pass",
+            recovery=1.0,
+            low=1.0,
+            high=1.0,
+            floor=decision.floor,
+            margin=0.0,
+            more_samples=0,
+            items=len(reference.items),
+            candidate_samples=0,
+            reference_samples=self.reference_samples(),
+            assumption=reason,
+            detail=f"pass: BF16 reference reused, not measured again ({reason}: {path})",
+        )
+        return AccuracyOutcome(decision, verdict, path, score, score, (), None, tokens, tokens)
+
     def judge_accuracy(self, server: VllmServer, cell: MatrixCell) -> AccuracyOutcome:
         """Evaluate, judge against the reference, and top up with fresh seeds while inconclusive.
 
@@ -159,6 +183,8 @@ class AccuracyStage(_Core):
         first_samples = self.first_samples(benchmark)
         reference, note = self.reference(cell, server if cell.scheme == "bf16" else None)
         decision = self.recovery_decision(cell)
+        if cell.scheme == "bf16" and note is None and self.spec.accuracy.reuse_reference:
+            return self.reused_reference(cell, reference, decision)
         reference_counts = reference.counts()
         sized = math.isfinite(budget.accuracy_s) and self.spec.accuracy.data is not None
         items: int | None = None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
+from quantgate.confirm import CONFIRMATION_CONFIDENCE
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
 from quantgate.kinds import ScenarioLoad
@@ -25,7 +26,7 @@ from quantgate.rules import Decision, SpeedCellKey
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
 from quantgate.runners.probe import Rate
 from quantgate.runners.serve import VllmServer
-from quantgate.speedjudge import SpeedVerdict, judge_speedup
+from quantgate.speedjudge import DEFAULT_SPEED_CONFIDENCE, SpeedVerdict, judge_speedup
 from quantgate.store import (
     check_comparable,
 )
@@ -310,7 +311,7 @@ class SpeedStage(_Core):
         bf16, bf16_gpus = self.bf16_speed(cell, spec.metric)
         decision = self.speed_decision(cell)
 
-        def judge(figures: Sequence[float]) -> SpeedVerdict:
+        def judge(figures: Sequence[float], confirming: bool) -> SpeedVerdict:
             return judge_speedup(
                 bf16,
                 figures,
@@ -318,7 +319,8 @@ class SpeedStage(_Core):
                 higher_is_better=spec.higher_is_better,
                 reference_gpus=bf16_gpus,
                 candidate_gpus=gpus,
-                cap=self.spec.speed.cap,
+                cap=None if confirming else self.spec.speed.cap,
+                confidence=CONFIRMATION_CONFIDENCE if confirming else DEFAULT_SPEED_CONFIDENCE,
             )
 
         verdict, mine = judge_speed_sequentially(
@@ -326,6 +328,7 @@ class SpeedStage(_Core):
             mine,
             more=lambda total: self.top_up(server, cell, total, spec.metric),
             fresh=lambda repeats: self.confirming_figures(server, cell, repeats, spec.metric),
+            confirm_repeats=self.spec.speed.cap,
         )
         runs = tuple(r for r in self._measured[key] if r.run.scenario == scenario)
         return SpeedOutcome(
