@@ -400,3 +400,32 @@ def minimum_detectable_drop(
     se = math.sqrt(cand_variance.variance + floor * floor * ref.variance)
     detectable = floor - (_z(confidence) + NormalDist().inv_cdf(power)) * se / ref.mean
     return 1.0 - detectable
+
+
+FIRST_LOOK_DROP = 0.10
+FIRST_LOOK_LADDER = (1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64)
+
+
+def first_look_samples(
+    reference: ItemCounts, floor: float, most: int, *, drop: float = FIRST_LOOK_DROP
+) -> int:
+    """Samples per item of a cell's first look: the fewest (of ``FIRST_LOOK_LADDER``) at which one look
+    would catch a loss of ``drop`` recovery with 95 % power (``minimum_detectable_drop``), at most
+    ``most``. Many items need few samples each: MATH-500's 500 need 1-2, GPQA-Diamond's 198 about 8,
+    AIME's 30 more than 64, so ``most``. Top-ups, while the judge is undecided, do the rest
+    (``benchmarks/judge_power.py`` measures the error rates and samples before and after).
+    """
+    for samples in FIRST_LOOK_LADDER:
+        if samples >= most:
+            break
+        if minimum_detectable_drop(reference, floor, samples) <= drop:
+            return samples
+    return most
+
+
+def nominal_reference(
+    items: int, mean: float = 0.5, samples: int = DEFAULT_CAP
+) -> dict[str, tuple[int, int]]:
+    """A stand-in reference for planning before any run: every item solved at ``mean`` (the most
+    sampling noise a mean can have, so the first look it implies is never too small)."""
+    return {f"item-{i}": (samples, round(mean * samples)) for i in range(items)}

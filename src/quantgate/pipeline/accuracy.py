@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
 from quantgate.envs import machine, sha256_files, tokenizer_sha256
 from quantgate.envs import weights_sha256 as local_weights_sha256
-from quantgate.judge import Verdict
+from quantgate.judge import Verdict, first_look_samples
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
     AccuracyOutcome,
@@ -186,6 +186,7 @@ class AccuracyStage(_Core):
         if cell.scheme == "bf16" and note is None and self.spec.accuracy.reuse_reference:
             return self.reused_reference(cell, reference, decision)
         reference_counts = reference.counts()
+        first_samples = first_look_samples(reference_counts, decision.floor, first_samples)
         sized = math.isfinite(budget.accuracy_s) and self.spec.accuracy.data is not None
         items: int | None = None
         cuts: list[Cut] = []
