@@ -56,10 +56,19 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Defer the cell when its expected seconds do not fit (before its devices or server)."""
+    """Defer the cell when it was verified recently (``--qg-fresh``) or its expected seconds do not fit
+    the job budget (before its devices or server)."""
+    from plugins.history import recently_verified
+
     budget = item.config.stash[BUDGET]
     task = item.stash.get(TASK_KEY, None)
-    if budget is None or task is None or item.get_closest_marker("skip"):
+    if task is None or item.get_closest_marker("skip"):
+        return
+    fresh = recently_verified(item, time.time())
+    if fresh is not None:
+        item.user_properties.append((DEFERRED_PROPERTY, fresh))
+        pytest.skip(fresh)
+    if budget is None:
         return
     cell = dict(item.user_properties).get("qg_cell")
     if isinstance(cell, dict):

@@ -6,11 +6,14 @@ where the gate compares them with the history. With a history, served models run
 with a test that has no verdict or whose inputs changed since it, then the rest by their oldest
 verdict, and within a served model on a GPU kind its cells likewise (a served model may hold more work
 than one night); so that a job's budget (``--qg-budget``) defers the cells whose verdicts are freshest.
-Among equals placement's own order (longest first; the cpu kind file's, BF16 first) stands.
+Among equals placement's own order (longest first; the cpu kind file's, BF16 first) stands. With
+``--qg-fresh DAYS`` a cell verified green on the same inputs within DAYS is not run again
+(``recently_verified``): the nightly spends GPU-hours only on what is stale or changed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from quantgate.errors import QuantgateError
 from quantgate.verdicts import Verdict, load_verdicts
 
 HISTORY = pytest.StashKey[dict[str, Verdict] | None]()
+FRESH_DAYS = pytest.StashKey[float | None]()
 INPUTS = pytest.StashKey[dict[str, str]]()
 TOOLS = pytest.StashKey[str]()
 SETTINGS = pytest.StashKey[dict[tuple[str, str], str]]()
@@ -34,6 +38,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[HISTORY] = load_verdicts(Path(given)) if given else None
     except QuantgateError as exc:
         raise pytest.UsageError(f"quantgate: {exc}") from None
+    fresh = str(setting(config, "qg_fresh") or "")
+    try:
+        days = float(fresh) if fresh else None
+    except ValueError:
+        days = -1.0
+    if days is not None and not (days > 0 and math.isfinite(days)):
+        raise pytest.UsageError(
+            f"quantgate: --qg-fresh / ini qg_fresh: {fresh!r} is not a number of days > 0"
+        )
+    if days is not None and not given:
+        raise pytest.UsageError("quantgate: --qg-fresh needs --qg-history (the verdicts it reads)")
+    config.stash[FRESH_DAYS] = days
+
+
+def recently_verified(item: pytest.Item, now: float) -> str | None:
+    """Why the item need not run (its last verdict green, on the same inputs, younger than
+    ``--qg-fresh``), or ``None``."""
+    days = item.config.stash.get(FRESH_DAYS, None)
+    history = item.config.stash.get(HISTORY, None)
+    if days is None or history is None:
+        return None
+    last = history.get(item.nodeid)
+    if last is None or not last.green or last.changed(cell_inputs(item)):
+        return None
+    age = (now - last.at.timestamp()) / 86400.0
+    if age >= days:
+        return None
+    return f"verified {age:.1f} days ago on the same inputs ({last.status}; --qg-fresh {days:g})"
 
 
 def cell_inputs(item: pytest.Item) -> dict[str, str]:

@@ -145,6 +145,16 @@ OPTIONS = (
         ini=True,
         default="",
     ),
+    Option(
+        "--qg-fresh",
+        "with --qg-history: a cell whose last verdict is green, on the same inputs and younger than DAYS "
+        "is not run again (deferred: 'verified N days ago'; the gate accepts it until --max-age), so "
+        "a nightly verifies each cell about once in DAYS and stops when nothing is stale. Default: "
+        "run every cell",
+        "DAYS",
+        ini=True,
+        default="",
+    ),
     # the pipeline's suites (plugins.lane)
     Option(
         "--qg-lane",

@@ -554,3 +554,41 @@ def test_with_a_history_changed_then_stalest_served_models_run_first(
     assert served[:2] == ["Qwen-1.5B-int8-w8a8", "Llama-70B-fp8-w8a8"], served
     without = gate.runpytest_subprocess("--collect-only", "-q", "-m", "h100", "--qg-gpus", "h100:8")
     assert [line.split("[")[1].rstrip("]") for line in _collected(without)] != order
+
+
+def test_fresh_verdicts_are_not_run_again(gate: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--qg-fresh 3: cells verified green a day ago on the same inputs are deferred with the reason, the
+    rest run; with a changed checkpoint or a verdict older than the limit a cell runs; the gate accepts
+    the deferred ones on the history."""
+    from datetime import UTC, datetime, timedelta
+
+    from quantgate.gate import decide
+    from quantgate.verdicts import Outcome, load_verdicts, save_verdicts, updated
+
+    gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8").assert_outcomes(passed=H100_CELLS)
+    rows = [c for c in _coverage(gate)["cells"] if c["status"] == "passed"]
+    now = datetime.now(UTC)
+    fresh = [Outcome(c["node_id"], c["cell_id"], "passed", "", c["inputs"]) for c in rows[:10]]
+    old = [Outcome(c["node_id"], c["cell_id"], "passed", "", c["inputs"]) for c in rows[10:20]]
+    changed = [
+        Outcome(c["node_id"], c["cell_id"], "passed", "", {**c["inputs"], "checkpoint": "another"})
+        for c in rows[20:25]
+    ]
+    history = updated(updated({}, fresh + changed, now - timedelta(days=1)), old, now - timedelta(days=4))
+    save_verdicts(gate.path / "verdicts.json", history)
+    result = gate.runpytest_subprocess(
+        "-m", "h100", "--qg-gpus", "h100:8", "--qg-history", "verdicts.json", "--qg-fresh", "3"
+    )
+    result.assert_outcomes(passed=H100_CELLS - 10, skipped=10)
+    deferred = {c["cell_id"]: c["reason"] for c in _coverage(gate)["cells"] if c["status"] == "deferred"}
+    assert set(deferred) == {o.cell_id for o in fresh}
+    assert all(r.startswith("verified 1.0 days ago on the same inputs") for r in deferred.values()), deferred
+    cells = [c["cell_id"] for c in rows]
+    verdict = decide(
+        [gate.path / ".quantgate" / "coverage.json"],
+        cells,
+        history=load_verdicts(gate.path / "verdicts.json"),
+    )
+    assert verdict.passed, verdict.summary()
+    bad = gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8", "--qg-fresh", "3")
+    assert "--qg-fresh needs --qg-history" in bad.stderr.str()

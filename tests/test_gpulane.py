@@ -400,3 +400,22 @@ def test_a_bf16_cell_passes_on_its_reference_while_the_inputs_are_the_same(tmp_p
     path.write_text(json.dumps(stored))
     with pytest.raises(QuantgateError, match="vllm"):
         lane(tmp_path, 1.0).judge_accuracy(Server(), bf16)  # type: ignore[arg-type]
+
+
+def test_a_bf16_speed_cell_reports_its_stored_reference_while_the_inputs_are_the_same(tmp_path: Path) -> None:
+    reference = lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    nightly = lane(tmp_path, 1.0)
+    outcome = nightly.judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    bench = nightly._bench_worker
+    assert isinstance(bench, RecordedGpuBench)
+    assert bench.folders == [], "nothing benched"
+    assert outcome.figures == reference.figures
+    assert outcome.runs == ()
+    assert "BF16 speed reference reused" in str(outcome.as_record()["detail"])
+    path = nightly.speed_reference_path(cell("bf16"))
+    stored = json.loads(path.read_text())
+    stored["provenance"]["vllm"] = "0.31.0"
+    path.write_text(json.dumps(stored))
+    again = lane(tmp_path, 1.0)
+    measured = again.judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
+    assert len(measured.runs) == 24, "a changed input measures BF16 again"

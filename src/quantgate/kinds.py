@@ -104,11 +104,14 @@ class SpeedSettings(Strict):
     ``baselines/<kind>/<model>/speed/`` (a GPU kind's shards split a model's schemes across runners).
     ``cap``: the most repeats a quantized cell reaches by top-ups while the speed judge is undecided
     (``quantgate.speedjudge``; unset: the verdict on ``repeats``); ``reference_repeats``: BF16's repeats
-    (the reference every quantized cell is compared with; default ``repeats``)."""
+    (the reference every quantized cell is compared with; default ``repeats``); ``reuse_reference``
+    (``stored`` only): a BF16 cell whose stored reference was made on this run's inputs reports it
+    instead of benching again."""
 
     repeats: int = Field(ge=2)
     cap: int | None = Field(default=None, ge=2)
     reference_repeats: int | None = Field(default=None, ge=2)
+    reuse_reference: bool = False
     warmups: int = Field(default=2, ge=0)
     scenarios: dict[Scenario, ScenarioLoad] = Field(min_length=1)
     reference: Literal["session", "stored"] = "session"

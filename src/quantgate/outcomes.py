@@ -42,6 +42,7 @@ class SpeedOutcome:
     gpus: int = 1
     bf16_gpus: int = 1
     reference_note: str | None = None
+    reused: str | None = None
 
     def benchmark_entries(self, model: str, scheme: str, prefix: str) -> list[dict[str, object]]:
         """pytest-benchmark entries of this scenario's runs (``fullname`` ``<prefix>::<scenario>[...]``)."""
@@ -60,6 +61,8 @@ class SpeedOutcome:
             "bf16_geomean": geometric_mean(self.bf16_figures),
             "verdict": None if self.verdict is None else self.verdict.verdict,
         }
+        if self.reused:
+            record["detail"] = self.reused
         if self.decision is not None and self.verdict is not None:
             record.update(
                 speedup=self.verdict.speedup,

@@ -276,6 +276,42 @@ class SpeedStage(_Core):
             )
         return scenario_figures(measured, cell.scenario or "", metric), 1
 
+    def reuses_speed_reference(self, cell: MatrixCell) -> bool:
+        """A BF16 cell of a kind that reuses stored references, whose reference holds for this run."""
+        speed = self.spec.speed
+        path = self.speed_reference_path(cell)
+        stored = speed.reference == "stored" and speed.reuse_reference and not self.update_baselines
+        if not (stored and cell.scheme == "bf16" and path.exists()):
+            return False
+        try:
+            stored_reference = load_speed_reference(path)
+            check_comparable(
+                path, stored_reference.provenance, self.speed_provenance(cell), SPEED_MUST_MATCH, ""
+            )
+        except QuantgateError:
+            return False
+        return True
+
+    def reused_speed_reference(self, cell: MatrixCell) -> SpeedOutcome:
+        """A BF16 speed cell that reports its stored reference, checked against this run's inputs (a
+        changed input is an error that says how to measure it again): nothing is benched."""
+        spec = self.catalog.scenarios[cell.scenario or ""]
+        figures, gpus = self.bf16_speed(cell, spec.metric)
+        note = f"BF16 speed reference reused, not measured again ({self.speed_reference_path(cell)})"
+        return SpeedOutcome(
+            cell.scenario or "",
+            spec.metric,
+            spec.higher_is_better,
+            figures,
+            figures,
+            None,
+            None,
+            (),
+            gpus,
+            gpus,
+            reused=note,
+        )
+
     def judge_speed(self, server: VllmServer, cell: MatrixCell) -> SpeedOutcome:
         """The cell's scenario figures (its served model and workload benched once per session) against
         BF16's. A failed bench fails every scenario of it with that error instead of benching again.
@@ -286,6 +322,8 @@ class SpeedStage(_Core):
         reported beside it.
         """
         key = (cell.model, cell.scheme, cell.workload or "")
+        if self.reuses_speed_reference(cell):
+            return self.reused_speed_reference(cell)
         if key in self._bench_failed:
             raise self._bench_failed[key]
         if key not in self._measured:
