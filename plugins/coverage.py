@@ -19,6 +19,7 @@ import pytest
 
 from plugins.budget import DEFERRED_PROPERTY
 from plugins.gpu import STATE, GpuSession, path_option
+from plugins.history import FRESH_REASON
 from plugins.options import setting
 from quantgate.datafile import atomic_write_text
 from quantgate.devices.durations import Durations, save_durations
@@ -97,7 +98,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     cells = _write_coverage(config, state, complete=True)
     ran = [c for c in cells if c["status"] in RAN]
     selected = [c for c in cells if c["status"] != "deselected"]
-    tried = [c for c in selected if c["status"] not in (None, "collected")]
+    tried = [c for c in selected if c["status"] not in (None, "collected") and not _fresh(c)]
     allow = bool(setting(config, "qg_allow_empty"))
     if tried and not ran and not allow:
         reasons = _top_reasons(tried)
@@ -108,6 +109,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = max(int(session.exitstatus), int(pytest.ExitCode.TESTS_FAILED))
     if ran:
         _learn_durations(config, state, ran)
+
+
+def _fresh(cell: dict[str, Any]) -> bool:
+    """Deferred because verified recently (``--qg-fresh``): not run by choice, and the gate decides."""
+    return cell["status"] == "deferred" and str(cell.get("reason") or "").startswith(FRESH_REASON + " ")
 
 
 def _write_coverage(config: pytest.Config, state: GpuSession, complete: bool) -> list[dict[str, Any]]:

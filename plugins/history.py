@@ -25,6 +25,7 @@ from quantgate.verdicts import Verdict, load_verdicts
 
 HISTORY = pytest.StashKey[dict[str, Verdict] | None]()
 FRESH_DAYS = pytest.StashKey[float | None]()
+FRESH_REASON = "verified"
 INPUTS = pytest.StashKey[dict[str, str]]()
 TOOLS = pytest.StashKey[str]()
 SETTINGS = pytest.StashKey[dict[tuple[str, str], str]]()
@@ -65,7 +66,7 @@ def recently_verified(item: pytest.Item, now: float) -> str | None:
     age = (now - last.at.timestamp()) / 86400.0
     if age >= days:
         return None
-    return f"verified {age:.1f} days ago on the same inputs ({last.status}; --qg-fresh {days:g})"
+    return f"{FRESH_REASON} {age:.1f} days ago on the same inputs ({last.status}; --qg-fresh {days:g})"
 
 
 def cell_inputs(item: pytest.Item) -> dict[str, str]:

@@ -35,7 +35,7 @@ FAILURE_ATTRIBUTE = "quantgate_failure"
 
 @dataclass(frozen=True)
 class Served:
-    """A cell's pipeline and the running server of its served model."""
+    """A cell's pipeline and the running server of its served model (``None`` for a reused reference)."""
 
     pipeline: Any
     server: Any
@@ -298,13 +298,16 @@ def qg_lane_session(pytestconfig: pytest.Config) -> Iterator[LaneSession]:
 @pytest.fixture
 def qg_server(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> Served:
     """The test's cell's pipeline and the running server of its served model: on the devices of the
-    cell's lease (GPU kinds), or on the CPU with the kind's previous server stopped first."""
+    cell's lease (GPU kinds), or on the CPU with the kind's previous server stopped first. A BF16 cell
+    that passes on its stored reference (``reuse_reference``) gets no server and no devices."""
     from plugins.matrix import CELL_KEY
 
     cell = request.node.stash.get(CELL_KEY, None)
     if cell is None:
         pytest.fail("quantgate: qg_server is for matrix cells", pytrace=False)
     pipeline = qg_lane_session.pipeline(cell.gpu)
+    if pipeline.reuses_reference(cell):
+        return Served(pipeline, None)
     lease = None if cell.gpu == "cpu" else request.getfixturevalue("qg_lease")
     checkpoint = pipeline.checkpoint(cell)
     server = pipeline.serve(cell, lease)

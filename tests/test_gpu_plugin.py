@@ -590,5 +590,12 @@ def test_fresh_verdicts_are_not_run_again(gate: pytest.Pytester, monkeypatch: py
         history=load_verdicts(gate.path / "verdicts.json"),
     )
     assert verdict.passed, verdict.summary()
+    history = updated({}, [Outcome(c["node_id"], c["cell_id"], "passed", "", c["inputs"]) for c in rows], now)
+    save_verdicts(gate.path / "verdicts.json", history)
+    idle = gate.runpytest_subprocess(
+        "-m", "h100", "--qg-gpus", "h100:8", "--qg-history", "verdicts.json", "--qg-fresh", "3"
+    )
+    idle.assert_outcomes(skipped=H100_CELLS)
+    assert idle.ret == pytest.ExitCode.OK, "a night with every cell fresh is not an empty run"
     bad = gate.runpytest_subprocess("-m", "h100", "--qg-gpus", "h100:8", "--qg-fresh", "3")
     assert "--qg-fresh needs --qg-history" in bad.stderr.str()

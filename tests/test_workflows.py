@@ -116,7 +116,7 @@ def test_the_cpu_rehearsal_runs_the_nightly_workflows_steps_in_its_order() -> No
         ("setup", 0),
         ("inventory", 2),
         ("plan", 3),
-        ("cells", 6),
+        ("cells", 7),
         ("setup", 0),
         ("gate", 3),
         ("compare", 3),

@@ -6,10 +6,12 @@
 #   tools/nightly.sh setup                          the project environment (.venv, quantgate and its test tools)
 #   tools/nightly.sh inventory KIND N               fail unless this machine has N devices of KIND (cpu: cores)
 #   tools/nightly.sh plan KIND SHARD NAME           where and when each cell of the shard would run (out/plan-NAME.json)
-#   tools/nightly.sh cells KIND N SHARD NAME BUDGET HISTORY
+#   tools/nightly.sh cells KIND N SHARD NAME BUDGET HISTORY FRESH
 #                                                   the shard's cells on N xdist workers within BUDGET (8h, 90m,
-#                                                   or none), those with the oldest verdicts in HISTORY first:
-#                                                   coverage, JUnit, report; cells that do not fit are deferred
+#                                                   or none), those with the oldest verdicts in HISTORY first,
+#                                                   none verified green on the same inputs in the last FRESH
+#                                                   days (or none): coverage, JUnit, report; the cells left
+#                                                   out are deferred
 #   tools/nightly.sh gate KINDS ARTIFACTS HISTORY   fail on any failed or uncovered cell of KINDS over every job;
 #                                                   a deferred cell passes only on a green verdict under 7 days
 #                                                   old in HISTORY (a verdict file, updated with this night's)
@@ -43,7 +45,12 @@ case "$step" in
     mkdir -p out
     budget=()
     if [ "$5" != none ]; then budget=(--qg-budget "$5"); fi
-    if [ -f "$6" ]; then budget+=(--qg-history "$6"); else echo "no verdict history at $6: every cell is new"; fi
+    if [ -f "$6" ]; then
+      budget+=(--qg-history "$6")
+      if [ "$7" != none ]; then budget+=(--qg-fresh "$7"); fi
+    else
+      echo "no verdict history at $6: every cell is new"
+    fi
     "$VENV/bin/pytest" suites -m "$1" -n "$2" --qg-shard "$3" -p no:randomly "${budget[@]}" \
       --qg-coverage "out/coverage-$4.json" --junitxml "out/junit-$4.xml" --qg-report "out/report-$4"
     ;;

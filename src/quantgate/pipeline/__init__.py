@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantgate.matrix import MatrixCell
 from quantgate.pipeline.accuracy import AccuracyStage
 from quantgate.pipeline.core import Checkpoint, PipelineCore, local_cells
 from quantgate.pipeline.speed import SpeedReference, SpeedStage, load_speed_reference
@@ -32,6 +33,12 @@ from quantgate.pipeline.speed import SpeedReference, SpeedStage, load_speed_refe
 @dataclass
 class Pipeline(AccuracyStage, SpeedStage, PipelineCore):
     """One session's work on one kind: checkpoints, servers, workers, measurements, references."""
+
+    def reuses_reference(self, cell: MatrixCell) -> bool:
+        """Whether the cell is a BF16 cell that passes on its stored reference (no server needed)."""
+        if cell.kind == "accuracy":
+            return self.reuses_accuracy_reference(cell)
+        return self.reuses_speed_reference(cell)
 
 
 __all__ = ["Checkpoint", "Pipeline", "SpeedReference", "load_speed_reference", "local_cells"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
 from quantgate.envs import machine, sha256_files, tokenizer_sha256
 from quantgate.envs import weights_sha256 as local_weights_sha256
+from quantgate.errors import QuantgateError
 from quantgate.judge import Verdict, first_look_samples
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
@@ -145,6 +146,18 @@ class AccuracyStage(_Core):
         return self.rules.recovery_for(
             AccuracyCellKey(cell.model, self.params_b(cell.model), cell.scheme, benchmark, family)
         )
+
+    def reuses_accuracy_reference(self, cell: MatrixCell) -> bool:
+        """A BF16 cell of a kind that reuses references, whose stored reference holds for this run."""
+        path = self.reference_path(cell)
+        reuse = self.spec.accuracy.reuse_reference and not self.update_baselines
+        if not (reuse and cell.scheme == "bf16" and path.exists()):
+            return False
+        try:
+            self.reference(cell)
+        except QuantgateError:
+            return False
+        return True
 
     def reused_reference(self, cell: MatrixCell, reference: Reference, decision: Decision) -> AccuracyOutcome:
         """A BF16 cell that passes on its stored reference: ``reference`` was checked against this run's
