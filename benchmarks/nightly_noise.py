@@ -1,8 +1,9 @@
 """Whole nightlies of one GPU kind by simulation: is the gate red on noise, and does it see a real loss?
 
 Every gating cell of the kind (catalog x rules, as ``pytest suites -m KIND`` selects them) is judged by
-the project's own code: accuracy by ``quantgate.outcomes.judge_sequentially`` (first look, top-ups,
-confirmation of a fail with fresh seeds), speed by ``quantgate.outcomes.judge_speed_sequentially`` with
+the project's own code: accuracy by ``quantgate.outcomes.judge_sequentially`` at the judge's cap for the
+cell (``quantgate.judge.samples_to_detect``; first look, top-ups, confirmation of a fail with fresh
+seeds), speed by ``quantgate.outcomes.judge_speed_sequentially`` with
 ``quantgate.speedjudge.judge_speedup`` at the GPU kind file's repeats, cap and BF16 reference repeats
 (top-ups, confirmation of a fail by a fresh bench). BF16 accuracy cells pass on their stored references
 while the inputs hold (the kind's ``reuse_reference``), so they are not judged here. Only the tools'
@@ -46,9 +47,9 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
 from quantgate.confirm import CONFIRMATION_CONFIDENCE  # noqa: E402
-from quantgate.judge import DEFAULT_CAP  # noqa: E402
+from quantgate.judge import DEFAULT_CAP, samples_to_detect  # noqa: E402
 from quantgate.kinds import GPU_KIND_FILE, KindSpec, load_kind  # noqa: E402
-from quantgate.matrix import MatrixCell, estimate_cell_seconds, expand  # noqa: E402
+from quantgate.matrix import MatrixCell, estimate_cell_seconds, expand, planned_samples  # noqa: E402
 from quantgate.outcomes import judge_sequentially, judge_speed_sequentially  # noqa: E402
 from quantgate.published import load_published  # noqa: E402
 from quantgate.replay import Replay  # noqa: E402
@@ -74,6 +75,8 @@ class AccuracyCell:
     floor: float
     rates: list[float]
     first_samples: int
+    detect_drop: float
+    planned_samples: float
     seconds: float
 
     def items(self) -> list[str]:
@@ -125,7 +128,13 @@ def accuracy_cells(catalog: Catalog, rules: Rules, kind: str, rng: random.Random
         assert bench.sampling is not None
         rates = item_rates(mean, SPREAD_BY_BENCHMARK[cell.benchmark], bench.items, rng)
         seconds = estimate_cell_seconds(catalog, cell) * max(1, cell.requirement.count)
-        out.append(AccuracyCell(cell, decision.floor, rates, bench.sampling.samples, seconds))
+        sampling = bench.sampling
+        planned = planned_samples(bench.items, sampling.samples, sampling.detect_drop)
+        out.append(
+            AccuracyCell(
+                cell, decision.floor, rates, sampling.samples, sampling.detect_drop, planned, seconds
+            )
+        )
     return out
 
 
@@ -188,11 +197,11 @@ def night_accuracy(
         }
         return Evaluation(job, counts, {}, 0.0, Path(f"look{number}"), Path(), 0.0)
 
-    verdict, looks, _ = judge_sequentially(
-        evaluate, reference, cell.floor, cell.first_samples, Path("ref"), cap=DEFAULT_CAP
-    )
+    cap = samples_to_detect(reference, cell.floor, cell.detect_drop, DEFAULT_CAP)
+    first = min(cell.first_samples, cap)
+    verdict, looks, _ = judge_sequentially(evaluate, reference, cell.floor, first, Path("ref"), cap=cap)
     drawn = [look.job.samples for look in looks]
-    per_sample = cell.seconds / cell.first_samples
+    per_sample = cell.seconds / cell.planned_samples
     confirmed = "fresh data" in verdict.detail or "confirmed" in verdict.detail
     series = drawn[:-1] if confirmed else drawn
     cost.top_up_s += per_sample * sum(series[1:])

@@ -61,7 +61,7 @@ def shard_tasks(catalog: Catalog, kind: str, shard: int, shards: int, before: bo
     cell at the catalog's samples per item), for the GPU-hours it saves."""
     saved = matrix.planned_samples
     if before:
-        matrix.planned_samples = lambda items, most: float(most)  # type: ignore[assignment]
+        matrix.planned_samples = lambda items, most, *_: float(most)  # type: ignore[assignment]
     try:
         tasks = [
             task_for_cell(catalog, cell, cell.cell_id, Durations())

@@ -302,3 +302,27 @@ class TestSequentialSpeed:
         early = judge_speedup(reference, candidate, 1.0, higher_is_better=True, cap=12)
         assert early.high > fixed.high
         assert early.low < fixed.low
+
+
+class TestCellSize:
+    """A cell's cap is the fewest samples per item that catch the benchmark's loss with 95 % power."""
+
+    def test_many_items_need_few_samples_and_few_items_many(self) -> None:
+        from quantgate.judge import DETECT_LADDER, nominal_reference, samples_to_detect
+
+        many = nominal_reference(500, 0.85)
+        cap = samples_to_detect(many, 0.97, 0.05, 64)
+        assert cap < 20
+        assert minimum_detectable_drop(many, 0.97, cap) <= 0.05
+        fewer = DETECT_LADDER[DETECT_LADDER.index(cap) - 1]
+        assert minimum_detectable_drop(many, 0.97, fewer) > 0.05
+        assert samples_to_detect(nominal_reference(30, 0.5), 0.97, 0.10, 64) >= 32
+        assert samples_to_detect(many, 0.97, 0.05, 2) == 2
+        assert samples_to_detect(nominal_reference(30, 0.5), 0.97, 0.01, 64) == 64, "out of reach: the most"
+
+    def test_the_nominal_reference_keeps_its_mean(self) -> None:
+        from quantgate.judge import nominal_reference
+
+        for mean in (0.3, 0.56, 0.92):
+            counts = nominal_reference(600, mean).values()
+            assert sum(c for _, c in counts) / sum(n for n, _ in counts) == pytest.approx(mean, abs=0.01)

@@ -172,11 +172,15 @@ class GpuKind(Strict):
 
 
 class Sampling(Strict):
-    """Sampling parameters of a sampled benchmark; ``samples`` is the starting count per item."""
+    """Sampling parameters of a sampled benchmark; ``samples`` is the most a first look draws per item;
+    ``detect_drop`` the recovery loss a cell must catch with 95 % power, from which the judge sizes the
+    cell (``quantgate.judge.samples_to_detect``); ``typical_score`` a BF16 score to plan with."""
 
     temperature: Annotated[float, Field(ge=0)]
     top_p: Annotated[float, Field(gt=0, le=1)]
     samples: PositiveInt
+    detect_drop: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    typical_score: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
 
 class BenchmarkSpec(Strict):

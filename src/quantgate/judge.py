@@ -402,20 +402,20 @@ def minimum_detectable_drop(
     return 1.0 - detectable
 
 
-FIRST_LOOK_DROP = 0.10
-FIRST_LOOK_LADDER = (1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64)
+DETECT_DROP = 0.10
+DETECT_LADDER = (1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64)
 
 
-def first_look_samples(
-    reference: ItemCounts, floor: float, most: int, *, drop: float = FIRST_LOOK_DROP
-) -> int:
-    """Samples per item of a cell's first look: the fewest (of ``FIRST_LOOK_LADDER``) at which one look
-    would catch a loss of ``drop`` recovery with 95 % power (``minimum_detectable_drop``), at most
-    ``most``. Many items need few samples each: MATH-500's 500 need 1-2, GPQA-Diamond's 198 about 8,
-    AIME's 30 more than 64, so ``most``. Top-ups, while the judge is undecided, do the rest
-    (``benchmarks/judge_power.py`` measures the error rates and samples before and after).
+def samples_to_detect(reference: ItemCounts, floor: float, drop: float, most: int) -> int:
+    """The fewest samples per item (of ``DETECT_LADDER``) at which one look catches a recovery loss of
+    ``drop`` with 95 % power (``minimum_detectable_drop``), at most ``most``: the judge's cap for a cell.
+
+    Many items need few samples each: MATH-500's 500 items catch a 5 % loss at about 4, GPQA-Diamond's
+    198 a 10 % loss at about 8, AIME's 30 need the whole 64. At its cap the judge always decides, so a
+    cell sized this way costs what its benchmark needs, not a fixed 20 or 64 per item
+    (``benchmarks/judge_power.py`` prints the error rates and samples before and after).
     """
-    for samples in FIRST_LOOK_LADDER:
+    for samples in DETECT_LADDER:
         if samples >= most:
             break
         if minimum_detectable_drop(reference, floor, samples) <= drop:
@@ -426,6 +426,10 @@ def first_look_samples(
 def nominal_reference(
     items: int, mean: float = 0.5, samples: int = DEFAULT_CAP
 ) -> dict[str, tuple[int, int]]:
-    """A stand-in reference for planning before any run: every item solved at ``mean`` (the most
-    sampling noise a mean can have, so the first look it implies is never too small)."""
-    return {f"item-{i}": (samples, round(mean * samples)) for i in range(items)}
+    """A stand-in reference for planning before any run: a third of the items solved at ``mean``, the
+    rest at 0.95 or 0.05 in the shares that keep the mean (reasoning benchmarks have many items solved
+    nearly always or nearly never); it reproduces ``samples_to_detect`` of the simulated profiles of
+    ``benchmarks/judge_power.py`` (AIME 48, GPQA-Diamond 8, MATH-500 8 at a mean of 0.85)."""
+    high = (mean - 0.05) / 0.9
+    rates = [mean if i % 3 == 0 else 0.95 if i / items < high else 0.05 for i in range(items)]
+    return {f"item-{i}": (samples, round(rate * samples)) for i, rate in enumerate(rates)}

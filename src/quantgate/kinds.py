@@ -64,8 +64,9 @@ class ServerSettings(Strict):
 class AccuracySettings(Strict):
     """How a kind evaluates: lighteval's task file and quantgate's model backend, the folder of the
     tasks' local data (one sub-folder per catalog benchmark; ``None``: the hub datasets), the generation
-    limit (``None``: the cell's context) and samples per item of a first look (``None``: the catalog's)
-    and of a BF16 reference (``None``: the judge's cap). Temperature and top-p are the catalog's.
+    limit (``None``: the cell's context) and the most samples per item of a first look (``None``: the
+    catalog's; the judge picks fewer where they suffice, never under ``min_first_samples``) and of a
+    BF16 reference (``None``: the judge's cap). Temperature and top-p are the catalog's.
     ``reuse_reference``: a BF16 cell whose stored reference was made on this run's inputs (its provenance
     matches) passes on it instead of being evaluated again; any change of inputs measures it."""
 
@@ -74,6 +75,7 @@ class AccuracySettings(Strict):
     data: Path | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     first_samples: int | None = Field(default=None, ge=1)
+    min_first_samples: int = Field(default=1, ge=1)
     reference_samples: int | None = Field(default=None, ge=2)
     seed: int = Field(default=0, ge=0)
     concurrency: int = Field(default=8, ge=1)

@@ -43,7 +43,7 @@ from quantgate.devices.durations import Durations, estimate_startup_seconds
 from quantgate.devices.fit import Fit, compute_path_problem, fit_served_model
 from quantgate.devices.placement import Task, shard_of_groups
 from quantgate.errors import QuantgateError
-from quantgate.judge import first_look_samples, nominal_reference
+from quantgate.judge import DEFAULT_CAP, nominal_reference, samples_to_detect
 
 CellKind = Literal["accuracy", "performance"]
 
@@ -258,17 +258,18 @@ ITL_PER_B_S = 0.0004
 SWEEP_SECONDS = 600.0
 
 
-# Mean samples over the first look, top-ups included (benchmarks/judge_power.py: 4.8 at a first look of
-# 4 on MATH-500, 32 at 20 on AIME, when nothing changed).
-TOP_UP_FACTOR = 1.25
+# A cell whose cap is above the first look tops up while undecided (benchmarks/judge_power.py: AIME
+# starting at 20 of 64 used 31 samples per item on average when nothing changed).
+TOP_UP_FACTOR = 1.5
 
 
 @functools.lru_cache(maxsize=64)
-def planned_samples(items: int, most: int) -> float:
-    """Samples per item an accuracy cell is planned with: the judge's first look on a nominal reference
-    (``quantgate.judge.first_look_samples``, floor 0.97) and its usual top-ups, at most ``most``."""
-    first = first_look_samples(nominal_reference(items), 0.97, most)
-    return min(float(most), first * TOP_UP_FACTOR)
+def planned_samples(items: int, most: int, drop: float, typical: float = 0.5) -> float:
+    """Samples per item an accuracy cell is planned with: the judge's cap for a nominal reference of the
+    benchmark's typical score (``quantgate.judge.samples_to_detect``, floor 0.97) when a first look
+    reaches it, else a first look of ``most`` and its usual top-ups."""
+    cap = samples_to_detect(nominal_reference(items, typical), 0.97, drop, DEFAULT_CAP)
+    return float(cap) if cap <= most else min(float(cap), most * TOP_UP_FACTOR)
 
 
 def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
@@ -279,8 +280,8 @@ def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
     whatever the scheme and GPU kind.
 
     * sampled accuracy (reasoning): ``items x samples x 6000`` generated tokens (R1-distill models
-      think 3k-12k tokens per answer on AIME, MATH-500 and GPQA), ``samples`` the judge's first look
-      for the item count (``planned_samples``);
+      think 3k-12k tokens per answer on AIME, MATH-500 and GPQA), ``samples`` what the judge needs for
+      the item count (``planned_samples``);
     * deterministic accuracy (few-shot, log-likelihood): ``items x (fewshot + 1) x 200`` prompt
       tokens at 0.05 of a generated token each (prefill is ~20x cheaper than decoding), plus 256
       generated tokens per item for generative metrics (GSM8K exact match);
@@ -295,9 +296,9 @@ def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
         bench = catalog.benchmark(cell.target)
         items = bench.items or 0
         if bench.sampling is not None:
-            return (
-                items * planned_samples(items, bench.sampling.samples) * REASONING_OUTPUT_TOKENS * per_token
-            )
+            sampling = bench.sampling
+            samples = planned_samples(items, sampling.samples, sampling.detect_drop, sampling.typical_score)
+            return items * samples * REASONING_OUTPUT_TOKENS * per_token
         prompt = (bench.fewshot or 0) + 1
         tokens = items * prompt * PROMPT_TOKENS_PER_SHOT * PREFILL_COST
         if bench.metric == "exact_match_strict":

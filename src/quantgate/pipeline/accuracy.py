@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
 from quantgate.envs import machine, sha256_files, tokenizer_sha256
 from quantgate.envs import weights_sha256 as local_weights_sha256
 from quantgate.errors import QuantgateError
-from quantgate.judge import Verdict, first_look_samples
+from quantgate.judge import DETECT_DROP, Verdict, samples_to_detect
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
     AccuracyOutcome,
@@ -147,6 +147,16 @@ class AccuracyStage(_Core):
             AccuracyCellKey(cell.model, self.params_b(cell.model), cell.scheme, benchmark, family)
         )
 
+    def cell_cap(self, cell: MatrixCell, reference: Mapping[str, tuple[int, int]], floor: float) -> int:
+        """The most samples per item the cell's judge draws: the fewest that catch the benchmark's
+        ``detect_drop`` (``samples_to_detect``), never under the kind's ``min_first_samples``."""
+        sampling = self.catalog.benchmarks[cell.benchmark or ""].sampling
+        drop = sampling.detect_drop if sampling is not None else DETECT_DROP
+        most = self.reference_samples()
+        return max(
+            samples_to_detect(reference, floor, drop, most), min(self.spec.accuracy.min_first_samples, most)
+        )
+
     def reuses_accuracy_reference(self, cell: MatrixCell) -> bool:
         """A BF16 cell of a kind that reuses references, whose stored reference holds for this run."""
         path = self.reference_path(cell)
@@ -199,7 +209,8 @@ class AccuracyStage(_Core):
         if cell.scheme == "bf16" and note is None and self.spec.accuracy.reuse_reference:
             return self.reused_reference(cell, reference, decision)
         reference_counts = reference.counts()
-        first_samples = first_look_samples(reference_counts, decision.floor, first_samples)
+        cap = self.cell_cap(cell, reference_counts, decision.floor)
+        first_samples = min(first_samples, cap)
         sized = math.isfinite(budget.accuracy_s) and self.spec.accuracy.data is not None
         items: int | None = None
         cuts: list[Cut] = []
@@ -261,7 +272,7 @@ class AccuracyStage(_Core):
             decision.floor,
             first_samples,
             self.reference_path(cell),
-            cap=self.reference_samples(),
+            cap=cap,
             fits=fits if sized else None,
         )
         score = sum(c for _, c in counts.values()) / sum(n for n, _ in counts.values())
