@@ -22,9 +22,12 @@ and picks:
 Everything else is delegated; calls that arrive before the choice (workers coming up, their
 collections) are replayed into the chosen scheduler. Example scopes::
 
-    tests/test_judge.py::test_pass                                  -> tests/test_judge.py::test_pass
-    suites/test_accuracy.py::test_cell[Qwen-7B-bf16-h100-aime24]    -> Qwen-7B/bf16/h100/tp1
-    suites/test_performance.py::test_cell[Qwen-7B-bf16-h100-rag]    -> Qwen-7B/bf16/h100/tp1
+    tests/test_judge.py::test_pass                                   -> tests/test_judge.py::test_pass
+    suites/test_matrix.py::test_accuracy[Qwen-7B-bf16-h100-aime24]   -> Qwen-7B/bf16/h100/tp1
+    suites/test_matrix.py::test_speed[Qwen-7B-bf16-h100-server-rag]  -> Qwen-7B/bf16/h100/tp1
+
+When xdist lets a plugin give the controller an item's group (pytest-dev/pytest-xdist#709, open), this
+module and ``groups.json`` can go: ``loadgroup`` with the served model as the group is the same policy.
 """
 
 from __future__ import annotations

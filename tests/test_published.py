@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quantgate.catalog import Catalog, load_catalog
+from quantgate.datafile import load_document
 from quantgate.errors import QuantgateError
 from quantgate.published import PublishedBaselines, load_published
 
@@ -40,7 +41,7 @@ main = _tool.main
 printed_decimals = _tool.printed_decimals
 render = _tool.render
 COMMITTED = REPO / "baselines" / "published" / "cards-2025-02.json"
-SHARED_SOURCE = REPO.parent / "shared" / "reference" / "published-baselines.json"
+SOURCE = REPO / "baselines" / "published" / "source" / "published-baselines.json.gz"
 
 SCHEMES = {"bf16": "bf16", "fp8": "fp8-w8a8", "w8a8": "int8-w8a8", "w4a16": "int4-w4a16"}
 BENCHMARKS = {
@@ -75,9 +76,7 @@ def model_key(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def source() -> dict[str, Any]:
-    if not SHARED_SOURCE.is_file():
-        pytest.skip(f"shared reference not present at {SHARED_SOURCE}")
-    doc: dict[str, Any] = json.loads(SHARED_SOURCE.read_text(encoding="utf-8"))
+    doc: dict[str, Any] = load_document(SOURCE)
     return doc
 
 
@@ -99,7 +98,7 @@ def test_import_reproduces_the_committed_file(
     source: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cards.json"
-    assert main(["--source", str(SHARED_SOURCE), "--out", str(out)]) == 0
+    assert main(["--source", str(SOURCE), "--out", str(out)]) == 0
     assert out.read_bytes() == COMMITTED.read_bytes()
     printed = capsys.readouterr().out
     assert "accuracy: 103 published, 95 not-published (88 card text not found, 7 blank in the card" in printed

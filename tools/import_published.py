@@ -1,7 +1,9 @@
 """Import the model cards' published numbers into ``baselines/published/cards-2025-02.json``.
 
-Reads the transcription ``shared/reference/published-baselines.json`` (the February 2025
-neuralmagic/ model card text of the quantized DeepSeek-R1-Distill models) and writes quantgate's own
+Reads the transcription ``baselines/published/source/published-baselines.json.gz`` (its notes are in
+``published-baselines.md`` beside it; both copied into the repository from the workplace's shared
+reference: the February 2025 neuralmagic/ model card text of the quantized DeepSeek-R1-Distill
+models) and writes quantgate's own
 format, documented in ``quantgate.published``: catalog keys instead of display names, the card and
 URL of every number, and an explicit ``not-published`` entry for every accuracy cell the cards do not
 give. Nothing is computed or guessed: numbers are copied; only ``printed_decimals`` is derived (from
@@ -49,7 +51,7 @@ from quantgate.published import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "reference" / "published-baselines.json"
+DEFAULT_SOURCE = REPO_ROOT / "baselines" / "published" / "source" / "published-baselines.json.gz"
 DEFAULT_OUT = REPO_ROOT / "baselines" / "published" / "cards-2025-02.json"
 
 # Source metric names -> quantgate scenario metrics.
@@ -391,7 +393,7 @@ def convert(raw: Any, source_path: Path, catalog: Catalog) -> tuple[dict[str, An
             "description": f"{src.meta.generated_by}; scope: {src.meta.scope}",
             "cards_read": sorted(src.meta.cards_read),
             "cards_missing": sorted(src.meta.cards_missing),
-            "imported_from": source_path.name,
+            "imported_from": source_path.name.removesuffix(".gz"),
             "conventions": conventions,
         },
         "accuracy": accuracy_list,

@@ -1,7 +1,9 @@
-"""The ``quantgate`` command: ``judge``, ``inspect``, ``replay``, ``gpus``.
+"""The ``quantgate`` command: ``judge``, ``replay``, ``compare``, ``gate``, ``inspect``, ``gpus``, ``report``.
 
-Bad input ends with one line ``quantgate: <file>: <field or line>: <what is wrong>`` on stderr and exit
-status 2, never a traceback. ``judge`` exits 0 on pass, 1 on fail, 3 on inconclusive.
+Each subcommand is registered by ``main``'s parser (``judge`` and ``replay`` here, the others by their
+``cli_<name>`` module). Bad input ends with one line ``quantgate: <file>: <field or line>: <what is
+wrong>`` on stderr and exit status 2, never a traceback. ``judge`` and ``compare`` exit 0 on pass, 1 on
+fail, 3 on inconclusive; ``gate`` 0 when the night is green, 1 when it is not.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ enumerations, the allowed values.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -54,16 +55,19 @@ def _reject_constant(token: str) -> float:
 
 
 def load_document(path: str | Path) -> Any:
-    """Parse a YAML (``.yaml``/``.yml``) or JSON file; any failure is a ``QuantgateError``."""
+    """Parse a YAML (``.yaml``/``.yml``) or JSON file, gzipped or not (``.json.gz``); any failure is a
+    ``QuantgateError``."""
     path = Path(path)
+    inner = Path(path.stem) if path.suffix == ".gz" else path
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
-        raise QuantgateError(path, f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
+        raise QuantgateError(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    except (UnicodeDecodeError, EOFError):
         raise QuantgateError(path, "not UTF-8 text") from None
     try:
-        if path.suffix in {".yaml", ".yml"}:
+        if inner.suffix in {".yaml", ".yml"}:
             return yaml.load(text, Loader=_UniqueKeyLoader)
         return json.loads(text, parse_constant=_reject_constant)
     except yaml.YAMLError as exc:
