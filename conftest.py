@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "plugins.options",
+    "plugins.status",
     "plugins.replay",
     "plugins.history",
     "plugins.gpu",

@@ -100,6 +100,7 @@ def collect_time(runs: int, extra: Sequence[str] = ()) -> tuple[float, float, in
         root = Path(tmp)
         plugins = [
             "plugins.options",
+            "plugins.status",
             "plugins.history",
             "plugins.gpu",
             "plugins.budget",

@@ -21,6 +21,7 @@ from plugins.budget import DEFERRED_PROPERTY
 from plugins.gpu import STATE, GpuSession, path_option
 from plugins.history import FRESH_REASON
 from plugins.options import setting
+from plugins.status import fail_session
 from quantgate.datafile import atomic_write_text
 from quantgate.devices.durations import Durations, save_durations
 
@@ -106,7 +107,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             f"all {len(tried)} selected matrix cells were skipped ({reasons}); failing closed. "
             "Pass --qg-allow-empty to accept a run in which no cell ran."
         )
-        session.exitstatus = max(int(session.exitstatus), int(pytest.ExitCode.TESTS_FAILED))
+        fail_session(config, state.empty_failure)
     if ran:
         _learn_durations(config, state, ran)
 
@@ -227,5 +228,3 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         doc = json.loads(state.coverage_written.read_text())
         counts = ", ".join(f"{n} {status}" for status, n in doc["counts"].items())
         terminalreporter.write_line(f"coverage: {counts} -> {state.coverage_written}")
-    if state.empty_failure is not None:
-        terminalreporter.write_line(f"quantgate: {state.empty_failure}", red=True, bold=True)

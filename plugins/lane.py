@@ -23,6 +23,7 @@ import pytest
 
 from plugins.coverage import VERDICT_PROPERTY
 from plugins.options import setting
+from plugins.status import fail_session
 from quantgate.errors import QuantgateError
 
 SESSION_KEY = pytest.StashKey["LaneSession"]()
@@ -461,5 +462,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lane = lane_session(session.config)
-    if lane.references_written and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if lane.references_written:
+        fail_session(session.config, "references were written (rerun to gate against them)")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from plugins.options import setting
+from plugins.status import fail_session
 from quantgate.errors import QuantgateError
 
 NO_RESULTS = "the replay suite needs --qg-results DIR"
@@ -135,4 +136,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
         return
     if config.stash.get(NOTES_KEY, []):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        fail_session(config, "baselines were written (rerun to gate against them)")

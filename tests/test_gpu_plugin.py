@@ -101,6 +101,7 @@ def gate(
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     plugins = [
         "plugins.options",
+        "plugins.status",
         "plugins.history",
         "plugins.gpu",
         "plugins.budget",
@@ -322,8 +323,8 @@ class TestFailClosed:
         result.stdout.fnmatch_lines(
             [
                 "quantgate: GPU inventory: no GPU from --qg-gpus none",
-                "quantgate: all 64 selected matrix cells were skipped (64x no h100 in the inventory (no GPU, "
-                "from --qg-gpus none)); failing closed. "
+                "quantgate: failing the session: all 64 selected matrix cells were skipped (64x no h100 in "
+                "the inventory (no GPU, from --qg-gpus none)); failing closed. "
                 "Pass --qg-allow-empty to accept a run in which no cell ran.",
             ]
         )
