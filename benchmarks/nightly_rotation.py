@@ -41,7 +41,6 @@ from quantgate.devices.placement import (  # noqa: E402
     Task,
     build_jobs,
     make_plan,
-    shard_of_groups,
 )
 from quantgate.kinds import GPU_KIND_FILE, load_kind  # noqa: E402
 from quantgate.matrix import expand, task_for_cell  # noqa: E402
@@ -63,18 +62,11 @@ def shard_tasks(catalog: Catalog, kind: str, shard: int, shards: int, before: bo
     if before:
         matrix.planned_samples = lambda items, most, *_: float(most)  # type: ignore[assignment]
     try:
-        tasks = [
-            task_for_cell(catalog, cell, cell.cell_id, Durations())
-            for cell in expand(catalog)
-            if cell.gpu == kind and cell.skip_reason is None
-        ]
+        runnable = [c for c in expand(catalog) if c.gpu == kind and c.skip_reason is None]
+        mine = matrix.shard(runnable, shard, shards, catalog) if shards > 1 else runnable
+        return [task_for_cell(catalog, cell, cell.cell_id, Durations()) for cell in mine]
     finally:
         matrix.planned_samples = saved
-    groups: dict[str, float] = {}
-    for task in tasks:
-        groups[task.job] = groups.get(task.job, 0.0) + task.estimate_s
-    home = shard_of_groups(groups, shards)
-    return [t for t in tasks if home[t.job] == shard]
 
 
 def night(

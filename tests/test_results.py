@@ -668,10 +668,10 @@ BROKEN: dict[str, tuple[Callable[[Path], Path], str | None, str]] = {
         "missing",
     ),
     "serve bad rate": (edit("vllm_bench_serve.json", set_key("request_rate", "fast")), "request_rate", "inf"),
-    "serve missing completed": (
-        edit("vllm_bench_serve.json", delete_key("completed")),
+    "serve bad completed": (
+        edit("vllm_bench_serve.json", set_key("completed", "many")),
         "completed",
-        "missing",
+        "integer",
     ),
     "serve NaN statistic": (
         edit("vllm_bench_serve.json", set_key("p99_ttft_ms", math.nan)),
@@ -955,3 +955,27 @@ def test_answers_cut_at_the_length_limit_are_counted_per_item_from_a_real_run(tm
     assert at_limit.cut_answers == 16
     assert answers_and_cuts([at_limit, at_limit]) == (48, 32)
     assert read_evaluation(job(32), 1.0).cut_answers == 0
+
+
+def test_a_serve_result_without_throughput_is_read_with_what_it_lacks_named(tmp_path: Path) -> None:
+    """A vintage or fork that writes latency percentiles only (the real tool's file, its throughput and
+    token totals removed): recognised as vllm bench serve, the missing figures in its provenance."""
+    doc = json.loads((DATA / "vllm_bench_serve.json").read_text())
+    for key in ("request_throughput", "output_throughput", "total_token_throughput", "total_input_tokens"):
+        del doc[key]
+    path = tmp_path / "fork.json"
+    path.write_text(json.dumps(doc))
+    result = read_result(path)
+    (p,) = result.performance
+    assert result.kind == "vllm-bench-serve"
+    assert "request_throughput" not in p.metrics
+    assert p.metrics["mean_ttft_ms"] == pytest.approx(24.811)
+    assert result.provenance["missing"] == "request_throughput, output_throughput, total_input_tokens"
+    assert p.prompt_tokens is None
+    latency_free = {k: v for k, v in doc.items() if not k.endswith("_ms")}
+    path.write_text(json.dumps(latency_free))
+    with pytest.raises(QuantgateError, match="not a result file quantgate knows"):
+        read_result(path)
+    path.write_text(json.dumps({**latency_free, "request_throughput": None}))
+    with pytest.raises(QuantgateError, match="request_throughput"):
+        read_result(path)

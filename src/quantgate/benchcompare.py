@@ -1,13 +1,14 @@
 """Compare two pytest-benchmark files knowing which way is better for each figure.
 
 What: ``load`` reads a pytest-benchmark JSON document (quantgate's, or one ``pytest --benchmark-json``
-wrote), refusing layouts it does not know; ``compare`` matches the benchmarks of two files and returns,
-per benchmark and metric, the speedup of the new file over the old *in the better direction* (a
-throughput that rose and a latency that fell are both above 1), judged by ``quantgate.judge``'s speed
-judge against ``1 - threshold``: repeats of one run (``params.repeat``, ``...-r0]``) give a confidence
-interval on the ratio, so a regression is called only when the whole interval is below the floor and a
-noisy pair is "inconclusive"; single figures are compared exactly. A benchmark the old file has and
-the new one lacks is a regression too (nothing goes missing silently).
+wrote) through the format's one parser (``quantgate.results.pytest_benchmark``), refusing layouts it
+does not know; ``compare`` matches the benchmarks of two files and returns, per benchmark and metric,
+the speedup of the new file over the old *in the better direction* (a throughput that rose and a latency
+that fell are both above 1), judged by the speed judge (``quantgate.speedjudge``) against ``1 -
+threshold``: repeats of one run (``params.repeat``, ``...-r0]``) give a confidence interval on the
+ratio, so a regression is called only when the whole interval is below the floor and a noisy pair is
+"inconclusive"; single figures are compared exactly. A benchmark the old file has and the new one lacks
+is a regression too (nothing goes missing silently).
 
 Why: ``pytest-benchmark compare`` reads every figure as a time, so a run whose requests/s fell from 40
 to 20 shows as "faster", and it compares one number per side. No I/O besides ``load``.
@@ -16,7 +17,6 @@ to 20 shows as "faster", and it compares one number per side. No I/O besides ``l
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,10 +25,8 @@ from typing import Final, Literal
 
 from quantgate.datafile import load_document
 from quantgate.errors import QuantgateError
+from quantgate.results.pytest_benchmark import SUPPORTED_MAJOR, parse_benchmarks
 from quantgate.speedjudge import judge_speedup
-
-SUPPORTED_MAJOR: Final = ("3", "4", "5")
-_REPEAT = re.compile(r"-r\d+\]$")
 
 
 @dataclass(frozen=True)
@@ -114,65 +112,35 @@ class Change:
         )
 
 
-def benchmark_key(entry: Mapping[str, object]) -> str:
-    """The fullname, without the repeat suffix when the entry is one repeat of a run."""
-    fullname = str(entry["fullname"])
-    params = entry.get("params")
-    if isinstance(params, Mapping) and "repeat" in params:
-        return _REPEAT.sub("]", fullname)
-    return fullname
-
-
 def load(path: str | Path) -> BenchmarkFile:
-    """Read a pytest-benchmark JSON file; any problem is a ``QuantgateError`` naming file and field."""
+    """Read a pytest-benchmark JSON file (``quantgate.results.pytest_benchmark.parse_benchmarks``, the
+    format's one parser); any problem is a ``QuantgateError`` naming file and field."""
     path = Path(path)
     doc = load_document(path)
-    if not isinstance(doc, Mapping):
-        raise QuantgateError(path, "a pytest-benchmark file is a mapping at the top level")
-    version = doc.get("version")
-    if not isinstance(version, str) or version.split(".", 1)[0] not in SUPPORTED_MAJOR:
+    parsed = parse_benchmarks(path, doc)
+    if parsed.version is None:
         raise QuantgateError(
-            path,
-            f"pytest-benchmark layout {version!r} is not one of {', '.join(SUPPORTED_MAJOR)}.x",
-            "version",
+            path, f"needs the pytest-benchmark layout, one of {', '.join(SUPPORTED_MAJOR)}.x", "version"
         )
-    entries = doc.get("benchmarks")
-    if not isinstance(entries, list) or not entries:
-        raise QuantgateError(path, "must be a non-empty list", "benchmarks")
     figures: dict[str, dict[str, list[float]]] = {}
-    fullnames: set[str] = set()
-    for index, entry in enumerate(entries):
-        where = f"benchmarks[{index}]"
-        if not isinstance(entry, Mapping):
-            raise QuantgateError(path, "must be a mapping", where)
-        fullname = entry.get("fullname")
-        if not isinstance(fullname, str) or not fullname:
-            raise QuantgateError(path, "must be a non-empty string", f"{where}.fullname")
-        if fullname in fullnames:
-            raise QuantgateError(path, f"{fullname!r} appears twice", f"{where}.fullname")
-        fullnames.add(fullname)
-        into = figures.setdefault(benchmark_key(entry), {})
+    for entry in parsed.entries:
+        into = figures.setdefault(entry.key, {})
         for metric in METRICS.values():
-            section = entry.get(metric.section)
-            if section is None and metric.section == "extra_info":
-                continue
-            if not isinstance(section, Mapping):
-                raise QuantgateError(path, "must be a mapping", f"{where}.{metric.section}")
+            section = entry.stats if metric.section == "stats" else entry.extra_info
             if metric.key not in section:
                 continue
             value = section[metric.key]
-            field = f"{where}.{metric.section}.{metric.key}"
+            field = f"{entry.where}.{metric.section}.{metric.key}"
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise QuantgateError(path, f"must be a number, got {value!r}", field)
             if not math.isfinite(value) or value < 0:
                 raise QuantgateError(path, f"must be a finite number >= 0, got {value!r}", field)
             into.setdefault(metric.name, []).append(float(value))
-    commit = doc.get("commit_info")
     return BenchmarkFile(
         path,
         {key: {m: tuple(v) for m, v in by_metric.items()} for key, by_metric in figures.items()},
-        str(commit.get("id")) if isinstance(commit, Mapping) and commit.get("id") else None,
-        str(doc["datetime"]) if isinstance(doc.get("datetime"), str) else None,
+        parsed.commit,
+        parsed.when,
     )
 
 

@@ -276,6 +276,7 @@ def write_report(
     markdown = directory / "report.md"
     atomic_write_text(markdown, "\n".join(lines) + "\n")
     cells = directory / "cells.json"
+    stamp = generated or datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_text(
         cells,
         json.dumps(
@@ -285,7 +286,7 @@ def write_report(
                 "title": title,
                 "context": dict(context),
                 "wall_s": round(wall_s, 1),
-                "generated": generated or datetime.now(UTC).isoformat(timespec="seconds"),
+                "generated": stamp,
                 "records": list(records),
                 "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
                 "failures": dict(failures or {}),
@@ -304,7 +305,8 @@ def write_report(
     try:
         from quantgate.charts import draw
 
-        charts = draw(records, directory)
+        host = context.get("gpus") or context.get("machine") or ""
+        charts = draw(records, directory, " · ".join(filter(None, (title, host, stamp))))
     except ImportError:
         pass
     if charts:

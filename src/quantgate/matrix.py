@@ -313,11 +313,13 @@ def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
 
 
 def shard(cells: Sequence[MatrixCell], k: int, n: int, catalog: Catalog) -> list[MatrixCell]:
-    """The cells of shard ``k`` of ``n`` (1-based): whole served models, balanced by estimate."""
+    """The cells of shard ``k`` of ``n`` (1-based): whole served models, balanced by estimated
+    GPU-seconds (a served model on four GPUs weighs four times its hours)."""
     if not 1 <= k <= n:
         raise QuantgateError(None, f"shard {k}/{n}: K must be between 1 and N")
     groups: dict[str, float] = {}
     for cell in sorted(cells, key=lambda c: c.cell_id):
-        groups[cell.served_model] = groups.get(cell.served_model, 0.0) + estimate_cell_seconds(catalog, cell)
+        gpu_seconds = estimate_cell_seconds(catalog, cell) * max(1, cell.requirement.count)
+        groups[cell.served_model] = groups.get(cell.served_model, 0.0) + gpu_seconds
     assignment = shard_of_groups(groups, n)
     return [c for c in cells if assignment[c.served_model] == k]

@@ -21,7 +21,7 @@ from quantgate.results.records import (
     Record,
     ResultFile,
 )
-from quantgate.results.vllm_bench import _vllm_latency, _vllm_serve, _vllm_throughput
+from quantgate.results.vllm_bench import SERVE_LATENCY_KEYS, _vllm_latency, _vllm_serve, _vllm_throughput
 
 
 def read_result(path: str | Path) -> ResultFile:
@@ -209,7 +209,7 @@ def _sniff_object(doc: Mapping[str, object]) -> str | None:
         return "vllm-bench-latency"
     if {"requests_per_second", "tokens_per_second"} <= keys:
         return "vllm-bench-throughput"
-    if "request_throughput" in keys:
+    if "request_throughput" in keys or (keys & SERVE_LATENCY_KEYS and keys & {"completed", "duration"}):
         return "vllm-bench-serve"
     if "item" in keys and keys & {"samples", "correct"}:
         return "judge-jsonl"

@@ -94,17 +94,36 @@ _SERVE_RATES: Final = (
 )
 
 
+# A serve result from a vintage or fork without throughput still has some of these (and ``completed``
+# or ``duration``): it is read as one, with the figures it lacks named in its provenance (``missing``).
+SERVE_LATENCY_KEYS: Final = frozenset(
+    f"{stat}_{what}_ms" for stat in ("mean", "median", "p99") for what in ("ttft", "tpot", "itl", "e2el")
+)
+_SERVE_FIGURES: Final = (
+    "request_throughput",
+    "output_throughput",
+    "duration",
+    "completed",
+    "total_input_tokens",
+    "total_output_tokens",
+)
+
+
 def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
     kind = "vllm-bench-serve"
     metrics: dict[str, float] = {}
+    missing = [key for key in _SERVE_FIGURES if key not in doc]
     for key in ("request_throughput", "output_throughput"):
-        metrics[key] = _number(path, _required(path, doc, key), key, minimum=0.0)
+        if key in doc:
+            metrics[key] = _number(path, doc[key], key, minimum=0.0)
     for key in _SERVE_RATES[2:]:
         value = _optional_number(path, doc, key, "", minimum=0.0)
         if value is not None:
             metrics[key] = value
-    metrics["duration_s"] = _number(path, _required(path, doc, "duration"), "duration", minimum=0.0)
-    metrics["completed"] = float(_count(path, _required(path, doc, "completed"), "completed"))
+    if "duration" in doc:
+        metrics["duration_s"] = _number(path, doc["duration"], "duration", minimum=0.0)
+    if "completed" in doc:
+        metrics["completed"] = float(_count(path, doc["completed"], "completed"))
     failed = _optional_count(path, doc, "failed", "")
     if failed is not None:
         metrics["failed"] = float(failed)
@@ -113,8 +132,12 @@ def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
             metrics[key] = _number(path, stat, key, minimum=0.0)
     if "mean_e2el_ms" in metrics:
         metrics["latency_s"] = metrics["mean_e2el_ms"] / 1000.0
-    prompt_tokens = _count(path, _required(path, doc, "total_input_tokens"), "total_input_tokens")
-    output_tokens = _count(path, _required(path, doc, "total_output_tokens"), "total_output_tokens")
+    if not any(key in metrics for key in ("request_throughput", *SERVE_LATENCY_KEYS)):
+        raise QuantgateError(
+            path, "a vllm bench serve result needs a throughput or a latency", "request_throughput"
+        )
+    prompt_tokens = _optional_count(path, doc, "total_input_tokens", "")
+    output_tokens = _optional_count(path, doc, "total_output_tokens", "")
 
     rate = doc.get("request_rate")
     if isinstance(rate, str):
@@ -151,6 +174,8 @@ def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
         "ramp_up_end_rps",
     }
     _add_provenance(provenance, "", doc, sorted(known))
+    if missing:
+        provenance["missing"] = ", ".join(missing)
     for key, entry in doc.items():  # --metadata KEY=VALUE entries are strings at the top level
         if key not in known and isinstance(entry, str) and entry:
             provenance.setdefault(key, entry)
