@@ -50,12 +50,12 @@ from quantgate.confirm import CONFIRMATION_CONFIDENCE  # noqa: E402
 from quantgate.judge import DEFAULT_CAP, samples_to_detect  # noqa: E402
 from quantgate.kinds import GPU_KIND_FILE, KindSpec, load_kind  # noqa: E402
 from quantgate.matrix import MatrixCell, estimate_cell_seconds, expand, planned_samples  # noqa: E402
-from quantgate.outcomes import judge_sequentially, judge_speed_sequentially  # noqa: E402
+from quantgate.outcomes import judge_sequentially, judge_speed_sequentially, speed_judge  # noqa: E402
 from quantgate.published import load_published  # noqa: E402
 from quantgate.replay import Replay  # noqa: E402
 from quantgate.rules import AccuracyCellKey, Rules, SpeedCellKey, load_rules  # noqa: E402
 from quantgate.runners.evaluate import EvalJob, Evaluation  # noqa: E402
-from quantgate.speedjudge import DEFAULT_SPEED_CONFIDENCE, SpeedVerdict, judge_speedup  # noqa: E402
+from quantgate.speedjudge import SpeedVerdict  # noqa: E402
 
 PUBLISHED = REPO / "baselines" / "published" / "cards-2025-02.json"
 SPREAD_BY_BENCHMARK = {"aime24": 0.3, "math_500": 0.4, "gpqa_diamond": 0.5}
@@ -236,16 +236,7 @@ def night_speed(
         cost.confirm_s += per_repeat * n
         return figures(n)
 
-    def judge(values: Sequence[float], confirming: bool) -> SpeedVerdict:
-        return judge_speedup(
-            reference,
-            values,
-            cell.floor,
-            higher_is_better=cell.higher_is_better,
-            cap=None if confirming else spec.speed.cap,
-            confidence=CONFIRMATION_CONFIDENCE if confirming else DEFAULT_SPEED_CONFIDENCE,
-        )
-
+    judge = speed_judge(reference, cell.floor, higher_is_better=cell.higher_is_better, cap=spec.speed.cap)
     series.extend(figures(spec.speed.repeats))
     verdict, _ = judge_speed_sequentially(judge, series, more, fresh, confirm_repeats=spec.speed.cap)
     return verdict.verdict

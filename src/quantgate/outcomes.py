@@ -24,7 +24,7 @@ from quantgate.judge import DEFAULT_CAP, DEFAULT_CONFIDENCE, Verdict, judge_reco
 from quantgate.rules import Decision
 from quantgate.runners.bench import BenchResult
 from quantgate.runners.evaluate import Evaluation, answers_and_cuts
-from quantgate.speedjudge import SpeedVerdict
+from quantgate.speedjudge import DEFAULT_SPEED_CONFIDENCE, SpeedVerdict, judge_speedup
 
 
 @dataclass(frozen=True)
@@ -278,6 +278,34 @@ def _judge(
         return judge_recovery(reference, counts, floor, cap=cap, confidence=confidence)
     except QuantgateError as exc:
         raise QuantgateError(look.details, f"against {reference_path}: {exc.message}", exc.where) from None
+
+
+def speed_judge(
+    reference: Sequence[float],
+    floor: float,
+    *,
+    higher_is_better: bool,
+    cap: int | None,
+    reference_gpus: int = 1,
+    candidate_gpus: int = 1,
+) -> Callable[[Sequence[float], bool], SpeedVerdict]:
+    """The speed judge of one cell as ``judge_speed_sequentially`` calls it: ``(figures, confirming)``;
+    a series is judged sequentially against ``cap``, a confirmation as a final look at
+    ``CONFIRMATION_CONFIDENCE``."""
+
+    def judge(figures: Sequence[float], confirming: bool) -> SpeedVerdict:
+        return judge_speedup(
+            reference,
+            figures,
+            floor,
+            higher_is_better=higher_is_better,
+            reference_gpus=reference_gpus,
+            candidate_gpus=candidate_gpus,
+            cap=None if confirming else cap,
+            confidence=CONFIRMATION_CONFIDENCE if confirming else DEFAULT_SPEED_CONFIDENCE,
+        )
+
+    return judge
 
 
 def judge_speed_sequentially(

@@ -168,8 +168,10 @@ def _check(reference: Sequence[float], candidate: Sequence[float], floor: float,
 
 
 def _mean_and_variance(logs: Sequence[float]) -> tuple[float, float]:
-    """Mean of the logs and the variance of that mean."""
+    """Mean of the logs and the variance of that mean (0 for a single figure)."""
     mean = sum(logs) / len(logs)
+    if len(logs) < 2:
+        return mean, 0.0
     return mean, sum((x - mean) ** 2 for x in logs) / (len(logs) - 1) / len(logs)
 
 
@@ -211,22 +213,8 @@ def judge_speedup(
             verdict_name, 0.0, 0.0, high, floor, None, None, detail, candidate_repeats=len(candidate)
         )
     sign = 1.0 if higher_is_better else -1.0
-    mean_ref, var_ref = (
-        _mean_and_variance([math.log(v) for v in reference])
-        if len(reference) > 1
-        else (
-            math.log(reference[0]),
-            0.0,
-        )
-    )
-    mean_cand, var_cand = (
-        _mean_and_variance([math.log(v) for v in candidate])
-        if len(candidate) > 1
-        else (
-            math.log(candidate[0]),
-            0.0,
-        )
-    )
+    mean_ref, var_ref = _mean_and_variance([math.log(v) for v in reference])
+    mean_cand, var_cand = _mean_and_variance([math.log(v) for v in candidate])
     speedup = math.exp(sign * (mean_cand - mean_ref))
     margin = 0.0
     more = 0

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
-from quantgate.confirm import CONFIRMATION_CONFIDENCE
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
 from quantgate.kinds import ScenarioLoad
@@ -21,12 +19,12 @@ from quantgate.outcomes import (
     SpeedOutcome,
     judge_speed_sequentially,
     scenario_figures,
+    speed_judge,
 )
 from quantgate.rules import Decision, SpeedCellKey
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
 from quantgate.runners.probe import Rate
 from quantgate.runners.serve import VllmServer
-from quantgate.speedjudge import DEFAULT_SPEED_CONFIDENCE, SpeedVerdict, judge_speedup
 from quantgate.store import (
     check_comparable,
 )
@@ -349,18 +347,14 @@ class SpeedStage(_Core):
         bf16, bf16_gpus = self.bf16_speed(cell, spec.metric)
         decision = self.speed_decision(cell)
 
-        def judge(figures: Sequence[float], confirming: bool) -> SpeedVerdict:
-            return judge_speedup(
-                bf16,
-                figures,
-                decision.floor,
-                higher_is_better=spec.higher_is_better,
-                reference_gpus=bf16_gpus,
-                candidate_gpus=gpus,
-                cap=None if confirming else self.spec.speed.cap,
-                confidence=CONFIRMATION_CONFIDENCE if confirming else DEFAULT_SPEED_CONFIDENCE,
-            )
-
+        judge = speed_judge(
+            bf16,
+            decision.floor,
+            higher_is_better=spec.higher_is_better,
+            cap=self.spec.speed.cap,
+            reference_gpus=bf16_gpus,
+            candidate_gpus=gpus,
+        )
         verdict, mine = judge_speed_sequentially(
             judge,
             mine,
