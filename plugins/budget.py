@@ -58,7 +58,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Defer the cell when it was verified recently (``--qg-fresh``) or its expected seconds do not fit
     the job budget (before its devices or server)."""
-    from plugins.history import recently_verified
+    from plugins.history import FRESH_PROPERTY, recently_verified
 
     budget = item.config.stash[BUDGET]
     task = item.stash.get(TASK_KEY, None)
@@ -66,7 +66,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     fresh = recently_verified(item, time.time())
     if fresh is not None:
-        item.user_properties.append((DEFERRED_PROPERTY, fresh))
+        item.user_properties += [(DEFERRED_PROPERTY, fresh), (FRESH_PROPERTY, True)]
         pytest.skip(fresh)
     if budget is None:
         return

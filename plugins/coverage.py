@@ -19,7 +19,7 @@ import pytest
 
 from plugins.budget import DEFERRED_PROPERTY
 from plugins.gpu import STATE, GpuSession, path_option
-from plugins.history import FRESH_REASON
+from plugins.history import FRESH_PROPERTY
 from plugins.options import setting
 from plugins.status import fail_session
 from quantgate.datafile import atomic_write_text
@@ -72,6 +72,7 @@ class OutcomeRecorder:
         wasxfail = hasattr(report, "wasxfail")
         if report.skipped and DEFERRED_PROPERTY in props:
             record["status"] = "deferred"
+            record["fresh"] = FRESH_PROPERTY in props
             record["reason"] = str(props[DEFERRED_PROPERTY]).removeprefix("deferred: ")
         elif report.failed:
             record["status"] = "failed" if report.when == "call" else "error"
@@ -114,7 +115,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _fresh(cell: dict[str, Any]) -> bool:
     """Deferred because verified recently (``--qg-fresh``): not run by choice, and the gate decides."""
-    return cell["status"] == "deferred" and str(cell.get("reason") or "").startswith(FRESH_REASON + " ")
+    return cell["status"] == "deferred" and bool(cell.get("fresh"))
 
 
 def _write_coverage(config: pytest.Config, state: GpuSession, complete: bool) -> list[dict[str, Any]]:

@@ -25,7 +25,8 @@ from quantgate.verdicts import Verdict, load_verdicts
 
 HISTORY = pytest.StashKey[dict[str, Verdict] | None]()
 FRESH_DAYS = pytest.StashKey[float | None]()
-FRESH_REASON = "verified"
+# Set on a test deferred because its verdict is fresh: not run by choice (coverage marks the row).
+FRESH_PROPERTY = "qg_fresh"
 INPUTS = pytest.StashKey[dict[str, str]]()
 TOOLS = pytest.StashKey[str]()
 SETTINGS = pytest.StashKey[dict[tuple[str, str], str]]()
@@ -66,7 +67,7 @@ def recently_verified(item: pytest.Item, now: float) -> str | None:
     age = (now - last.at.timestamp()) / 86400.0
     if age >= days:
         return None
-    return f"{FRESH_REASON} {age:.1f} days ago on the same inputs ({last.status}; --qg-fresh {days:g})"
+    return f"verified {age:.1f} days ago on the same inputs ({last.status}; --qg-fresh {days:g})"
 
 
 def cell_inputs(item: pytest.Item) -> dict[str, str]:

@@ -28,16 +28,12 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from quantgate.errors import QuantgateError
-from quantgate.judge import VerdictName
+from quantgate.judge import VerdictName, _finite
 
 DEFAULT_SPEED_CONFIDENCE = 0.95
 DEFAULT_MAX_MARGIN = 0.05
 PASS_SHAPE = 1.25
 FAIL_SHAPE = 1.5
-
-
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _incomplete_beta(x: float, a: float, b: float) -> float:
