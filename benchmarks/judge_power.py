@@ -38,12 +38,12 @@ class Profile:
     items: int
     mean_rate: float
     spread: float
-    reference_samples: int
-    start_samples: int
-    cap: int
-    floor: float
     recoveries: tuple[float, ...]
-    targets: tuple[tuple[float, str, float], ...]
+    targets: tuple[tuple[float, str, float], ...] = ()
+    reference_samples: int = 64
+    start_samples: int = 20
+    cap: int = 64
+    floor: float = 0.97
     detect_drop: float = 0.10
 
 
@@ -53,10 +53,6 @@ PROFILES = (
         items=30,
         mean_rate=0.5,
         spread=0.3,
-        reference_samples=64,
-        start_samples=20,
-        cap=64,
-        floor=0.97,
         recoveries=(1.05, 1.0, 0.97, 0.95, 0.93, 0.9, 0.85),
         targets=((1.0, "false_fail_max", 0.01), (0.9, "detect_min", 0.95), (1.0, "mean_samples_max", 32)),
     ),
@@ -65,34 +61,20 @@ PROFILES = (
         items=30,
         mean_rate=0.3,
         spread=0.3,
-        reference_samples=64,
-        start_samples=20,
-        cap=64,
-        floor=0.97,
         recoveries=(1.0, 0.95, 0.9, 0.85, 0.8),
-        targets=(),
     ),
     Profile(
         "AIME-like, rates less spread (sensitivity)",
         items=30,
         mean_rate=0.5,
         spread=0.5,
-        reference_samples=64,
-        start_samples=20,
-        cap=64,
-        floor=0.97,
         recoveries=(1.0, 0.95, 0.9, 0.85),
-        targets=(),
     ),
     Profile(
         "GPQA-Diamond-like",
         items=198,
         mean_rate=0.5,
         spread=0.5,
-        reference_samples=64,
-        start_samples=20,
-        cap=64,
-        floor=0.97,
         recoveries=(1.0, 0.95, 0.9),
         targets=((1.0, "false_fail_max", 0.01), (0.9, "detect_min", 0.95)),
     ),
@@ -102,9 +84,7 @@ PROFILES = (
         mean_rate=0.85,
         spread=0.4,
         reference_samples=20,
-        start_samples=20,
         cap=20,
-        floor=0.97,
         recoveries=(1.0, 0.97, 0.96, 0.95, 0.93),
         targets=((1.0, "false_fail_max", 0.01), (0.95, "detect_min", 0.95)),
         detect_drop=0.05,

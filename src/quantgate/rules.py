@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from quantgate import paths
 from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
 
@@ -122,6 +123,17 @@ def _size_ok(rule: _Rule, params_b: float) -> bool:
     return not (rule.max_params_b is not None and params_b > rule.max_params_b)
 
 
+# The selectors a rule and a cell key share by name, per kind of rule (the size range is checked apart).
+_RECOVERY_SELECTORS = ("scheme", "model", "benchmark", "family")
+_SPEEDUP_SELECTORS = ("scheme", "model", "gpu", "scenario", "workload")
+
+
+def _matches(rule: _Rule, cell: AccuracyCellKey | SpeedCellKey, selectors: Sequence[str]) -> bool:
+    """Whether each of the rule's ``selectors`` admits the cell's value and its size range the cell's size."""
+    admitted = all(_in(getattr(rule, name), getattr(cell, name)) for name in selectors)
+    return admitted and _size_ok(rule, cell.params_b)
+
+
 def _specificity(rule: _Rule, task: tuple[str, ...] | None, extra: Sequence[object]) -> tuple[bool, ...]:
     sized = rule.min_params_b is not None or rule.max_params_b is not None
     return (
@@ -144,11 +156,7 @@ class Rules:
         matches = [
             (_specificity(r, r.benchmark, ()), r)
             for r in self.recovery
-            if _in(r.scheme, cell.scheme)
-            and _in(r.model, cell.model)
-            and _in(r.benchmark, cell.benchmark)
-            and _in(r.family, cell.family)
-            and _size_ok(r, cell.params_b)
+            if _matches(r, cell, _RECOVERY_SELECTORS)
         ]
         label = f"{cell.model}/{cell.scheme}/{cell.benchmark}"
         return self._pick(matches, "recovery", label)
@@ -157,12 +165,7 @@ class Rules:
         matches = [
             (_specificity(r, r.workload, (r.gpu, r.scenario)), r)
             for r in self.speedup
-            if _in(r.scheme, cell.scheme)
-            and _in(r.model, cell.model)
-            and _in(r.gpu, cell.gpu)
-            and _in(r.scenario, cell.scenario)
-            and _in(r.workload, cell.workload)
-            and _size_ok(r, cell.params_b)
+            if _matches(r, cell, _SPEEDUP_SELECTORS)
         ]
         label = f"{cell.model}/{cell.scheme}/{cell.gpu}/{cell.scenario}/{cell.workload}"
         return self._pick(matches, "speedup", label)
@@ -207,7 +210,7 @@ def _check_unique_ids(rules: Iterable[_Rule], path: Path, kind: str) -> None:
 
 
 def default_rules_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "baselines" / "rules.yaml"
+    return paths.rules_file()
 
 
 @lru_cache(maxsize=8)
