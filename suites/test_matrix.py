@@ -18,6 +18,13 @@ from quantgate.budget import OverBudget
 from quantgate.matrix import MatrixCell
 
 
+def _record(session: LaneSession, cell: MatrixCell, kind: str, **figures: object) -> None:
+    """A judged cell's figures for the report, after the cell's id, kind, model, scheme and GPU kind."""
+    session.record(
+        cell=cell.cell_id, kind=kind, model=cell.model, scheme=cell.scheme, gpu=cell.gpu, **figures
+    )
+
+
 def test_accuracy(
     qg_accuracy_cell: MatrixCell,
     qg_server: Served,
@@ -34,15 +41,7 @@ def test_accuracy(
     qg_lane_session.accuracy[cell.cell_id] = outcome
     if outcome.reference_note:
         qg_lane_session.reference_written(outcome.reference_note)
-    qg_lane_session.record(
-        cell=cell.cell_id,
-        kind="accuracy",
-        model=cell.model,
-        scheme=cell.scheme,
-        gpu=cell.gpu,
-        benchmark=cell.benchmark,
-        **outcome.as_record(),
-    )
+    _record(qg_lane_session, cell, "accuracy", benchmark=cell.benchmark, **outcome.as_record())
     detail = outcome.verdict.detail
     if outcome.cuts:
         detail += "; cut by the cell budget: " + "; ".join(str(c) for c in outcome.cuts)
@@ -93,12 +92,10 @@ def test_speed(
         outcome.benchmark_entries(cell.model, cell.scheme, f"{cell.gpu}::{pipeline.served_name(cell)}")
     )
     budget_cut = pipeline.speed_cuts.get(pipeline.served_name(cell))
-    qg_lane_session.record(
-        cell=cell.cell_id,
-        kind="speed",
-        model=cell.model,
-        scheme=cell.scheme,
-        gpu=cell.gpu,
+    _record(
+        qg_lane_session,
+        cell,
+        "speed",
         scenario=cell.scenario,
         workload=cell.workload,
         cuts=[str(budget_cut)] if budget_cut else [],
