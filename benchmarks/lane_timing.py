@@ -144,33 +144,28 @@ def overhead(envs: str | None, repeats: int) -> int:
         tool_env = {**os.environ, **lane.tool_env()}
         plan, by_hand = [], []
         with lane.server(cell) as server:
-            bench(
-                python,
-                server.base_url,
-                served_name,
-                checkpoint.path,
-                lane.bench_runs(cell),
-                work / "warm",
-                work,
-                600,
-                tool_env,
-            )
+
+            def bench_plan(out: Path) -> None:
+                """The lane's bench plan through quantgate's one driver process, its results in ``out``."""
+                bench(
+                    python,
+                    server.base_url,
+                    served_name,
+                    checkpoint.path,
+                    lane.bench_runs(cell),
+                    out,
+                    work,
+                    600,
+                    tool_env,
+                )
+
+            bench_plan(work / "warm")
             for repeat in range(repeats):
                 for how in ("plan", "by hand") if repeat % 2 == 0 else ("by hand", "plan"):
                     out = work / f"{repeat}-{how.replace(' ', '-')}"
                     started = time.monotonic()
                     if how == "plan":
-                        bench(
-                            python,
-                            server.base_url,
-                            served_name,
-                            checkpoint.path,
-                            lane.bench_runs(cell),
-                            out,
-                            work,
-                            600,
-                            tool_env,
-                        )
+                        bench_plan(out)
                         plan.append(time.monotonic() - started)
                     else:
                         for run in lane.bench_runs(cell):
