@@ -12,14 +12,16 @@ from quantgate.errors import QuantgateError
 from quantgate.gate import decide
 
 
-def coverage(path: Path, cells: dict[str, str], reason: str = "") -> Path:
-    doc = {
-        "schema_version": 1,
-        "kind": "quantgate-coverage",
-        "cells": [{"cell_id": c, "status": s, "reason": reason or None} for c, s in cells.items()],
-    }
-    path.write_text(json.dumps(doc))
+def coverage_file(path: Path, cells: list[dict[str, object]]) -> Path:
+    """A coverage file (schema version 1) holding these cell rows."""
+    path.write_text(json.dumps({"schema_version": 1, "kind": "quantgate-coverage", "cells": cells}))
     return path
+
+
+def coverage(path: Path, cells: dict[str, str], reason: str = "") -> Path:
+    return coverage_file(
+        path, [{"cell_id": c, "status": s, "reason": reason or None} for c, s in cells.items()]
+    )
 
 
 def test_two_shards_that_ran_every_cell_green_pass(tmp_path: Path) -> None:
@@ -96,8 +98,7 @@ def coverage_of_tests(path: Path, rows: list[tuple[str, str, str]]) -> Path:
         }
         for test, cell, status in rows
     ]
-    path.write_text(json.dumps({"schema_version": 1, "kind": "quantgate-coverage", "cells": cells}))
-    return path
+    return coverage_file(path, cells)
 
 
 def test_every_test_of_a_cell_must_be_green_and_one_test_in_two_shards_must_agree(tmp_path: Path) -> None:
@@ -197,15 +198,10 @@ def test_a_deferred_cell_whose_inputs_changed_is_red_whatever_its_last_verdict(t
     from quantgate.verdicts import Verdict
 
     now = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
-    doc = {
-        "schema_version": 1,
-        "kind": "quantgate-coverage",
-        "cells": [
-            {"cell_id": "b", "status": "deferred", "inputs": {"tools": "vllm 0.33.0", "checkpoint": "x"}}
-        ],
-    }
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(doc))
+    path = coverage_file(
+        tmp_path / "c.json",
+        [{"cell_id": "b", "status": "deferred", "inputs": {"tools": "vllm 0.33.0", "checkpoint": "x"}}],
+    )
     last = Verdict(
         "b", "passed", now - timedelta(hours=3), inputs={"tools": "vllm 0.32.0", "checkpoint": "x"}
     )
@@ -223,16 +219,13 @@ def test_an_inconclusive_gating_cell_stands_on_its_last_green_verdict_and_keeps_
     from quantgate.verdicts import Verdict, updated
 
     now = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
-    doc = {
-        "schema_version": 1,
-        "kind": "quantgate-coverage",
-        "cells": [
+    path = coverage_file(
+        tmp_path / "c.json",
+        [
             {"cell_id": "a", "status": "failed", "verdict": "inconclusive", "reason": "unconfirmed fail"},
             {"cell_id": "b", "status": "failed", "verdict": "fail"},
         ],
-    }
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(doc))
+    )
     assert decide([path], ["a", "b"], now=now).problems == (
         "b: failed [c.json]",
         "a: inconclusive (unconfirmed fail) and no verdict (limit 7 days)",
