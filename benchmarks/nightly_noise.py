@@ -45,10 +45,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
+from quantgate import paths  # noqa: E402
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
 from quantgate.confirm import CONFIRMATION_CONFIDENCE  # noqa: E402
 from quantgate.judge import DEFAULT_CAP, samples_to_detect  # noqa: E402
-from quantgate.kinds import GPU_KIND_FILE, KindSpec, load_kind  # noqa: E402
+from quantgate.kinds import KindSpec, load_kind  # noqa: E402
 from quantgate.matrix import MatrixCell, estimate_cell_seconds, expand, planned_samples  # noqa: E402
 from quantgate.outcomes import judge_sequentially, judge_speed_sequentially, speed_judge  # noqa: E402
 from quantgate.published import load_published  # noqa: E402
@@ -325,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    catalog, rules, spec = load_catalog(), load_rules(), load_kind(GPU_KIND_FILE)
+    catalog, rules, spec = load_catalog(), load_rules(), load_kind(paths.kind_file("gpu"))
     started = time.perf_counter()
     acc = accuracy_cells(catalog, rules, args.kind, rng)
     reused = [c for c in acc if c.cell.scheme == "bf16" and spec.accuracy.reuse_reference]

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from quantgate import matrix  # noqa: E402
+from quantgate import matrix, paths  # noqa: E402
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
 from quantgate.devices.durations import Durations  # noqa: E402
 from quantgate.devices.inventory import declared_inventory  # noqa: E402
@@ -42,7 +42,7 @@ from quantgate.devices.placement import (  # noqa: E402
     build_jobs,
     make_plan,
 )
-from quantgate.kinds import GPU_KIND_FILE, load_kind  # noqa: E402
+from quantgate.kinds import load_kind  # noqa: E402
 from quantgate.matrix import expand, task_for_cell  # noqa: E402
 
 JOBS = (("h100", 8, 1, 2), ("h100", 8, 2, 2), ("a100", 8, 1, 1), ("a6000", 4, 1, 1))
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budget_s = args.budget_hours * 3600
     catalog = load_catalog()
-    reuse = load_kind(GPU_KIND_FILE).accuracy.reuse_reference
+    reuse = load_kind(paths.kind_file("gpu")).accuracy.reuse_reference
     ok = True
     weekly: dict[str, tuple[float, float, float]] = {}
     print(

@@ -93,11 +93,10 @@ def _inputs(config: pytest.Config, cell: Any) -> dict[str, str]:
     tools = config.stash[TOOLS]
     if cell.gpu == "cpu":
         from plugins.lane import lane_session
-        from quantgate.envs import ROOT
-        from quantgate.kinds import CPU_KIND_FILE
+        from quantgate import paths
 
-        kind_file = Path(config.getoption("qg_lane") or CPU_KIND_FILE)
-        return local_cell_inputs(cell, lane_session(config).spec(), kind_file, ROOT, tools)
+        kind_file = Path(config.getoption("qg_lane") or paths.kind_file("cpu"))
+        return local_cell_inputs(cell, lane_session(config).spec(), kind_file, paths.root(), tools)
     from plugins.gpu import STATE
 
     state = config.stash[STATE]

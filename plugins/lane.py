@@ -66,9 +66,10 @@ class LaneSession:
     def spec(self) -> Any:
         """The lane file, read once per session; a bad file is a usage error naming file and field."""
         if self._spec is None:
-            from quantgate.kinds import CPU_KIND_FILE, load_kind
+            from quantgate import paths
+            from quantgate.kinds import load_kind
 
-            path = self.config.getoption("qg_lane") or CPU_KIND_FILE
+            path = self.config.getoption("qg_lane") or paths.kind_file("cpu")
             try:
                 self._spec = load_kind(path)
             except QuantgateError as exc:
@@ -129,7 +130,8 @@ class LaneSession:
         """The GPU kinds' pipeline of a matrix run (``suites/kinds/gpu.yaml``: the catalog's checkpoints,
         ``vllm serve`` on leased devices)."""
         if self.gpu_lane is None:
-            from quantgate.kinds import GPU_KIND_FILE, load_kind
+            from quantgate import paths
+            from quantgate.kinds import load_kind
             from quantgate.pipeline import Pipeline
 
             envs = self.envs()
@@ -139,7 +141,7 @@ class LaneSession:
             except QuantgateError as exc:
                 pytest.fail(f"quantgate GPU lane: {exc}", pytrace=False)
             try:
-                spec = load_kind(GPU_KIND_FILE)
+                spec = load_kind(paths.kind_file("gpu"))
             except QuantgateError as exc:
                 raise pytest.UsageError(f"quantgate: {exc}") from None
             self.gpu_lane = Pipeline(

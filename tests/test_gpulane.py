@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
+from quantgate import paths
 from quantgate.devices.leases import Lease
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
-from quantgate.kinds import GPU_KIND_FILE, load_kind
+from quantgate.kinds import load_kind
 from quantgate.lanereport import write_report
 from quantgate.matrix import MatrixCell, expand
 from quantgate.pipeline import Pipeline
@@ -86,7 +87,7 @@ def cell(scheme: str) -> MatrixCell:
 
 def lane(tmp_path: Path, factor: float, update: bool = False, confirming: float | None = None) -> Pipeline:
     gpu_lane = Pipeline(
-        load_kind(GPU_KIND_FILE),
+        load_kind(paths.kind_file("gpu")),
         Envs(tmp_path / "envs"),
         tmp_path / "work",
         baselines=tmp_path / "baselines",
@@ -331,7 +332,7 @@ def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
 
 
 def test_what_differs_between_cpu_and_gpu_kinds_is_their_kind_files() -> None:
-    cpu, gpu = load_kind(), load_kind(GPU_KIND_FILE)
+    cpu, gpu = load_kind(), load_kind(paths.kind_file("gpu"))
     assert (cpu.kinds, cpu.speed.reference, cpu.offline) == (("cpu",), "session", True)
     assert (cpu.speed.cap, gpu.speed.cap, gpu.speed.reference_repeats) == (6, 12, 24)
     assert set(gpu.kinds) == {"a6000", "a100", "h100", "h200", "l40s"}

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from quantgate import paths
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
-from quantgate.kinds import CPU_KIND_FILE, load_kind
+from quantgate.kinds import load_kind
 from quantgate.lanereport import write_report
 from quantgate.outcomes import merge_counts
 from quantgate.runners.evaluate import EvalJob, LightevalWorker, read_evaluation
@@ -24,7 +25,7 @@ RECORDED = Path(__file__).parent / "data" / "lighteval-lane"
 
 
 def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
-    spec = load_kind(CPU_KIND_FILE)
+    spec = load_kind(paths.kind_file("cpu"))
     assert set(spec.schemes) == {"bf16", "fp8-w8a8", "int8-w8a8", "int4-w4a16"}
     assert spec.accuracy.reference_samples >= spec.accuracy.first_samples
     assert set(spec.speed.scenarios) == {"single-stream", "multi-stream", "server"}
@@ -59,7 +60,7 @@ def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
 def test_a_bad_lane_file_names_the_file_and_field(tmp_path: Path, edit, field: str) -> None:  # type: ignore[no-untyped-def]
     import yaml
 
-    doc = yaml.safe_load(CPU_KIND_FILE.read_text())
+    doc = yaml.safe_load(paths.kind_file("cpu").read_text())
     edit(doc)
     path = tmp_path / "lane.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -340,7 +341,7 @@ def test_an_unknown_device_kind_is_blamed_on_the_kind_file(tmp_path: Path) -> No
     """Found by the loader fuzz: an empty kind was refused naming the catalog's gpus.yaml."""
     import yaml
 
-    document = yaml.safe_load(CPU_KIND_FILE.read_text())
+    document = yaml.safe_load(paths.kind_file("cpu").read_text())
     document["kinds"] = [""]
     path = tmp_path / "lane.yaml"
     path.write_text(yaml.safe_dump(document))

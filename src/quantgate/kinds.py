@@ -25,15 +25,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from quantgate import paths
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.datafile import Strict, load_model
 from quantgate.errors import QuantgateError
 
 KIND_SCHEMA_VERSION = 1
-ROOT = Path(__file__).resolve().parents[2]
-KINDS_DIR = ROOT / "suites" / "kinds"
-CPU_KIND_FILE = KINDS_DIR / "cpu.yaml"
-GPU_KIND_FILE = KINDS_DIR / "gpu.yaml"
 Scenario = Literal["single-stream", "multi-stream", "server"]
 
 
@@ -158,8 +155,10 @@ class KindSpec(Strict):
         return self.kinds == ("cpu",)
 
 
-def load_kind(path: str | Path = CPU_KIND_FILE, catalog: Catalog | None = None) -> KindSpec:
-    """Load a kind file; schemes and kinds must be the catalog's, ``bf16`` (the reference) included."""
+def load_kind(path: str | Path | None = None, catalog: Catalog | None = None) -> KindSpec:
+    """Load a kind file (default: the cpu kind's); schemes and kinds must be the catalog's, ``bf16``
+    (the reference) included."""
+    path = path or paths.kind_file("cpu")
     spec = load_model(KindSpec, path, "kind", KIND_SCHEMA_VERSION)
     catalog = catalog or load_catalog()
     for index, scheme in enumerate(spec.schemes):

@@ -13,10 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from quantgate import paths
 from quantgate.budget import Cut
 from quantgate.catalog import Catalog, Sampling, load_catalog
 from quantgate.devices.leases import Lease
-from quantgate.envs import ROOT, Envs, sha256_file, tokenizer_sha256, tool_context
+from quantgate.envs import Envs, sha256_file, tokenizer_sha256, tool_context
 from quantgate.envs import weights_sha256 as local_weights_sha256
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP
@@ -92,8 +93,8 @@ class PipelineCore:
     spec: KindSpec
     envs: Envs
     workdir: Path
-    root: Path = ROOT
-    baselines: Path = ROOT / "baselines"
+    root: Path = field(default_factory=paths.root)
+    baselines: Path = field(default_factory=paths.baselines_dir)
     update_baselines: bool = False
     catalog: Catalog = field(default_factory=load_catalog)
     rules: Rules = field(default_factory=load_rules)

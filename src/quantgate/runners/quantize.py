@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantgate import paths
 from quantgate.catalog import QuantArgs, SchemeSpec
 from quantgate.errors import QuantgateError
 from quantgate.runners.process import run_tool
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "oneshot.py"
-RECIPES = Path(__file__).resolve().parents[3] / "fixtures" / "data" / "recipes"
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Quantized:
     log: Path
 
 
-def recipe_path(scheme: str, directory: Path = RECIPES) -> Path:
-    path = directory / f"{scheme}.yaml"
+def recipe_path(scheme: str, directory: Path | None = None) -> Path:
+    path = (directory or paths.recipes_dir()) / f"{scheme}.yaml"
     if not path.is_file():
         raise QuantgateError(path, f"no llmcompressor recipe for scheme {scheme!r}")
     return path
