@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
+from plugins import PLANNING_PLUGINS  # noqa: E402
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
 from quantgate.devices.durations import Durations  # noqa: E402
 from quantgate.devices.inventory import declared_inventory  # noqa: E402
@@ -98,16 +99,7 @@ def collect_time(runs: int, extra: Sequence[str] = ()) -> tuple[float, float, in
     """(best wall seconds, best pytest-reported collection seconds, items) for the full matrix."""
     with tempfile.TemporaryDirectory(prefix="qg-collect-") as tmp:
         root = Path(tmp)
-        plugins = [
-            "plugins.options",
-            "plugins.status",
-            "plugins.history",
-            "plugins.gpu",
-            "plugins.budget",
-            "plugins.coverage",
-            "plugins.matrix",
-        ]
-        (root / "conftest.py").write_text(f"pytest_plugins = {plugins!r}\n")
+        (root / "conftest.py").write_text(f"pytest_plugins = {list(PLANNING_PLUGINS)!r}\n")
         (root / "test_matrix.py").write_text(TOY_SUITE)
         (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}

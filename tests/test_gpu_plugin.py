@@ -20,6 +20,8 @@ import pytest
 import yaml
 from fake_nvml import H100, fake_nvml
 
+from plugins import PLANNING_PLUGINS
+
 REPO = Path(__file__).resolve().parents[1]
 H100_CELLS = 64
 
@@ -99,16 +101,7 @@ def gate(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
     monkeypatch.setenv("TOY_LOG", str(pytester.path / "log.jsonl"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    plugins = [
-        "plugins.options",
-        "plugins.status",
-        "plugins.history",
-        "plugins.gpu",
-        "plugins.budget",
-        "plugins.coverage",
-        "plugins.matrix",
-    ]
-    pytester.makeconftest(f"pytest_plugins = {plugins!r}\n")
+    pytester.makeconftest(f"pytest_plugins = {list(PLANNING_PLUGINS)!r}\n")
     pytester.makeini(
         "[pytest]\naddopts = -p no:cacheprovider -p no:randomly -p no:hypothesispytest -p no:benchmark\n"
         "filterwarnings = error\n"
@@ -157,34 +150,37 @@ def _check_devices(cells: Rows, starts: Rows, stops: Rows) -> None:
             assert a1 <= b0 or b1 <= a0, f"{a} and {b} held GPU {sorted(da & db)} at the same time"
 
 
-def test_markers_are_listed_with_signatures(gate: pytest.Pytester) -> None:
+# What ``pytest OPTION`` lists, in this order: the markers with their signatures, and each flag's help
+# shared with its ini key.
+LISTINGS = {
+    "--markers": [
+        "@pytest.mark.a6000: needs an NVIDIA RTX A6000 (48 GiB, compute capability 8.6)*",
+        "@pytest.mark.h100: needs an NVIDIA H100 80GB (80 GiB, compute capability 9.0)*-m h100",
+        "@pytest.mark.cpu: runs on the CPU lane with no GPU visible*",
+        "@pytest.mark.gpu(kind, count=1, memory_gb=0.0): needs `count` adjacent GPUs of `kind`*",
+    ],
+    "--help": [
+        "*--qg-gpus=SPEC*GPU inventory to place tests on*",
+        "*--qg-plan=FILE*",
+        "*--qg-shard=K/N*",
+        "*--qg-allow-empty*",
+        "*--qg-coverage=FILE*",
+        "*qg_gpus (string):*GPU inventory to place tests on*",
+        "*qg_allow_empty (bool):*",
+        "*qg_coverage (string):*",
+    ],
+}
+
+
+@pytest.mark.parametrize("option", LISTINGS)
+def test_markers_and_help_are_listed(gate: pytest.Pytester, option: str) -> None:
+    gate.runpytest(option).stdout.fnmatch_lines(LISTINGS[option])
+
+
+def test_every_kind_has_a_marker(gate: pytest.Pytester) -> None:
     result = gate.runpytest("--markers")
-    result.stdout.fnmatch_lines(
-        [
-            "@pytest.mark.a6000: needs an NVIDIA RTX A6000 (48 GiB, compute capability 8.6)*",
-            "@pytest.mark.h100: needs an NVIDIA H100 80GB (80 GiB, compute capability 9.0)*-m h100",
-            "@pytest.mark.cpu: runs on the CPU lane with no GPU visible*",
-            "@pytest.mark.gpu(kind, count=1, memory_gb=0.0): needs `count` adjacent GPUs of `kind`*",
-        ]
-    )
     for kind in ("a100", "h200", "l40s"):
         result.stdout.fnmatch_lines([f"@pytest.mark.{kind}: *"])
-
-
-def test_help_shares_flag_and_ini_help(gate: pytest.Pytester) -> None:
-    result = gate.runpytest("--help")
-    result.stdout.fnmatch_lines(
-        [
-            "*--qg-gpus=SPEC*GPU inventory to place tests on*",
-            "*--qg-plan=FILE*",
-            "*--qg-shard=K/N*",
-            "*--qg-allow-empty*",
-            "*--qg-coverage=FILE*",
-            "*qg_gpus (string):*GPU inventory to place tests on*",
-            "*qg_allow_empty (bool):*",
-            "*qg_coverage (string):*",
-        ]
-    )
 
 
 def test_minus_m_selects_exactly_one_kind(gate: pytest.Pytester) -> None:
