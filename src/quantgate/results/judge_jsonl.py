@@ -11,14 +11,7 @@ from quantgate.errors import QuantgateError
 from quantgate.results.fields import (
     _what,
 )
-from quantgate.results.records import (
-    AccuracyResult,
-    ItemOutcome,
-    Record,
-    ResultFile,
-    _is_count,
-    _is_number,
-)
+from quantgate.results.records import ItemOutcome, Record, ResultFile, _is_count, _is_number, _Scores
 
 _JUDGE_FIELDS: Final = frozenset({"item", "samples", "correct", "output_tokens"})
 
@@ -58,18 +51,5 @@ def _judge_result(path: Path, records: Sequence[Record]) -> ResultFile:
             raise QuantgateError(path, f"duplicated item {item!r} (first on {first_seen[item]})", where)
         first_seen[item] = where
         outcomes.append(ItemOutcome(item, samples, correct, None if tokens is None else float(tokens)))
-    per_item = [o.correct / o.samples for o in outcomes]
-    sample_counts = {o.samples for o in outcomes}
-    result = AccuracyResult(
-        source=str(path),
-        kind=kind,
-        tool_version=None,
-        model=None,
-        task=path.stem,
-        metric="pass@1",
-        value=sum(per_item) / len(per_item),
-        stderr=None,
-        samples_per_item=sample_counts.pop() if len(sample_counts) == 1 else None,
-        items=tuple(outcomes),
-    )
+    result = _Scores(str(path), kind).of_items(path.stem, "pass@1", outcomes)
     return ResultFile(str(path), kind, None, (result,), (), {"tool": "quantgate"})

@@ -34,6 +34,7 @@ from quantgate.results.records import (
     ResultFile,
     _is_count,
     _is_number,
+    _Scores,
 )
 
 
@@ -77,6 +78,7 @@ def _lighteval_results(path: Path, doc: Mapping[str, object]) -> ResultFile:
             if isinstance(summary, dict):
                 _add_provenance(provenance, f"summary_tasks.{task_key}.", summary.get("hashes"))
 
+    file_scores = _Scores(str(path), kind, tool_version, model)
     out: list[AccuracyResult] = []
     seen: dict[tuple[str, int | None, str], str] = {}
     for task_key, scores in results.items():
@@ -99,21 +101,7 @@ def _lighteval_results(path: Path, doc: Mapping[str, object]) -> ResultFile:
                     where,
                 )
             seen[cell] = task_key
-            out.append(
-                AccuracyResult(
-                    source=str(path),
-                    kind=kind,
-                    tool_version=tool_version,
-                    model=model,
-                    task=task,
-                    metric=metric,
-                    value=number,
-                    stderr=stderr,
-                    samples_per_item=_samples_in_name(metric),
-                    items=None,
-                    fewshot=fewshot,
-                )
-            )
+            out.append(file_scores.score(task, metric, number, stderr, _samples_in_name(metric), fewshot))
     if not out:
         raise QuantgateError(path, "no task scores (only the 'all' average or nothing)", "results")
     return ResultFile(str(path), kind, tool_version, tuple(out), (), provenance)
@@ -270,23 +258,7 @@ def _details_result(path: Path, records: Sequence[Record]) -> ResultFile:
         outcomes = _metric_outcomes(path, metric, rows, ids)
         if outcomes is None:
             continue
-        per_item = [o.correct / o.samples for o in outcomes]
-        sample_counts = {o.samples for o in outcomes}
-        out.append(
-            AccuracyResult(
-                source=str(path),
-                kind=kind,
-                tool_version=None,
-                model=None,
-                task=task,
-                metric=metric,
-                value=sum(per_item) / len(per_item),
-                stderr=None,
-                samples_per_item=sample_counts.pop() if len(sample_counts) == 1 else None,
-                items=tuple(outcomes),
-                fewshot=fewshot,
-            )
-        )
+        out.append(_Scores(str(path), kind).of_items(task, metric, outcomes, fewshot))
     if not out:
         shown = ", ".join(metric_names[:6]) or "none"
         raise QuantgateError(

@@ -21,6 +21,7 @@ from quantgate.results.records import (
     AccuracyResult,
     ResultFile,
     _is_number,
+    _Scores,
 )
 
 _LM_EVAL_NON_METRICS: Final = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
@@ -61,6 +62,7 @@ def _lm_eval_results(path: Path, doc: Mapping[str, object]) -> ResultFile:
         for task_name, counts in n_samples.items():
             _add_provenance(provenance, f"n-samples.{task_name}.", counts, ("original", "effective"))
 
+    file_scores = _Scores(str(path), kind, tool_version, model)
     out: list[AccuracyResult] = []
     for task, scores in results.items():
         where = _join("results", task)
@@ -78,21 +80,7 @@ def _lm_eval_results(path: Path, doc: Mapping[str, object]) -> ResultFile:
             number = _number(path, value, metric_where)
             stderr_key = f"{base}_stderr{comma}{filter_name}"
             stderr = _stderr(path, scores.get(stderr_key), _join(where, stderr_key))
-            out.append(
-                AccuracyResult(
-                    source=str(path),
-                    kind=kind,
-                    tool_version=tool_version,
-                    model=model,
-                    task=str(task),
-                    metric=key,
-                    value=number,
-                    stderr=stderr,
-                    samples_per_item=None,
-                    items=None,
-                    fewshot=fewshot,
-                )
-            )
+            out.append(file_scores.score(str(task), key, number, stderr, None, fewshot))
     if not out:
         raise QuantgateError(path, "no metrics in any task", "results")
     return ResultFile(str(path), kind, tool_version, tuple(out), (), provenance)

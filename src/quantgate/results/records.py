@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -117,6 +117,51 @@ class AccuracyResult:
             raise QuantgateError(
                 self.source, f"samples_per_item must be an integer >= 1, got {self.samples_per_item!r}", where
             )
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Makes the scores of one result file, each with the file's source, kind, tool version and model."""
+
+    source: str
+    kind: str
+    tool_version: str | None = None
+    model: str | None = None
+
+    def score(
+        self,
+        task: str,
+        metric: str,
+        value: float,
+        stderr: float | None,
+        samples_per_item: int | None,
+        fewshot: int | None,
+        items: tuple[ItemOutcome, ...] | None = None,
+    ) -> AccuracyResult:
+        """A score as the file states it, with its per-item counts where the file has them."""
+        return AccuracyResult(
+            source=self.source,
+            kind=self.kind,
+            tool_version=self.tool_version,
+            model=self.model,
+            task=task,
+            metric=metric,
+            value=value,
+            stderr=stderr,
+            samples_per_item=samples_per_item,
+            items=items,
+            fewshot=fewshot,
+        )
+
+    def of_items(
+        self, task: str, metric: str, outcomes: Sequence[ItemOutcome], fewshot: int | None = None
+    ) -> AccuracyResult:
+        """A score from per-item counts: the mean of the items' rates; samples per item where all agree."""
+        per_item = [o.correct / o.samples for o in outcomes]
+        sample_counts = {o.samples for o in outcomes}
+        samples_per_item = sample_counts.pop() if len(sample_counts) == 1 else None
+        mean = sum(per_item) / len(per_item)
+        return self.score(task, metric, mean, None, samples_per_item, fewshot, tuple(outcomes))
 
 
 @dataclass(frozen=True)
