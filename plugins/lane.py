@@ -17,14 +17,18 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 
 from plugins.coverage import VERDICT_PROPERTY
 from plugins.options import setting
 from plugins.status import fail_session
+from quantgate.cellresult import CellResult
 from quantgate.errors import QuantgateError
+
+if TYPE_CHECKING:
+    from quantgate.matrix import MatrixCell
 
 SESSION_KEY = pytest.StashKey["LaneSession"]()
 FACTS_KEY = pytest.StashKey[list[tuple[str, Any]]]()
@@ -50,7 +54,7 @@ class LaneSession:
     lane: Any = None
     gpu_lane: Any = None
     error: str | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
+    results: list[CellResult] = field(default_factory=list)
     accuracy: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -163,9 +167,9 @@ class LaneSession:
             reporter.write_line(f"[quantgate {time.monotonic() - self.started:4.0f} s] {line}")
             reporter.flush()
 
-    def record(self, **fields: Any) -> None:
-        """A judged cell's figures for the report (``kind`` accuracy, speed, quantize)."""
-        self._attach("record", fields)
+    def record(self, result: CellResult) -> None:
+        """A judged cell's result for the report (``kind`` accuracy, speed, quantize)."""
+        self._attach("record", result.to_record())
 
     def add_benchmarks(self, entries: list[dict[str, Any]]) -> None:
         """pytest-benchmark entries of the current test's bench runs."""
@@ -188,7 +192,7 @@ class LaneSession:
         """Fold facts from a test (of this process or an xdist worker) into the session."""
         for name, value in facts:
             if name == "record":
-                self.records.append(dict(value))
+                self.results.append(CellResult.from_record(value, "an xdist worker's facts", "record"))
             elif name == "benchmarks":
                 self.benchmarks.extend(dict(entry) for entry in value)
             elif name == "server_start":
@@ -218,18 +222,23 @@ def end_cell(
     pytest.fail(f"{cell.cell_id}: {detail}", pytrace=False)
 
 
-def over_budget(session: LaneSession, cell: Any, kind: str, reason: str, **fields: Any) -> NoReturn:
+def over_budget(
+    session: LaneSession, cell: MatrixCell, kind: Literal["accuracy", "speed"], reason: str
+) -> NoReturn:
     """End a test whose step the cell budget cut: recorded, and informational (xfail), never a pass."""
     session.record(
-        cell=cell.cell_id,
-        kind=kind,
-        model=cell.model,
-        scheme=cell.scheme,
-        gpu=cell.gpu,
-        verdict="cut",
-        cuts=[reason],
-        detail=f"cut by the cell budget: {reason}",
-        **fields,
+        CellResult(
+            cell=cell.cell_id,
+            kind=kind,
+            model=cell.model,
+            scheme=cell.scheme,
+            gpu=cell.gpu,
+            benchmark=cell.benchmark,
+            scenario=cell.scenario,
+            verdict="cut",
+            cuts=(reason,),
+            detail=f"cut by the cell budget: {reason}",
+        )
     )
     pytest.xfail(f"{cell.cell_id}: informational: cut by the cell budget: {reason}")
 
@@ -316,12 +325,14 @@ def qg_server(request: pytest.FixtureRequest, qg_lane_session: LaneSession) -> S
     server = pipeline.serve(cell, lease)
     for served_model, seconds in pipeline.take_starts():
         qg_lane_session.record(
-            cell=served_model,
-            kind="quantize",
-            model=checkpoint.model,
-            scheme=checkpoint.scheme,
-            seconds=checkpoint.quantize_s,
-            reused=checkpoint.reused,
+            CellResult(
+                cell=served_model,
+                kind="quantize",
+                model=checkpoint.model,
+                scheme=checkpoint.scheme,
+                seconds=checkpoint.quantize_s,
+                reused=checkpoint.reused,
+            )
         )
         qg_lane_session.server_started(served_model, seconds)
     return Served(pipeline, server)
@@ -441,12 +452,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     benchmark_doc = benchmark_document(session.benchmarks, session.envs(), config.rootpath, gpu)
     written = write_report(
         directory,
-        session.records,
-        session.outcomes,
-        benchmark_doc,
-        session.server_starts,
-        time.monotonic() - session.started,
-        context,
+        session.results,
+        outcomes=session.outcomes,
+        benchmark_doc=benchmark_doc,
+        server_starts=session.server_starts,
+        wall_s=time.monotonic() - session.started,
+        context=context,
         failures=session.failures,
         title="quantgate CPU lane" if gpu is None else "quantgate GPU run",
     )

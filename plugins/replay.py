@@ -122,7 +122,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
         path = Path(summary)
         path.parent.mkdir(parents=True, exist_ok=True)
-        charts = draw_replay(judged, path.parent, path.stem)
+        charts = draw_replay([cell.result() for cell in judged], path.parent, path.stem)
         links = "".join(f"![{c.stem}]({c.name})\n" for c in charts)
         text = report_markdown(judged, "quantgate replay") + (f"\n## Charts\n\n{links}" if links else "")
         atomic_write_text(path, text + "\n")

@@ -18,13 +18,6 @@ from quantgate.budget import OverBudget
 from quantgate.matrix import MatrixCell
 
 
-def _record(session: LaneSession, cell: MatrixCell, kind: str, **figures: object) -> None:
-    """A judged cell's figures for the report, after the cell's id, kind, model, scheme and GPU kind."""
-    session.record(
-        cell=cell.cell_id, kind=kind, model=cell.model, scheme=cell.scheme, gpu=cell.gpu, **figures
-    )
-
-
 def test_accuracy(
     qg_accuracy_cell: MatrixCell,
     qg_server: Served,
@@ -37,11 +30,11 @@ def test_accuracy(
         outcome = qg_server.pipeline.judge_accuracy(qg_server.server, cell)
     except OverBudget as cut:
         qg_lane_session.accuracy_cuts[cell.cell_id] = str(cut.cut)
-        over_budget(qg_lane_session, cell, "accuracy", str(cut.cut), benchmark=cell.benchmark)
+        over_budget(qg_lane_session, cell, "accuracy", str(cut.cut))
     qg_lane_session.accuracy[cell.cell_id] = outcome
     if outcome.reference_note:
         qg_lane_session.reference_written(outcome.reference_note)
-    _record(qg_lane_session, cell, "accuracy", benchmark=cell.benchmark, **outcome.as_record())
+    qg_lane_session.record(outcome.result(cell))
     detail = outcome.verdict.detail
     if outcome.cuts:
         detail += "; cut by the cell budget: " + "; ".join(str(c) for c in outcome.cuts)
@@ -85,22 +78,14 @@ def test_speed(
     try:
         outcome = pipeline.judge_speed(qg_server.server, cell)
     except OverBudget as cut:
-        over_budget(qg_lane_session, cell, "speed", str(cut.cut), scenario=cell.scenario)
+        over_budget(qg_lane_session, cell, "speed", str(cut.cut))
     if outcome.reference_note:
         qg_lane_session.reference_written(outcome.reference_note)
     qg_lane_session.add_benchmarks(
         outcome.benchmark_entries(cell.model, cell.scheme, f"{cell.gpu}::{pipeline.served_name(cell)}")
     )
     budget_cut = pipeline.speed_cuts.get(pipeline.served_name(cell))
-    _record(
-        qg_lane_session,
-        cell,
-        "speed",
-        scenario=cell.scenario,
-        workload=cell.workload,
-        cuts=[str(budget_cut)] if budget_cut else [],
-        **outcome.as_record(),
-    )
+    qg_lane_session.record(outcome.result(cell, cuts=[str(budget_cut)] if budget_cut else []))
     if outcome.verdict is None or outcome.decision is None:
         return
     end_cell(

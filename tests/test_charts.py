@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 
 from quantgate import charts
+from quantgate.cellresult import CellResult
 
-RECORDS = [
-    {"kind": "accuracy", "model": "m", "scheme": "int8", "verdict": "pass", "recovery": 1.0, "low": 0.98,
-     "high": 1.02, "floor": 0.97},
-    {"kind": "accuracy", "model": "m", "scheme": "fp8", "verdict": "cut"},
-    {"kind": "speed", "model": "m", "scheme": "bf16", "scenario": "single-stream", "verdict": "reference"},
-    {"kind": "speed", "model": "m", "scheme": "int8", "scenario": "single-stream", "verdict": "fail",
-     "speedup": 0.8, "low": 0.7, "high": 0.9, "floor": 1.0},
-    {"kind": "speed", "model": "m", "scheme": "fp8", "scenario": "single-stream", "verdict": "error"},
+RESULTS = [
+    CellResult(cell="a1", kind="accuracy", model="m", scheme="int8", verdict="pass", recovery=1.0, low=0.98,
+               high=1.02, floor=0.97),
+    CellResult(cell="a2", kind="accuracy", model="m", scheme="fp8", verdict="cut"),
+    CellResult(cell="s0", kind="speed", model="m", scheme="bf16", scenario="single-stream"),
+    CellResult(cell="s1", kind="speed", model="m", scheme="int8", scenario="single-stream", verdict="fail",
+               speedup=0.8, low=0.7, high=0.9, floor=1.0),
+    CellResult(cell="s2", kind="speed", model="m", scheme="fp8", scenario="single-stream", verdict="error"),
 ]  # fmt: skip
 
 
@@ -37,7 +38,7 @@ def test_a_cell_without_a_figure_is_marked_and_the_title_names_the_run(
         return save(plt, figure, path, dpi)
 
     monkeypatch.setattr(charts, "_save", keep)
-    written = charts.draw(RECORDS, tmp_path, "quantgate CPU lane · host x · 2026-12-01")
+    written = charts.draw(RESULTS, tmp_path, "quantgate CPU lane · host x · 2026-12-01")
     assert [p.name for p in written] == ["recovery.png", "speedup.png"]
     assert drawn["recovery.png"]["labels"] == ["m int8", "m fp8"]
     assert drawn["recovery.png"]["texts"] == ["cut: no figure"]

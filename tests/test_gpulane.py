@@ -118,17 +118,16 @@ def test_a_quantized_model_on_fewer_gpus_gets_a_per_gpu_speedup_too(tmp_path: Pa
     speedup = geometric_mean(outcome.figures) / geometric_mean(reference.figures)
     assert outcome.verdict.speedup == pytest.approx(speedup, rel=1e-9)
     assert outcome.verdict.per_gpu_speedup == pytest.approx(2 * speedup, rel=1e-9)
-    record = outcome.as_record()
-    assert (record["gpus"], record["bf16_gpus"]) == (1, 2)
-    assert f"per GPU {2 * speedup:.3f} (1 vs 2 GPUs)" in str(record["detail"])
+    result = outcome.result(int4)
+    assert (result.gpus, result.bf16_gpus) == (1, 2)
+    assert f"per GPU {2 * speedup:.3f} (1 vs 2 GPUs)" in result.detail
     entries = outcome.benchmark_entries("Qwen-32B", "int4-w4a16", "h100::Qwen-32B")
     assert len(entries) == 3
     assert all(e["extra_info"]["scheme"] == "int4-w4a16" for e in entries)
 
-    rows = [
-        {"kind": "speed", "model": "Qwen-32B", "scheme": "int4-w4a16", "scenario": "multi-stream", **record}
-    ]
-    text = write_report(tmp_path / "report", rows, {}, None, {}, 1.0, {}).markdown.read_text()
+    text = write_report(
+        tmp_path / "report", [result], outcomes={}, wall_s=1.0, context={}
+    ).markdown.read_text()
     assert "GPUs BF16 → quantized | speedup per GPU" in text
     assert f"| 2 → 1 | {2 * speedup:.3f} |" in text
 
@@ -412,7 +411,7 @@ def test_a_bf16_speed_cell_reports_its_stored_reference_while_the_inputs_are_the
     assert bench.folders == [], "nothing benched"
     assert outcome.figures == reference.figures
     assert outcome.runs == ()
-    assert "BF16 speed reference reused" in str(outcome.as_record()["detail"])
+    assert "BF16 speed reference reused" in outcome.result(cell("bf16")).detail
     path = nightly.speed_reference_path(cell("bf16"))
     stored = json.loads(path.read_text())
     stored["provenance"]["vllm"] = "0.31.0"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from quantgate import paths
+from quantgate.cellresult import CellResult
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
 from quantgate.kinds import load_kind
@@ -240,7 +241,14 @@ def test_the_report_has_every_cell_and_the_coverage(tmp_path: Path) -> None:
         "suites/x::test_accuracy[m-int8]": ("failed", "recovery 0.714"),
         "suites/x::test_speed[m-int8-single-stream]": ("error", "ToolError: vllm bench"),
     }
-    written = write_report(tmp_path, records, outcomes, None, {"m-bf16": [18.0]}, 12.0, {"lane": "cpu"})
+    written = write_report(
+        tmp_path,
+        [CellResult.from_record(r, "test", "record") for r in records],
+        outcomes=outcomes,
+        server_starts={"m-bf16": [18.0]},
+        wall_s=12.0,
+        context={"lane": "cpu"},
+    )
     text = written.markdown.read_text()
     row = "| m | int8-w8a8 | aime24 | 0.500 | 0.700 | 0.714 [0.690, 0.740] | 0.97 (int8-small) |"
     row += " 8→4→8 (20/item) |"
@@ -284,6 +292,7 @@ def test_output_length_is_a_sample_weighted_mean_and_unknown_when_any_is_missing
 def test_the_terminal_summary_names_recovery_and_output_length() -> None:
     records = [
         {
+            "cell": "m-s-b",
             "kind": "accuracy",
             "model": "m",
             "scheme": "s",
@@ -303,7 +312,8 @@ def test_the_terminal_summary_names_recovery_and_output_length() -> None:
         },
     ]
     with tempfile.TemporaryDirectory() as directory:
-        written = write_report(Path(directory), records, {}, None, {}, 1.0, {})
+        results = [CellResult.from_record(r, "test", "record") for r in records]
+        written = write_report(Path(directory), results, outcomes={}, wall_s=1.0, context={})
     assert (
         written.summary_lines[0]
         == "m s b: pass@1 0.700 vs 0.700, recovery 1.000 [0.990, 1.010], length x1.050, pass"
@@ -311,25 +321,25 @@ def test_the_terminal_summary_names_recovery_and_output_length() -> None:
 
 
 def test_the_report_names_verdicts_that_changed_since_the_last_run(tmp_path: Path) -> None:
-    def record(cell: str, verdict: str, recovery: float) -> dict[str, object]:
-        return {
-            "cell": cell,
-            "kind": "accuracy",
-            "model": "m",
-            "scheme": cell,
-            "verdict": verdict,
-            "recovery": recovery,
-            "low": recovery - 0.02,
-            "high": recovery + 0.02,
-            "floor": 0.97,
-        }
+    def record(cell: str, verdict: str, recovery: float) -> CellResult:
+        return CellResult(
+            cell=cell,
+            kind="accuracy",
+            model="m",
+            scheme=cell,
+            verdict=verdict,
+            recovery=recovery,
+            low=recovery - 0.02,
+            high=recovery + 0.02,
+            floor=0.97,
+        )
 
     first = write_report(
-        tmp_path, [record("a", "pass", 1.0), record("b", "pass", 0.99)], {}, None, {}, 1.0, {}
+        tmp_path, [record("a", "pass", 1.0), record("b", "pass", 0.99)], outcomes={}, wall_s=1.0, context={}
     )
     assert "no earlier report here to compare with" in first.markdown.read_text()
     second = write_report(
-        tmp_path, [record("a", "fail", 0.90), record("c", "pass", 1.0)], {}, None, {}, 1.0, {}
+        tmp_path, [record("a", "fail", 0.90), record("c", "pass", 1.0)], outcomes={}, wall_s=1.0, context={}
     )
     text = second.markdown.read_text()
     assert "- accuracy a: pass → fail (1.000 → 0.900)" in text

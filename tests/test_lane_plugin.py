@@ -133,6 +133,7 @@ def test_h100_cells_without_an_h100_end_red_with_the_reason(project: pytest.Pyte
 
 PARALLEL_CELLS = """
 import pytest
+from quantgate.cellresult import CellResult
 from quantgate.runners.process import ToolError
 
 
@@ -141,12 +142,12 @@ def test_cell(n, qg_lane_session, tmp_path):
     qg_lane_session.server_started(f"m-s{n}", 1.0 + n)
     entry = {"name": f"run[{n}]", "fullname": f"lane::m-s{n}::run[{n}]", "stats": {}}
     qg_lane_session.add_benchmarks([entry])
-    qg_lane_session.record(
+    qg_lane_session.record(CellResult(
         cell=f"m-s{n}-multi-stream", kind="speed", model="m", scheme=f"s{n}", scenario="multi-stream",
         metric="max_qps", unit="requests/s", median=2.0, bf16_median=1.0,
         verdict="pass" if n % 10 else "fail",
         speedup=2.0, low=1.9, high=2.1, floor=1.0, rule="r", gating=True, detail="d",
-    )
+    ))
     if n % 20 == 0:
         pytest.fail(f"cell {n} failed")
     if n % 20 == 10:

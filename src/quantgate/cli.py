@@ -42,9 +42,8 @@ def _run_judge(args: argparse.Namespace) -> int:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from quantgate.replay import Replay, counts, report_markdown
-
     from quantgate import paths
+    from quantgate.replay import Replay, counts, report_markdown
 
     results = args.results or paths.published_dir()
     cells = Replay().cells(results)

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from quantgate.cellresult import CellResult
 from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
-from quantgate.lanereport import REPORT_SCHEMA_VERSION
+from quantgate.lanereport import REPORT_SCHEMA_VERSION, read_results
 
 REPORT_KIND = "quantgate-lane-report"
 
@@ -26,38 +27,40 @@ def add_parser(sub: Any) -> None:
     report.set_defaults(func=run)
 
 
-def load_cells(path: Path) -> Mapping[str, Any]:
+def load_cells(path: Path) -> tuple[Mapping[str, Any], list[CellResult]]:
+    """A lane report's document and its cell results, each checked (one error naming file and field)."""
     doc = load_kind(path, REPORT_KIND, REPORT_SCHEMA_VERSION)
-    records = doc.get("records")
-    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
-        raise QuantgateError(path, "must be a list of mappings", "records")
+    if "records" not in doc:
+        raise QuantgateError(path, "missing", "records")
+    results = read_results(doc, str(path))
     outcomes = doc.get("outcomes", {})
     if not isinstance(outcomes, Mapping):
         raise QuantgateError(path, "must be a mapping of test id to outcome", "outcomes")
     for node, outcome in outcomes.items():
         if not isinstance(outcome, Mapping) or not isinstance(outcome.get("outcome"), str):
             raise QuantgateError(path, "must be {outcome, reason}", f"outcomes.{node}")
-    return doc
+    return doc, results
 
 
 def run(args: argparse.Namespace) -> int:
     from quantgate.lanereport import changes_since, write_report
 
     directory = Path(args.directory)
-    doc = load_cells(directory / "cells.json")
+    doc, results = load_cells(directory / "cells.json")
     if args.previous:
         load_cells(Path(args.previous))
-        changes = changes_since(Path(args.previous), doc["records"])
+        changes = changes_since(Path(args.previous), results)
     else:
         changes = ["not compared with another run (quantgate report DIR --previous OTHER/cells.json)"]
     written = write_report(
         directory,
-        doc["records"],
-        {node: (o["outcome"], str(o.get("reason", ""))) for node, o in doc.get("outcomes", {}).items()},
-        None,
-        doc.get("server_start_s", {}),
-        float(doc.get("wall_s", 0.0)),
-        doc.get("context", {}),
+        results,
+        outcomes={
+            node: (o["outcome"], str(o.get("reason", ""))) for node, o in doc.get("outcomes", {}).items()
+        },
+        server_starts=doc.get("server_start_s", {}),
+        wall_s=float(doc.get("wall_s", 0.0)),
+        context=doc.get("context", {}),
         title=str(doc.get("title", "quantgate CPU lane")),
         failures=doc.get("failures", {}),
         changes=changes,

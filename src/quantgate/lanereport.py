@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from quantgate.cellresult import CellResult
 from quantgate.datafile import atomic_write_text
+from quantgate.errors import QuantgateError
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -41,9 +43,9 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _floor(record: Mapping[str, Any]) -> str:
-    mode = "" if record.get("gating", True) else ", informational"
-    return f"{_num(record.get('floor'), 2)} ({record.get('rule')}{mode})"
+def _floor(result: CellResult) -> str:
+    mode = "" if result.gating else ", informational"
+    return f"{_num(result.floor, 2)} ({result.rule}{mode})"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -52,72 +54,70 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def _cut(record: Mapping[str, Any]) -> str:
+def _cut(result: CellResult) -> str:
     """Answers cut at the generation limit, of all answers drawn (``–`` where the tool did not say)."""
-    cut, answers = record.get("cut_answers"), record.get("answers")
+    cut, answers = result.cut_answers, result.answers
     return "–" if cut is None or not answers else f"{cut}/{answers}"
 
 
-def _interval(record: Mapping[str, Any], figure: str) -> str:
-    return f"{_num(record.get(figure))} [{_num(record.get('low'))}, {_num(record.get('high'))}]"
+def _interval(result: CellResult, figure: float | None) -> str:
+    return f"{_num(figure)} [{_num(result.low)}, {_num(result.high)}]"
 
 
-def summary_line(record: Mapping[str, Any]) -> str:
-    """One terminal line per accuracy or speed cell, from its record."""
-    r = record
-    head = f"{r['model']} {r['scheme']} {r.get('benchmark') or r.get('scenario') or ''}"
-    if r.get("kind") == "accuracy":
+def summary_line(result: CellResult) -> str:
+    """One terminal line per accuracy or speed cell."""
+    r = result
+    head = f"{r.model} {r.scheme} {r.target}"
+    if r.kind == "accuracy":
         return (
-            f"{head}: pass@1 {_num(r.get('score'))} vs {_num(r.get('reference_score'))}, recovery "
-            f"{_interval(r, 'recovery')}, length x{_num(r.get('length_ratio'))}, {r.get('verdict')}"
+            f"{head}: pass@1 {_num(r.score)} vs {_num(r.reference_score)}, recovery "
+            f"{_interval(r, r.recovery)}, length x{_num(r.length_ratio)}, {r.verdict}"
         )
-    return f"{head}: speedup {_interval(r, 'speedup')}, {r.get('verdict') or 'reference'}"
+    return f"{head}: speedup {_interval(r, r.speedup)}, {r.verdict or 'reference'}"
 
 
-def accuracy_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def accuracy_rows(results: Sequence[CellResult]) -> list[list[str]]:
     return [
         [
-            r["model"],
-            r["scheme"],
-            str(r.get("benchmark", "")),
-            _num(r.get("score")),
-            _num(r.get("reference_score")),
-            _interval(r, "recovery"),
+            r.model,
+            r.scheme,
+            r.benchmark or "",
+            _num(r.score),
+            _num(r.reference_score),
+            _interval(r, r.recovery),
             _floor(r),
-            "→".join(str(n) for n in r.get("looks", [])) + f" ({r.get('samples')}/item)",
-            _num(r.get("length_ratio")),
-            _num(r.get("tokens_per_solved"), 1),
+            "→".join(str(n) for n in r.looks) + f" ({r.samples}/item)",
+            _num(r.length_ratio),
+            _num(r.tokens_per_solved, 1),
             _cut(r),
-            f"**{r.get('verdict')}**",
+            f"**{r.verdict}**",
         ]
-        for r in records
-        if r.get("kind") == "accuracy"
+        for r in results
+        if r.kind == "accuracy"
     ]
 
 
-def speed_rows(records: Sequence[Mapping[str, Any]], per_gpu: bool = False) -> list[list[str]]:
+def speed_rows(results: Sequence[CellResult], per_gpu: bool = False) -> list[list[str]]:
     """One row per speed cell; with ``per_gpu``, the GPU counts and the speedup per GPU too."""
     rows = []
-    for r in records:
-        if r.get("kind") != "speed":
+    for r in results:
+        if r.kind != "speed":
             continue
-        verdict = r.get("verdict") or "reference"
         rows.append(
             [
-                r["model"],
-                r["scheme"],
-                r["scenario"],
-                f"{r.get('metric')} ({r.get('unit')})",
-                _num(r.get("bf16_geomean", r.get("bf16_median"))),
-                _num(r.get("geomean", r.get("median"))),
-                _interval(r, "speedup"),
-                "–" if r.get("floor") is None else _floor(r),
-                f"**{verdict}**",
+                r.model,
+                r.scheme,
+                r.scenario or "",
+                f"{r.metric} ({r.unit})",
+                _num(r.bf16_geomean if r.bf16_geomean is not None else r.bf16_median),
+                _num(r.geomean if r.geomean is not None else r.median),
+                _interval(r, r.speedup),
+                "–" if r.floor is None else _floor(r),
+                f"**{r.verdict or 'reference'}**",
             ]
         )
         if per_gpu:
-            gpus = f"{r.get('bf16_gpus', 1)} → {r.get('gpus', 1)}"
-            rows[-1][7:7] = [gpus, _num(r.get("per_gpu_speedup"))]
+            rows[-1][7:7] = [f"{r.bf16_gpus} → {r.gpus}", _num(r.per_gpu_speedup)]
     return rows
 
 
@@ -142,23 +142,18 @@ def failure_sections(failures: Mapping[str, Mapping[str, str]], lines: int = FAI
     return out
 
 
-def _key(record: Mapping[str, Any]) -> tuple[str, str]:
-    return str(record.get("kind")), str(record.get("cell"))
+def _judged(results: Iterable[CellResult]) -> dict[tuple[str, str], CellResult]:
+    return {(r.kind, r.cell): r for r in results if r.kind in ("accuracy", "speed")}
 
 
-def _figure(record: Mapping[str, Any]) -> float | None:
-    value = record.get("recovery" if record.get("kind") == "accuracy" else "speedup")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def changes_since(previous_file: Path, records: Sequence[Mapping[str, Any]]) -> list[str]:
+def changes_since(previous_file: Path, results: Sequence[CellResult]) -> list[str]:
     """Lines naming each cell whose verdict changed, or that is new or gone, against the previous report."""
     try:
         previous = json.loads(previous_file.read_text(encoding="utf-8"))
-        old = {_key(r): r for r in previous["records"] if r.get("kind") in ("accuracy", "speed")}
+        old = _judged(read_results(previous, str(previous_file)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ["no earlier report here to compare with"]
-    new = {_key(r): r for r in records if r.get("kind") in ("accuracy", "speed")}
+    new = _judged(results)
     out = []
     for key in sorted(new.keys() | old.keys()):
         kind, cell = key
@@ -166,9 +161,9 @@ def changes_since(previous_file: Path, records: Sequence[Mapping[str, Any]]) -> 
         if before is None or now is None:
             out.append(f"- {kind} {cell}: {'new' if before is None else 'not in this run'}")
             continue
-        was, is_ = before.get("verdict") or "reference", now.get("verdict") or "reference"
+        was, is_ = before.verdict or "reference", now.verdict or "reference"
         if was != is_:
-            a, b = _figure(before), _figure(now)
+            a, b = before.figure, now.figure
             figures = f" ({_num(a)} → {_num(b)})" if a is not None and b is not None else ""
             out.append(f"- {kind} {cell}: {was} → {is_}{figures}")
     return out or [
@@ -176,12 +171,21 @@ def changes_since(previous_file: Path, records: Sequence[Mapping[str, Any]]) -> 
     ]
 
 
+def read_results(document: Mapping[str, Any], source: str) -> list[CellResult]:
+    """The results of a ``cells.json`` document; a bad record is one error naming its index and field."""
+    records = document["records"]
+    if not isinstance(records, list):
+        raise QuantgateError(source, "must be a list", "records")
+    return [CellResult.from_record(r, source, f"records[{i}]") for i, r in enumerate(records)]
+
+
 def write_report(
     directory: Path,
-    records: Sequence[Mapping[str, Any]],
+    results: Sequence[CellResult],
+    *,
     outcomes: Mapping[str, tuple[str, str]],
-    benchmark_doc: Mapping[str, Any] | None,
-    server_starts: Mapping[str, Sequence[float]],
+    benchmark_doc: Mapping[str, Any] | None = None,
+    server_starts: Mapping[str, Sequence[float]] | None = None,
     wall_s: float,
     context: Mapping[str, str],
     title: str = "quantgate CPU lane",
@@ -194,9 +198,10 @@ def write_report(
     ``changes`` default: the verdicts that changed against the cells.json this call replaces.
     """
     counts, not_passed = coverage(outcomes)
-    acc = accuracy_rows(records)
-    per_gpu = any("per_gpu_speedup" in r for r in records if r.get("kind") == "speed")
-    speed = speed_rows(records, per_gpu)
+    server_starts = server_starts or {}
+    acc = accuracy_rows(results)
+    per_gpu = any(r.per_gpu_speedup is not None for r in results if r.kind == "speed")
+    speed = speed_rows(results, per_gpu)
     lines = [f"# {title}", ""]
     lines += [f"- {key}: {value}" for key, value in context.items()]
     lines += [f"- wall time: {wall_s:.0f} s", ""]
@@ -242,26 +247,26 @@ def write_report(
         if speed
         else ["no speed cell ran"]
     )
-    tools = [r for r in records if r.get("kind") == "quantize"]
+    tools = [r for r in results if r.kind == "quantize"]
     lines += ["", "## Tool timings", ""]
     lines += _table(
         ["cell", "quantize (s)", "server starts", "server start (s)"],
         [
             [
-                r["cell"],
-                "reused" if r.get("reused") else _num(r.get("seconds"), 1),
-                str(len(server_starts.get(r["cell"], ()))),
-                ", ".join(_num(s, 1) for s in server_starts.get(r["cell"], ())),
+                r.cell,
+                "reused" if r.reused else _num(r.seconds, 1),
+                str(len(server_starts.get(r.cell, ()))),
+                ", ".join(_num(s, 1) for s in server_starts.get(r.cell, ())),
             ]
             for r in tools
         ],
     )
-    cut = [r for r in records if r.get("cuts")]
+    cut = [r for r in results if r.cuts]
     if cut:
         lines += ["", "## Cut by the cell budget (sized from the server's probed rate)", ""]
         lines += _table(
             ["cell", "step", "what was cut and why"],
-            [[r["cell"], str(r.get("kind")), "; ".join(str(c) for c in r["cuts"])] for r in cut],
+            [[r.cell, r.kind, "; ".join(r.cuts)] for r in cut],
         )
     lines += ["", "## Coverage", ""]
     lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
@@ -271,7 +276,7 @@ def write_report(
         lines += ["", "## Failures: reason and the failing tool's log", ""]
         lines += failure_sections(failures)
     lines += ["", "## Changes since the last run in this directory", ""]
-    lines += list(changes) if changes is not None else changes_since(directory / "cells.json", records)
+    lines += list(changes) if changes is not None else changes_since(directory / "cells.json", results)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / "report.md"
     atomic_write_text(markdown, "\n".join(lines) + "\n")
@@ -287,7 +292,7 @@ def write_report(
                 "context": dict(context),
                 "wall_s": round(wall_s, 1),
                 "generated": stamp,
-                "records": list(records),
+                "records": [r.to_record() for r in results],
                 "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
                 "failures": dict(failures or {}),
                 "server_start_s": dict(server_starts),
@@ -306,15 +311,13 @@ def write_report(
         from quantgate.charts import draw
 
         host = context.get("gpus") or context.get("machine") or ""
-        charts = draw(records, directory, " · ".join(filter(None, (title, host, stamp))))
+        charts = draw(results, directory, " · ".join(filter(None, (title, host, stamp))))
     except ImportError:
         pass
     if charts:
         with markdown.open("a", encoding="utf-8") as handle:
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
-    shown = [r for r in records if r.get("kind") == "accuracy"] + [
-        r for r in records if r.get("kind") == "speed"
-    ]
+    shown = [r for r in results if r.kind == "accuracy"] + [r for r in results if r.kind == "speed"]
     summary = [summary_line(r) for r in shown]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(summary))

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from quantgate import benchjson
 from quantgate.budget import Cut
+from quantgate.cellresult import CellResult
 from quantgate.confirm import CONFIRMATION_CONFIDENCE, confirmed, needs_confirmation
 from quantgate.envs import Envs, git_commit, machine
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, DEFAULT_CONFIDENCE, Verdict, judge_recovery
+from quantgate.matrix import MatrixCell
 from quantgate.rules import Decision
 from quantgate.runners.bench import BenchResult
 from quantgate.runners.evaluate import Evaluation, answers_and_cuts
@@ -50,34 +52,42 @@ class SpeedOutcome:
             benchjson.benchmark_entry(run, scheme=scheme, model=model, prefix=prefix) for run in self.runs
         ]
 
-    def as_record(self) -> dict[str, object]:
-        record: dict[str, object] = {
-            "metric": self.metric,
-            "unit": "s" if self.metric == "latency_s" else "requests/s",
-            "figures": [round(f, 6) for f in self.figures],
-            "median": statistics.median(self.figures),
-            "bf16_median": statistics.median(self.bf16_figures),
-            "geomean": geometric_mean(self.figures),
-            "bf16_geomean": geometric_mean(self.bf16_figures),
-            "verdict": None if self.verdict is None else self.verdict.verdict,
-        }
-        if self.reused:
-            record["detail"] = self.reused
-        if self.decision is not None and self.verdict is not None:
-            record.update(
-                speedup=self.verdict.speedup,
-                low=self.verdict.low,
-                high=self.verdict.high,
-                floor=self.decision.floor,
-                rule=self.decision.rule_id,
-                gating=self.decision.gating,
-                detail=self.verdict.detail,
-            )
-        if self.gpus != 1 or self.bf16_gpus != 1:
-            record.update(gpus=self.gpus, bf16_gpus=self.bf16_gpus)
-            if self.verdict is not None:
-                record["per_gpu_speedup"] = self.verdict.per_gpu_speedup
-        return record
+    def result(self, cell: MatrixCell, cuts: Sequence[str] = ()) -> CellResult:
+        """This scenario's result for the reports, under ``cell``'s identity."""
+        judged = self.verdict is not None and self.decision is not None
+        verdict, decision = (self.verdict, self.decision) if judged else (None, None)
+        return CellResult(
+            cell=cell.cell_id,
+            kind="speed",
+            model=cell.model,
+            scheme=cell.scheme,
+            gpu=cell.gpu,
+            scenario=cell.scenario,
+            workload=cell.workload,
+            cuts=tuple(cuts),
+            metric=self.metric,
+            unit="s" if self.metric == "latency_s" else "requests/s",
+            figures=tuple(round(f, 6) for f in self.figures),
+            median=statistics.median(self.figures),
+            bf16_median=statistics.median(self.bf16_figures),
+            geomean=geometric_mean(self.figures),
+            bf16_geomean=geometric_mean(self.bf16_figures),
+            verdict=None if self.verdict is None else self.verdict.verdict,
+            speedup=verdict.speedup if verdict else None,
+            low=verdict.low if verdict else None,
+            high=verdict.high if verdict else None,
+            floor=decision.floor if decision else None,
+            rule=decision.rule_id if decision else None,
+            gating=decision.gating if decision else True,
+            detail=verdict.detail if verdict else (self.reused or ""),
+            gpus=self.gpus,
+            bf16_gpus=self.bf16_gpus,
+            per_gpu_speedup=(
+                self.verdict.per_gpu_speedup
+                if self.verdict is not None and (self.gpus != 1 or self.bf16_gpus != 1)
+                else None
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -95,31 +105,37 @@ class AccuracyOutcome:
     reference_output_tokens: float | None = None
     cuts: tuple[Cut, ...] = ()
 
-    def as_record(self) -> dict[str, object]:
-        """The report's fields of this cell (``cells.json``)."""
-        return {
-            "verdict": self.verdict.verdict,
-            "gating": self.decision.gating,
-            "rule": self.decision.rule_id,
-            "floor": self.decision.floor,
-            "score": self.score,
-            "reference_score": self.reference_score,
-            "recovery": self.verdict.recovery,
-            "low": self.verdict.low,
-            "high": self.verdict.high,
-            "samples": self.verdict.candidate_samples,
-            "looks": [look.job.samples for look in self.looks],
-            "seconds": self.seconds,
-            "detail": self.verdict.detail,
-            "output_tokens": self.output_tokens,
-            "reference_output_tokens": self.reference_output_tokens,
-            "length_ratio": self.length_ratio,
-            "tokens_per_solved": self.tokens_per_solved,
-            "seconds_per_solved": self.seconds_per_solved,
-            "cuts": [str(c) for c in self.cuts],
-            "answers": self.answers,
-            "cut_answers": self.cut_answers,
-        }
+    def result(self, cell: MatrixCell) -> CellResult:
+        """This cell's result for the reports (``cells.json``)."""
+        return CellResult(
+            cell=cell.cell_id,
+            kind="accuracy",
+            model=cell.model,
+            scheme=cell.scheme,
+            gpu=cell.gpu,
+            benchmark=cell.benchmark,
+            verdict=self.verdict.verdict,
+            gating=self.decision.gating,
+            rule=self.decision.rule_id,
+            floor=self.decision.floor,
+            score=self.score,
+            reference_score=self.reference_score,
+            recovery=self.verdict.recovery,
+            low=self.verdict.low,
+            high=self.verdict.high,
+            samples=self.verdict.candidate_samples,
+            looks=tuple(look.job.samples for look in self.looks),
+            seconds=self.seconds,
+            detail=self.verdict.detail,
+            output_tokens=self.output_tokens,
+            reference_output_tokens=self.reference_output_tokens,
+            length_ratio=self.length_ratio,
+            tokens_per_solved=self.tokens_per_solved,
+            seconds_per_solved=self.seconds_per_solved,
+            cuts=tuple(str(c) for c in self.cuts),
+            answers=self.answers,
+            cut_answers=self.cut_answers,
+        )
 
     @property
     def reused(self) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from quantgate.catalog import Catalog, load_catalog
+from quantgate.cellresult import CellResult
 from quantgate.errors import QuantgateError
 from quantgate.judge import (
     Aggregate,
@@ -59,6 +60,31 @@ class Cell:
     @property
     def gating(self) -> bool:
         return self.decision is not None and self.decision.gating
+
+    def result(self) -> CellResult:
+        """This cell as the reports and charts take it; a speed target is ``gpu/scenario/workload``."""
+        accuracy = self.kind == "accuracy"
+        gpu, scenario, workload = (None, None, None) if accuracy else self.target.split("/")
+        verdict = self.verdict
+        return CellResult(
+            cell=self.cell_id,
+            kind=self.kind,
+            model=self.model,
+            scheme=self.scheme,
+            gpu=gpu,
+            benchmark=self.target if accuracy else None,
+            scenario=scenario,
+            workload=workload,
+            verdict=self.outcome,
+            gating=self.gating,
+            rule=self.decision.rule_id if self.decision else None,
+            floor=self.decision.floor if self.decision else None,
+            recovery=verdict.recovery if isinstance(verdict, Verdict) else None,
+            speedup=verdict.speedup if isinstance(verdict, SpeedVerdict) else None,
+            low=verdict.low if verdict else None,
+            high=verdict.high if verdict else None,
+            detail=self.detail,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
