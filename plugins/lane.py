@@ -1,7 +1,7 @@
 """pytest glue for the pipeline's suites: ``pytest suites -m cpu`` and the GPU matrix.
 
 Options, fixtures and hooks only; the work is ``quantgate.pipeline`` (one pipeline for every device
-kind, its settings a kind file, ``quantgate.kinds``) and the report ``quantgate.lanereport``.
+kind, its settings a kind file, ``quantgate.kinds``) and the report ``quantgate.report``.
 A matrix test asks for ``qg_server``: its cell's pipeline (the cpu one for cpu cells, the GPU kinds'
 for the rest) and the running server of its served model, started by the served model's first cell.
 The cpu cells run grouped by served model, BF16 first (its speed is the others' reference), and the
@@ -436,8 +436,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not session.outcomes or hasattr(config, "workerinput"):
         return
     from quantgate.envs import tool_context
-    from quantgate.lanereport import write_report
     from quantgate.outcomes import benchmark_document
+    from quantgate.report import write_report
 
     directory = Path(config.getoption("qg_report") or config.rootpath / "out" / "lane")
     gpu = _gpu_info(config)

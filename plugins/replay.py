@@ -102,9 +102,9 @@ def judge_cell(cell, config: pytest.Config, record) -> None:  # type: ignore[no-
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
     if not config.getoption("qg_results") or CELLS_KEY not in config.stash:
         return
-    from quantgate.replay import accuracy_pivot, counts, report_markdown
+    from quantgate.report import accuracy_pivot, replay_markdown, verdict_counts
 
-    judged = list(config.stash[SESSION_KEY]["outcomes"].values())
+    judged = [cell.result() for cell in config.stash[SESSION_KEY]["outcomes"].values()]
     if not judged:
         return
     terminalreporter.section("quantgate")
@@ -113,7 +113,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if any(c.kind == "accuracy" for c in judged):
         for line in accuracy_pivot(judged).splitlines():
             terminalreporter.write_line(line)
-    for key, bucket in sorted(counts(judged).items()):
+    for key, bucket in sorted(verdict_counts(judged).items()):
         terminalreporter.write_line(f"{key}: " + ", ".join(f"{n} {outcome}" for outcome, n in bucket.items()))
     summary = config.getoption("qg_summary")
     if summary:
@@ -122,9 +122,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
         path = Path(summary)
         path.parent.mkdir(parents=True, exist_ok=True)
-        charts = draw_replay([cell.result() for cell in judged], path.parent, path.stem)
+        charts = draw_replay(judged, path.parent, path.stem)
         links = "".join(f"![{c.stem}]({c.name})\n" for c in charts)
-        text = report_markdown(judged, "quantgate replay") + (f"\n## Charts\n\n{links}" if links else "")
+        text = replay_markdown(judged, "quantgate replay") + (f"\n## Charts\n\n{links}" if links else "")
         atomic_write_text(path, text + "\n")
         terminalreporter.write_line(
             f"summary written to {summary}; charts: {', '.join(c.name for c in charts)}"

@@ -13,6 +13,7 @@ import os
 import socket
 from typing import Any
 
+import numpy  # noqa: F401  (before any pytester snapshot: numpy cannot be imported twice in a process)
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -23,9 +23,9 @@ from quantgate.devices.leases import Lease
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
 from quantgate.kinds import load_kind
-from quantgate.lanereport import write_report
 from quantgate.matrix import MatrixCell, expand
 from quantgate.pipeline import Pipeline
+from quantgate.report import write_report
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result
 
 RECORDED = Path(__file__).parent / "data" / "bench"

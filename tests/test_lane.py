@@ -17,8 +17,8 @@ from quantgate.cellresult import CellResult
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
 from quantgate.kinds import load_kind
-from quantgate.lanereport import write_report
 from quantgate.outcomes import merge_counts
+from quantgate.report import write_report
 from quantgate.runners.evaluate import EvalJob, LightevalWorker, read_evaluation
 from quantgate.runners.process import ToolError
 

@@ -43,7 +43,8 @@ def _run_judge(args: argparse.Namespace) -> int:
 
 def _run_replay(args: argparse.Namespace) -> int:
     from quantgate import paths
-    from quantgate.replay import Replay, counts, report_markdown
+    from quantgate.replay import Replay, counts
+    from quantgate.report import replay_markdown
 
     results = args.results or paths.published_dir()
     cells = Replay().cells(results)
@@ -51,11 +52,11 @@ def _run_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"cells": [c.as_dict() for c in cells], "counts": counts(cells)}, indent=1))
     else:
-        print(report_markdown(cells, title))
+        print(replay_markdown([c.result() for c in cells], title))
     if args.markdown:
         from quantgate.datafile import atomic_write_text
 
-        atomic_write_text(args.markdown, report_markdown(cells, title) + "\n")
+        atomic_write_text(args.markdown, replay_markdown([c.result() for c in cells], title) + "\n")
     return EXIT_PASS
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from quantgate.cellresult import CellResult
 from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
-from quantgate.lanereport import REPORT_SCHEMA_VERSION, read_results
+from quantgate.report import REPORT_SCHEMA_VERSION, read_results
 
 REPORT_KIND = "quantgate-lane-report"
 
@@ -43,7 +43,7 @@ def load_cells(path: Path) -> tuple[Mapping[str, Any], list[CellResult]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantgate.lanereport import changes_since, write_report
+    from quantgate.report import changes_since, write_report
 
     directory = Path(args.directory)
     doc, results = load_cells(directory / "cells.json")

@@ -1,9 +1,10 @@
-"""The CPU lane's report: what ran, what each cell decided, what it cost, and what did not run and why.
+"""The one reporter: every cell result (``quantgate.cellresult``) of a run, as Markdown and JSON.
 
-Written after every lane session into one directory: ``report.md`` (tables of cells and verdicts,
-tool timings, coverage), ``cells.json`` (the same records, machine-readable) and, where speed cells
-ran, ``benchmark.json`` (pytest-benchmark format). Pure formatting over the records the suite
-collected; nothing here runs a tool.
+A matrix run (any device kind) writes ``report.md`` (tables of cells and verdicts, tool timings,
+coverage), ``cells.json`` (the same results, machine-readable) and, where speed cells ran,
+``benchmark.json`` (pytest-benchmark format) into one directory (``write_report``); a replay of stored
+results renders the same results as pivots per model and scheme (``replay_markdown``). Pure
+formatting; nothing here runs a tool.
 """
 
 from __future__ import annotations
@@ -321,3 +322,90 @@ def write_report(
     summary = [summary_line(r) for r in shown]
     summary.append("coverage: " + (", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing ran"))
     return WrittenReport(markdown, cells, benchmark, tuple(summary))
+
+
+VERDICTS = ("pass", "fail", "inconclusive", "unknown")
+_MARK = {"pass": "pass", "fail": "FAIL", "inconclusive": "?", "unknown": "-"}
+
+
+def _mode(result: CellResult) -> str:
+    return "gate" if result.gating else "informational"
+
+
+def verdict_counts(results: Iterable[CellResult]) -> dict[str, dict[str, int]]:
+    """Verdict counts, split by kind and by whether the cell gates (``accuracy/gate`` ...)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in results:
+        bucket = out.setdefault(f"{r.kind}/{_mode(r)}", dict.fromkeys(VERDICTS, 0))
+        bucket[r.verdict or "unknown"] = bucket.get(r.verdict or "unknown", 0) + 1
+    return out
+
+
+def every_cell_table(results: Sequence[CellResult]) -> str:
+    """A Markdown table of every cell, then the counts."""
+    rows = [
+        [
+            r.cell,
+            r.kind,
+            "-" if r.rule is None else _mode(r),
+            "-" if r.rule is None else f"{r.rule} ({r.floor:g})",
+            f"**{r.verdict}**",
+            r.detail.replace("|", "/"),
+        ]
+        for r in results
+    ]
+    lines = [*_table(["cell", "kind", "mode", "rule (floor)", "outcome", "detail"], rows), ""]
+    counts = [[key, *(str(b[v]) for v in VERDICTS)] for key, b in sorted(verdict_counts(results).items())]
+    lines += _table(["kind / mode", *VERDICTS], counts)
+    return "\n".join(lines)
+
+
+def accuracy_pivot(results: Sequence[CellResult]) -> str:
+    """Model x scheme rows, benchmark columns; informational cells are shown in parentheses."""
+    accuracy = [r for r in results if r.kind == "accuracy"]
+    targets = list(dict.fromkeys(r.target for r in accuracy))
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for r in accuracy:
+        mark = _MARK[r.verdict or "unknown"]
+        if r.recovery is not None:
+            mark += f" {r.recovery:.3f}"
+        if not r.gating:
+            mark = f"({mark})"
+        rows.setdefault((r.model, r.scheme), {})[r.target] = mark
+    return "\n".join(
+        _table(
+            ["model", "scheme", *targets],
+            [
+                [model, scheme, *(marks.get(t, "") for t in targets)]
+                for (model, scheme), marks in rows.items()
+            ],
+        )
+    )
+
+
+def speed_pivot(results: Sequence[CellResult]) -> str:
+    """Per GPU kind, scheme and scenario: how many workloads pass, fail, stay open."""
+    groups: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for r in results:
+        if r.kind == "speed":
+            key = (r.gpu or "", r.scheme, r.scenario or "", "gate" if r.gating else "info")
+            bucket = groups.setdefault(key, dict.fromkeys(VERDICTS, 0))
+            bucket[r.verdict or "unknown"] += 1
+    rows = [[*key, *(str(bucket[v]) for v in VERDICTS)] for key, bucket in sorted(groups.items())]
+    return "\n".join(_table(["gpu", "scheme", "scenario", "mode", *VERDICTS], rows))
+
+
+def replay_markdown(results: Sequence[CellResult], title: str) -> str:
+    """A replay's report: recovery per model and scheme, speed verdicts per scenario, every cell."""
+    parts = [f"# {title}", ""]
+    if any(r.kind == "accuracy" for r in results):
+        parts += [
+            "## Recovery (pass / FAIL / ? inconclusive / - unknown; (informational))",
+            "",
+            accuracy_pivot(results),
+            "",
+        ]
+    if any(r.kind == "speed" for r in results):
+        parts += ["## Speedup vs BF16, workloads per verdict", "", speed_pivot(results), ""]
+    parts += ["## Every cell", "", every_cell_table(results), ""]
+    return "\n".join(parts)
