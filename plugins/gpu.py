@@ -316,13 +316,31 @@ def _marker_task(item: pytest.Item, state: GpuSession) -> Task | None:
         return None
     kind, count, memory = need
     if kind == "cpu":
-        return Task(item.nodeid, item.nodeid, "cpu", 0, 0.0, True, 0.0, 0.0)
+        return Task(
+            node_id=item.nodeid,
+            job=item.nodeid,
+            kind="cpu",
+            count=0,
+            memory_gb=0.0,
+            shareable=True,
+            seconds=0.0,
+            estimate_s=0.0,
+        )
     group = item.get_closest_marker("xdist_group")
     job = item.nodeid
     if group is not None:
         job = str(group.args[0] if group.args else group.kwargs.get("name", item.nodeid))
     seconds = state.durations.cells.get(_plain_id(item.nodeid), DEFAULT_TASK_SECONDS)
-    return Task(item.nodeid, job, kind, count, memory, False, seconds, DEFAULT_TASK_SECONDS)
+    return Task(
+        node_id=item.nodeid,
+        job=job,
+        kind=kind,
+        count=count,
+        memory_gb=memory,
+        shareable=False,
+        seconds=seconds,
+        estimate_s=DEFAULT_TASK_SECONDS,
+    )
 
 
 def _plain_id(node_id: str) -> str:

@@ -102,7 +102,17 @@ def scenarios(draw: st.DrawFn) -> tuple[Inventory, list[Task], int]:
         for n in range(draw(st.integers(1, 4))):
             seconds = draw(st.floats(1.0, 1000.0))
             tasks.append(
-                Task(f"t{job}-{n}", f"job{job}", kind, count, memory, shareable, seconds, seconds, startup)
+                Task(
+                    node_id=f"t{job}-{n}",
+                    job=f"job{job}",
+                    kind=kind,
+                    count=count,
+                    memory_gb=memory,
+                    shareable=shareable,
+                    seconds=seconds,
+                    estimate_s=seconds,
+                    startup_s=startup,
+                )
             )
     return Inventory(tuple(devices), "drawn"), tasks, draw(st.integers(1, 6))
 
@@ -159,7 +169,18 @@ def test_longest_first_and_backfill_keep_the_big_job_on_time(catalog: Catalog) -
     inventory = declared_inventory("a6000:4", catalog)
 
     def job(key: str, count: int, seconds: float) -> list[Task]:
-        return [Task(f"{key}-0", key, "a6000", count, 40.0, False, seconds, seconds)]
+        return [
+            Task(
+                node_id=f"{key}-0",
+                job=key,
+                kind="a6000",
+                count=count,
+                memory_gb=40.0,
+                shareable=False,
+                seconds=seconds,
+                estimate_s=seconds,
+            )
+        ]
 
     tasks = (
         job("long-2", 2, 100) + job("wide-4", 4, 50) + [t for n in range(8) for t in job(f"small{n}", 1, 30)]
@@ -176,7 +197,19 @@ def test_longest_first_and_backfill_keep_the_big_job_on_time(catalog: Catalog) -
 
 def test_shareable_jobs_pack_within_memory(catalog: Catalog) -> None:
     inventory = declared_inventory("h100:1", catalog)
-    tasks = [Task(f"a{n}", f"acc{n}", "h100", 1, 30.0, True, 10.0, 10.0) for n in range(3)]
+    tasks = [
+        Task(
+            node_id=f"a{n}",
+            job=f"acc{n}",
+            kind="h100",
+            count=1,
+            memory_gb=30.0,
+            shareable=True,
+            seconds=10.0,
+            estimate_s=10.0,
+        )
+        for n in range(3)
+    ]
     plan = make_plan(tasks, inventory, workers=3)
     starts = sorted(s.start_s for s in plan.scheduled)
     assert starts == [0.0, 0.0, 10.0]  # 72 GiB budget holds two 30 GiB servers, not three
@@ -203,8 +236,26 @@ def test_plan_json_shape(catalog: Catalog) -> None:
 
 def test_a_job_that_fits_nowhere_is_explained(catalog: Catalog) -> None:
     tasks = [
-        Task("big", "70b", "h100", 4, 40.0, False, 1.0, 1.0),
-        Task("x", "x", "a100", 1, 1.0, False, 1.0, 1.0),
+        Task(
+            node_id="big",
+            job="70b",
+            kind="h100",
+            count=4,
+            memory_gb=40.0,
+            shareable=False,
+            seconds=1.0,
+            estimate_s=1.0,
+        ),
+        Task(
+            node_id="x",
+            job="x",
+            kind="a100",
+            count=1,
+            memory_gb=1.0,
+            shareable=False,
+            seconds=1.0,
+            estimate_s=1.0,
+        ),
     ]
     plan = make_plan(tasks, declared_inventory("h100:2", catalog), workers=2)
     reasons = {node: reason for node, _, reason in plan.skipped}
@@ -215,7 +266,30 @@ def test_a_job_that_fits_nowhere_is_explained(catalog: Catalog) -> None:
 
 def test_inconsistent_tasks_of_one_served_model_are_refused() -> None:
     with pytest.raises(QuantgateError, match="needs 1x h100 for a but 2x h100 here"):
-        build_jobs([Task("a", "m", "h100", 1, 1, True, 1, 1), Task("b", "m", "h100", 2, 1, True, 1, 1)])
+        build_jobs(
+            [
+                Task(
+                    node_id="a",
+                    job="m",
+                    kind="h100",
+                    count=1,
+                    memory_gb=1,
+                    shareable=True,
+                    seconds=1,
+                    estimate_s=1,
+                ),
+                Task(
+                    node_id="b",
+                    job="m",
+                    kind="h100",
+                    count=2,
+                    memory_gb=1,
+                    shareable=True,
+                    seconds=1,
+                    estimate_s=1,
+                ),
+            ]
+        )
 
 
 # -- shards ------------------------------------------------------------------------------------------
@@ -261,7 +335,16 @@ def test_parse_shard_refuses(text: str) -> None:
 
 
 def _job(key: str, count: int, memory: float = 40.0, exclusive: bool = True, seconds: float = 100.0) -> Job:
-    task = Task(key, key, "h100", count, memory, not exclusive, seconds, seconds)
+    task = Task(
+        node_id=key,
+        job=key,
+        kind="h100",
+        count=count,
+        memory_gb=memory,
+        shareable=not exclusive,
+        seconds=seconds,
+        estimate_s=seconds,
+    )
     return build_jobs([task])[0]
 
 

@@ -19,7 +19,7 @@ from quantgate.devices.inventory import Device, Inventory
 from quantgate.errors import QuantgateError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Task:
     """One test item as placement sees it.
 
