@@ -12,6 +12,7 @@ the run the report (Markdown, cells JSON, pytest-benchmark JSON) is written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Generator, Iterator
@@ -226,19 +227,9 @@ def over_budget(
     session: LaneSession, cell: MatrixCell, kind: Literal["accuracy", "speed"], reason: str
 ) -> NoReturn:
     """End a test whose step the cell budget cut: recorded, and informational (xfail), never a pass."""
+    cut = f"cut by the cell budget: {reason}"
     session.record(
-        CellResult(
-            cell=cell.cell_id,
-            kind=kind,
-            model=cell.model,
-            scheme=cell.scheme,
-            gpu=cell.gpu,
-            benchmark=cell.benchmark,
-            scenario=cell.scenario,
-            verdict="cut",
-            cuts=(reason,),
-            detail=f"cut by the cell budget: {reason}",
-        )
+        dataclasses.replace(CellResult.for_cell(cell, kind), verdict="cut", cuts=(reason,), detail=cut)
     )
     pytest.xfail(f"{cell.cell_id}: informational: cut by the cell budget: {reason}")
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from quantgate.cellresult import CellResult
 from quantgate.errors import QuantgateError
+from quantgate.matrix import expand
 
-ACCURACY = CellResult(
-    cell="Qwen-7B-int8-w8a8-h100-aime24",
-    kind="accuracy",
-    model="Qwen-7B",
-    scheme="int8-w8a8",
-    gpu="h100",
-    benchmark="aime24",
+CELLS = {c.cell_id: c for c in expand()}
+ACCURACY = dataclasses.replace(
+    CellResult.for_cell(CELLS["Qwen-7B-int8-w8a8-h100-aime24"], "accuracy"),
     verdict="pass",
     rule="int8",
     floor=0.97,
@@ -26,20 +24,22 @@ ACCURACY = CellResult(
     samples=30,
     cuts=("looks cut to 40 items",),
 )
-SPEED = CellResult(
-    cell="Qwen-7B-int8-w8a8-h100-single-stream-chat",
-    kind="speed",
-    model="Qwen-7B",
-    scheme="int8-w8a8",
-    gpu="h100",
-    scenario="single-stream",
-    workload="chat",
+SPEED = dataclasses.replace(
+    CellResult.for_cell(CELLS["Qwen-7B-int8-w8a8-h100-single-stream-multi-turn-chat"], "speed"),
     figures=(1.5, 1.6, 1.55),
-    gpus=1,
     bf16_gpus=2,
     per_gpu_speedup=3.1,
     gating=False,
 )
+
+
+def test_a_result_for_a_cell_names_it() -> None:
+    assert (SPEED.gpu, SPEED.scenario, SPEED.workload) == ("h100", "single-stream", "multi-turn-chat")
+    assert (ACCURACY.cell, ACCURACY.target, ACCURACY.model) == (
+        "Qwen-7B-int8-w8a8-h100-aime24",
+        "aime24",
+        "Qwen-7B",
+    )
 
 
 @pytest.mark.parametrize("result", [ACCURACY, SPEED], ids=["accuracy", "speed"])

@@ -13,9 +13,12 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from quantgate.errors import QuantgateError
+
+if TYPE_CHECKING:
+    from quantgate.matrix import MatrixCell
 
 Kind = Literal["accuracy", "speed", "quantize"]
 
@@ -68,6 +71,20 @@ class CellResult:
     per_gpu_speedup: float | None = None
     # quantize
     reused: bool = False
+
+    @classmethod
+    def for_cell(cls, cell: MatrixCell, kind: Kind) -> CellResult:
+        """A result that names ``cell`` and nothing more yet (``dataclasses.replace`` adds the figures)."""
+        return cls(
+            cell=cell.cell_id,
+            kind=kind,
+            model=cell.model,
+            scheme=cell.scheme,
+            gpu=cell.gpu,
+            benchmark=cell.benchmark,
+            scenario=cell.scenario,
+            workload=cell.workload,
+        )
 
     @property
     def target(self) -> str:

@@ -56,14 +56,8 @@ class SpeedOutcome:
         """This scenario's result for the reports, under ``cell``'s identity."""
         judged = self.verdict is not None and self.decision is not None
         verdict, decision = (self.verdict, self.decision) if judged else (None, None)
-        return CellResult(
-            cell=cell.cell_id,
-            kind="speed",
-            model=cell.model,
-            scheme=cell.scheme,
-            gpu=cell.gpu,
-            scenario=cell.scenario,
-            workload=cell.workload,
+        return dataclasses.replace(
+            CellResult.for_cell(cell, "speed"),
             cuts=tuple(cuts),
             metric=self.metric,
             unit="s" if self.metric == "latency_s" else "requests/s",
@@ -107,13 +101,8 @@ class AccuracyOutcome:
 
     def result(self, cell: MatrixCell) -> CellResult:
         """This cell's result for the reports (``cells.json``)."""
-        return CellResult(
-            cell=cell.cell_id,
-            kind="accuracy",
-            model=cell.model,
-            scheme=cell.scheme,
-            gpu=cell.gpu,
-            benchmark=cell.benchmark,
+        return dataclasses.replace(
+            CellResult.for_cell(cell, "accuracy"),
             verdict=self.verdict.verdict,
             gating=self.decision.gating,
             rule=self.decision.rule_id,
