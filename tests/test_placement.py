@@ -24,6 +24,30 @@ from quantgate.matrix import excluded_kinds, expand, served_models, shard, task_
 REPO = Path(__file__).resolve().parents[1]
 
 
+def task(
+    node_id: str,
+    job: str,
+    kind: str,
+    count: int,
+    memory_gb: float,
+    shareable: bool,
+    seconds: float,
+    startup_s: float = 0.0,
+) -> Task:
+    """A planned test item whose estimate is its planned seconds."""
+    return Task(
+        node_id=node_id,
+        job=job,
+        kind=kind,
+        count=count,
+        memory_gb=memory_gb,
+        shareable=shareable,
+        seconds=seconds,
+        estimate_s=seconds,
+        startup_s=startup_s,
+    )
+
+
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return load_catalog(REPO / "suites" / "catalog")
@@ -101,19 +125,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Inventory, list[Task], int]:
         startup = draw(st.floats(0.0, 100.0))
         for n in range(draw(st.integers(1, 4))):
             seconds = draw(st.floats(1.0, 1000.0))
-            tasks.append(
-                Task(
-                    node_id=f"t{job}-{n}",
-                    job=f"job{job}",
-                    kind=kind,
-                    count=count,
-                    memory_gb=memory,
-                    shareable=shareable,
-                    seconds=seconds,
-                    estimate_s=seconds,
-                    startup_s=startup,
-                )
-            )
+            tasks.append(task(f"t{job}-{n}", f"job{job}", kind, count, memory, shareable, seconds, startup))
     return Inventory(tuple(devices), "drawn"), tasks, draw(st.integers(1, 6))
 
 
@@ -169,18 +181,7 @@ def test_longest_first_and_backfill_keep_the_big_job_on_time(catalog: Catalog) -
     inventory = declared_inventory("a6000:4", catalog)
 
     def job(key: str, count: int, seconds: float) -> list[Task]:
-        return [
-            Task(
-                node_id=f"{key}-0",
-                job=key,
-                kind="a6000",
-                count=count,
-                memory_gb=40.0,
-                shareable=False,
-                seconds=seconds,
-                estimate_s=seconds,
-            )
-        ]
+        return [task(f"{key}-0", key, "a6000", count, 40.0, False, seconds)]
 
     tasks = (
         job("long-2", 2, 100) + job("wide-4", 4, 50) + [t for n in range(8) for t in job(f"small{n}", 1, 30)]
@@ -197,19 +198,7 @@ def test_longest_first_and_backfill_keep_the_big_job_on_time(catalog: Catalog) -
 
 def test_shareable_jobs_pack_within_memory(catalog: Catalog) -> None:
     inventory = declared_inventory("h100:1", catalog)
-    tasks = [
-        Task(
-            node_id=f"a{n}",
-            job=f"acc{n}",
-            kind="h100",
-            count=1,
-            memory_gb=30.0,
-            shareable=True,
-            seconds=10.0,
-            estimate_s=10.0,
-        )
-        for n in range(3)
-    ]
+    tasks = [task(f"a{n}", f"acc{n}", "h100", 1, 30.0, True, 10.0) for n in range(3)]
     plan = make_plan(tasks, inventory, workers=3)
     starts = sorted(s.start_s for s in plan.scheduled)
     assert starts == [0.0, 0.0, 10.0]  # 72 GiB budget holds two 30 GiB servers, not three
@@ -236,26 +225,8 @@ def test_plan_json_shape(catalog: Catalog) -> None:
 
 def test_a_job_that_fits_nowhere_is_explained(catalog: Catalog) -> None:
     tasks = [
-        Task(
-            node_id="big",
-            job="70b",
-            kind="h100",
-            count=4,
-            memory_gb=40.0,
-            shareable=False,
-            seconds=1.0,
-            estimate_s=1.0,
-        ),
-        Task(
-            node_id="x",
-            job="x",
-            kind="a100",
-            count=1,
-            memory_gb=1.0,
-            shareable=False,
-            seconds=1.0,
-            estimate_s=1.0,
-        ),
+        task("big", "70b", "h100", 4, 40.0, False, 1.0),
+        task("x", "x", "a100", 1, 1.0, False, 1.0),
     ]
     plan = make_plan(tasks, declared_inventory("h100:2", catalog), workers=2)
     reasons = {node: reason for node, _, reason in plan.skipped}
@@ -268,26 +239,8 @@ def test_inconsistent_tasks_of_one_served_model_are_refused() -> None:
     with pytest.raises(QuantgateError, match="needs 1x h100 for a but 2x h100 here"):
         build_jobs(
             [
-                Task(
-                    node_id="a",
-                    job="m",
-                    kind="h100",
-                    count=1,
-                    memory_gb=1,
-                    shareable=True,
-                    seconds=1,
-                    estimate_s=1,
-                ),
-                Task(
-                    node_id="b",
-                    job="m",
-                    kind="h100",
-                    count=2,
-                    memory_gb=1,
-                    shareable=True,
-                    seconds=1,
-                    estimate_s=1,
-                ),
+                task("a", "m", "h100", 1, 1.0, True, 1.0),
+                task("b", "m", "h100", 2, 1.0, True, 1.0),
             ]
         )
 
@@ -335,17 +288,7 @@ def test_parse_shard_refuses(text: str) -> None:
 
 
 def _job(key: str, count: int, memory: float = 40.0, exclusive: bool = True, seconds: float = 100.0) -> Job:
-    task = Task(
-        node_id=key,
-        job=key,
-        kind="h100",
-        count=count,
-        memory_gb=memory,
-        shareable=not exclusive,
-        seconds=seconds,
-        estimate_s=seconds,
-    )
-    return build_jobs([task])[0]
+    return build_jobs([task(key, key, "h100", count, memory, not exclusive, seconds)])[0]
 
 
 class TestLeases:
