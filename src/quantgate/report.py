@@ -180,6 +180,92 @@ def read_results(document: Mapping[str, Any], source: str) -> list[CellResult]:
     return [CellResult.from_record(r, source, f"records[{i}]") for i, r in enumerate(records)]
 
 
+ACCURACY_HEADER = (
+    "model",
+    "scheme",
+    "benchmark",
+    "pass@1",
+    "reference",
+    "recovery [low, high]",
+    "floor (rule)",
+    "samples",
+    "output length vs ref",
+    "tokens per solved",
+    "cut at the length limit",
+    "verdict",
+)
+SPEED_HEADER = (
+    "model",
+    "scheme",
+    "scenario",
+    "metric",
+    "BF16 (geometric mean)",
+    "quantized (geometric mean)",
+    "speedup [low, high]",
+    "floor (rule)",
+    "verdict",
+)
+PER_GPU_COLUMNS = ("GPUs BF16 → quantized", "speedup per GPU")
+
+
+def _cells_sections(results: Sequence[CellResult]) -> list[str]:
+    """The accuracy and speed tables."""
+    acc = accuracy_rows(results)
+    per_gpu = any(r.per_gpu_speedup is not None for r in results if r.kind == "speed")
+    speed = speed_rows(results, per_gpu)
+    speed_header = list(SPEED_HEADER)
+    if per_gpu:
+        speed_header[7:7] = PER_GPU_COLUMNS
+    lines = ["## Accuracy (recovery vs the stored BF16 reference, paired per item)", ""]
+    lines += _table(ACCURACY_HEADER, acc) if acc else ["no accuracy cell ran"]
+    lines += ["", "## Speed (BF16 / quantized on the same machine, this session)", ""]
+    lines += _table(speed_header, speed) if speed else ["no speed cell ran"]
+    return lines
+
+
+def _tools_sections(results: Sequence[CellResult], server_starts: Mapping[str, Sequence[float]]) -> list[str]:
+    """Quantization and server start timings, and what the cell budgets cut."""
+    rows = [
+        [
+            r.cell,
+            "reused" if r.reused else _num(r.seconds, 1),
+            str(len(server_starts.get(r.cell, ()))),
+            ", ".join(_num(s, 1) for s in server_starts.get(r.cell, ())),
+        ]
+        for r in results
+        if r.kind == "quantize"
+    ]
+    lines = ["", "## Tool timings", ""]
+    lines += _table(["cell", "quantize (s)", "server starts", "server start (s)"], rows)
+    cut = [[r.cell, r.kind, "; ".join(r.cuts)] for r in results if r.cuts]
+    if cut:
+        lines += ["", "## Cut by the cell budget (sized from the server's probed rate)", ""]
+        lines += _table(["cell", "step", "what was cut and why"], cut)
+    return lines
+
+
+def _coverage_sections(
+    counts: Counter[str], not_passed: list[list[str]], failures: Mapping[str, Mapping[str, str]] | None
+) -> list[str]:
+    lines = ["", "## Coverage", ""]
+    lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
+    if not_passed:
+        lines += _table(["test", "outcome", "why"], not_passed)
+    if failures:
+        lines += ["", "## Failures: reason and the failing tool's log", ""]
+        lines += failure_sections(failures)
+    return lines
+
+
+def _draw_charts(results: Sequence[CellResult], directory: Path, title: str) -> list[Path]:
+    """The run's charts, where matplotlib is installed (it is optional for the core)."""
+    try:
+        from quantgate.charts import draw
+    except ImportError:
+        return []
+    return draw(results, directory, title)
+
+
 def write_report(
     directory: Path,
     results: Sequence[CellResult],
@@ -200,82 +286,12 @@ def write_report(
     """
     counts, not_passed = coverage(outcomes)
     server_starts = server_starts or {}
-    acc = accuracy_rows(results)
-    per_gpu = any(r.per_gpu_speedup is not None for r in results if r.kind == "speed")
-    speed = speed_rows(results, per_gpu)
     lines = [f"# {title}", ""]
     lines += [f"- {key}: {value}" for key, value in context.items()]
     lines += [f"- wall time: {wall_s:.0f} s", ""]
-    lines += ["## Accuracy (recovery vs the stored BF16 reference, paired per item)", ""]
-    lines += (
-        _table(
-            [
-                "model",
-                "scheme",
-                "benchmark",
-                "pass@1",
-                "reference",
-                "recovery [low, high]",
-                "floor (rule)",
-                "samples",
-                "output length vs ref",
-                "tokens per solved",
-                "cut at the length limit",
-                "verdict",
-            ],
-            acc,
-        )
-        if acc
-        else ["no accuracy cell ran"]
-    )
-    lines += ["", "## Speed (BF16 / quantized on the same machine, this session)", ""]
-    lines += (
-        _table(
-            [
-                "model",
-                "scheme",
-                "scenario",
-                "metric",
-                "BF16 (geometric mean)",
-                "quantized (geometric mean)",
-                "speedup [low, high]",
-                *(["GPUs BF16 → quantized", "speedup per GPU"] if per_gpu else []),
-                "floor (rule)",
-                "verdict",
-            ],
-            speed,
-        )
-        if speed
-        else ["no speed cell ran"]
-    )
-    tools = [r for r in results if r.kind == "quantize"]
-    lines += ["", "## Tool timings", ""]
-    lines += _table(
-        ["cell", "quantize (s)", "server starts", "server start (s)"],
-        [
-            [
-                r.cell,
-                "reused" if r.reused else _num(r.seconds, 1),
-                str(len(server_starts.get(r.cell, ()))),
-                ", ".join(_num(s, 1) for s in server_starts.get(r.cell, ())),
-            ]
-            for r in tools
-        ],
-    )
-    cut = [r for r in results if r.cuts]
-    if cut:
-        lines += ["", "## Cut by the cell budget (sized from the server's probed rate)", ""]
-        lines += _table(
-            ["cell", "step", "what was cut and why"],
-            [[r.cell, r.kind, "; ".join(r.cuts)] for r in cut],
-        )
-    lines += ["", "## Coverage", ""]
-    lines += [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing ran", ""]
-    if not_passed:
-        lines += _table(["test", "outcome", "why"], not_passed)
-    if failures:
-        lines += ["", "## Failures: reason and the failing tool's log", ""]
-        lines += failure_sections(failures)
+    lines += _cells_sections(results)
+    lines += _tools_sections(results, server_starts)
+    lines += _coverage_sections(counts, not_passed, failures)
     lines += ["", "## Changes since the last run in this directory", ""]
     lines += list(changes) if changes is not None else changes_since(directory / "cells.json", results)
     directory.mkdir(parents=True, exist_ok=True)
@@ -283,38 +299,25 @@ def write_report(
     atomic_write_text(markdown, "\n".join(lines) + "\n")
     cells = directory / "cells.json"
     stamp = generated or datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_text(
-        cells,
-        json.dumps(
-            {
-                "schema_version": REPORT_SCHEMA_VERSION,
-                "kind": "quantgate-lane-report",
-                "title": title,
-                "context": dict(context),
-                "wall_s": round(wall_s, 1),
-                "generated": stamp,
-                "records": [r.to_record() for r in results],
-                "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
-                "failures": dict(failures or {}),
-                "server_start_s": dict(server_starts),
-            },
-            indent=1,
-            default=str,
-        )
-        + "\n",
-    )
+    document = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "kind": "quantgate-lane-report",
+        "title": title,
+        "context": dict(context),
+        "wall_s": round(wall_s, 1),
+        "generated": stamp,
+        "records": [r.to_record() for r in results],
+        "outcomes": {node: {"outcome": o, "reason": r} for node, (o, r) in outcomes.items()},
+        "failures": dict(failures or {}),
+        "server_start_s": dict(server_starts),
+    }
+    atomic_write_text(cells, json.dumps(document, indent=1, default=str) + "\n")
     benchmark = None
     if benchmark_doc and benchmark_doc.get("benchmarks"):
         benchmark = directory / "benchmark.json"
         atomic_write_text(benchmark, json.dumps(benchmark_doc, indent=1) + "\n")
-    charts: list[Path] = []
-    try:
-        from quantgate.charts import draw
-
-        host = context.get("gpus") or context.get("machine") or ""
-        charts = draw(results, directory, " · ".join(filter(None, (title, host, stamp))))
-    except ImportError:
-        pass
+    host = context.get("gpus") or context.get("machine") or ""
+    charts = _draw_charts(results, directory, " · ".join(filter(None, (title, host, stamp))))
     if charts:
         with markdown.open("a", encoding="utf-8") as handle:
             handle.write("\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n" for c in charts))
