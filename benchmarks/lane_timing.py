@@ -56,6 +56,9 @@ def tree_rss_mib(root_pid: int) -> float:
 
 
 def lane(envs: str | None) -> int:
+    sys.path.insert(0, str(ROOT / "src"))
+    from quantgate.report import read_results
+
     with tempfile.TemporaryDirectory(prefix="qg-lane-timing-") as scratch:
         report = Path(scratch) / "report"
         command = [
@@ -96,9 +99,9 @@ def lane(envs: str | None) -> int:
         sampler.join()
         print(output.strip().splitlines()[-1])
         cells = json.loads((report / "cells.json").read_text())
-    records = cells["records"]
-    quantize = [r["seconds"] for r in records if r["kind"] == "quantize" and r.get("seconds")]
-    evaluate = [r["seconds"] for r in records if r["kind"] == "accuracy"]
+    results = read_results(cells, str(report / "cells.json"))
+    quantize = [r.seconds for r in results if r.kind == "quantize" and r.seconds]
+    evaluate = [r.seconds or 0.0 for r in results if r.kind == "accuracy"]
     starts = cells["server_start_s"]
     print(f"lane wall: {wall:.0f} s (target <= 600 s); pytest exit {process.returncode}")
     print(f"peak memory of the process tree (RSS): {peak[0] / 1024:.2f} GiB (target <= 8 GiB)")
