@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from quantgate.runners.process import ToolError
+from quantgate.runners.process import ToolError, bearer
 from quantgate.runners.serve import ServerSpec, VllmServer
 
 STAND_IN = """
@@ -26,6 +26,7 @@ STAND_IN = """
     args, _ = parser.parse_known_args()
     behaviour = os.environ.get("STAND_IN_BEHAVIOUR", "ok")
     marker = os.environ.get("STAND_IN_MARKER", "")
+    key = os.environ.get("VLLM_API_KEY", "") if behaviour != "open" else ""
     if behaviour == "crash":
         print("RuntimeError: stand-in engine failed to start"); sys.exit(1)
     if behaviour == "port-taken-once" and not os.path.exists(marker):
@@ -33,6 +34,8 @@ STAND_IN = """
         print("OSError: [Errno 98] Address already in use"); sys.exit(1)
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if key and self.path.startswith("/v1") and self.headers.get("Authorization") != "Bearer " + key:
+                self.send_response(401); self.end_headers(); return
             self.send_response(200); self.end_headers(); self.wfile.write(args.served_model_name.encode())
         def log_message(self, *a):
             pass
@@ -65,12 +68,33 @@ def test_serves_on_loopback_and_stops(tmp_path: Path, stand_in: Path) -> None:
     with VllmServer(spec(tmp_path, stand_in)) as server:
         assert server.base_url.startswith("http://127.0.0.1:")
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        assert opener.open(server.base_url + "/v1/models", timeout=5).read() == b"tiny-bf16"
+        models = urllib.request.Request(server.base_url + "/v1/models", headers=bearer(server.api_key))
+        assert opener.open(models, timeout=5).read() == b"tiny-bf16"
         assert server.start_s is not None
         pid = server.process.pid if server.process else 0
     assert not server.alive()
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
+
+
+def test_each_start_has_its_own_key_kept_off_the_command_line(tmp_path: Path, stand_in: Path) -> None:
+    server = VllmServer(spec(tmp_path, stand_in))
+    keys = []
+    for _ in range(2):
+        with server:
+            assert server.api_key is not None
+            assert server.process is not None
+            assert server.api_key not in " ".join(server.process.command)
+            keys.append(server.api_key)
+    assert keys[0] != keys[1]
+    assert not any(key in server.log_path.read_text() for key in keys)
+
+
+def test_a_server_that_ignores_its_key_is_refused(tmp_path: Path, stand_in: Path) -> None:
+    server = VllmServer(spec(tmp_path, stand_in, STAND_IN_BEHAVIOUR="open"))
+    with pytest.raises(ToolError, match="answered 200 without it and 200 with it"):
+        server.start()
+    assert not server.alive()
 
 
 def test_port_taken_is_retried_on_another_port(tmp_path: Path, stand_in: Path) -> None:

@@ -75,6 +75,7 @@ class AccuracyStage(_Core):
             timeout=timeout or self.timeout(cell, samples / sampling.samples),
             fewshot=task.fewshot or 0,
             metric_name=task.lighteval_metric,
+            api_key=server.api_key,
         )
 
     def evaluate(self, server: VllmServer, job: EvalJob) -> Evaluation:

@@ -426,6 +426,7 @@ class PipelineCore:
                     prompt,
                     streams=acc.concurrency * samples,
                     timeout=self.spec.budget.probe_timeout_s,
+                    api_key=server.api_key,
                 )
             self._rates[name] = rate
             self.progress(f"{name}: {rate.detail}")

@@ -184,7 +184,13 @@ class SpeedStage(_Core):
             )
         with server.in_use("vllm bench serve"):
             return self.bench_worker().run(
-                server.base_url, name, self.checkpoint(cell).path, runs, out, timeout=timeout
+                server.base_url,
+                name,
+                self.checkpoint(cell).path,
+                runs,
+                out,
+                timeout=timeout,
+                api_key=server.api_key,
             )
 
     def top_up(self, server: VllmServer, cell: MatrixCell, total: int, metric: str) -> list[float] | str:

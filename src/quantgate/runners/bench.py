@@ -9,8 +9,10 @@ read from it (``BenchResult``).
 Why this shape: the tool's result file is the record. Every run is an ordinary ``vllm bench serve``
 invocation (``--save-result --save-detailed``) whose JSON is kept as the tool wrote it, and the figures
 are read back through ``quantgate.results`` like any file a user hands us, so a run made by hand and a
-run made here are read the same way. One driver process runs all runs of a plan because ``import vllm``
-(about 12 s on two CPU cores) dwarfs a CPU-sized run (1-5 s).
+run made here are read the same way. The server's API key reaches the tool in its environment
+(``OPENAI_API_KEY``, which ``vllm bench serve`` sends as a bearer token), never in the plan's arguments.
+One driver process runs all runs of a plan because ``import vllm`` (about 12 s on two CPU cores) dwarfs
+a CPU-sized run (1-5 s).
 
 The three scenarios of ``suites/catalog/scenarios.yaml`` (``single_stream``, ``multi_stream``,
 ``server``) map onto the tool's options as follows: single stream is ``--max-concurrency 1`` at
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +39,7 @@ from typing import Any, Final
 from quantgate.datafile import atomic_write_text
 from quantgate.errors import QuantgateError
 from quantgate.results import PerfResult, read_result
-from quantgate.runners.process import JobWorker, ToolError, run_tool
+from quantgate.runners.process import CLIENT_KEY_ENV, JobWorker, ToolError, run_tool
 
 DRIVER: Final = Path(__file__).resolve().parent / "drivers" / "bench_serve.py"
 TOOL: Final = "vllm bench serve"
@@ -279,8 +282,10 @@ def bench(
     log_dir: Path,
     timeout: float = 900.0,
     env: Mapping[str, str] | None = None,
+    api_key: str | None = None,
 ) -> list[BenchResult]:
-    """Run every run of ``runs`` against the server at ``base_url`` in one driver process.
+    """Run every run of ``runs`` against the server at ``base_url`` (with its ``api_key``) in one
+    driver process.
 
     A driver that fails, times out or names a failed run is a ``ToolError`` with the log tail; a run
     with failed requests is a ``ToolError`` too (its figures would describe a broken server). A result
@@ -291,7 +296,8 @@ def bench(
     offset = log.stat().st_size if log.exists() else 0
     try:
         command = [str(python), str(DRIVER), "--plan", str(plan)]
-        driver_s = run_tool(f"{TOOL} ({served_name})", command, log, timeout, env=env)
+        tool_env = {**(env if env is not None else os.environ), CLIENT_KEY_ENV: api_key or ""}
+        driver_s = run_tool(f"{TOOL} ({served_name})", command, log, timeout, env=tool_env)
     except ToolError as error:
         raise _named_failure(error, log, offset) from None
     return _collect(runs, out_dir, served_name, log, offset, driver_s)
@@ -369,13 +375,16 @@ class BenchWorker(JobWorker):
         runs: Sequence[BenchRun],
         out_dir: Path,
         timeout: float = 900.0,
+        api_key: str | None = None,
     ) -> list[BenchResult]:
+        """Run one plan against the server at ``base_url``; its ``api_key`` goes with the job (stdin)."""
         plan = _prepare(base_url, served_name, tokenizer, runs, out_dir)
         label = f"{TOOL} ({served_name})"
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         started = time.monotonic()
         try:
-            outcome = self.submit({"plan": str(plan)}, out_dir / "bench-done.json", timeout, label)
+            job = {"plan": str(plan), "env": {CLIENT_KEY_ENV: api_key or ""}}
+            outcome = self.submit(job, out_dir / "bench-done.json", timeout, label)
         except ToolError as error:
             raise _named_failure(error, self.log_path, offset) from None
         if outcome.get("code") != 0:

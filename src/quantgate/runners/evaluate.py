@@ -6,7 +6,9 @@ samples per item to our server and raises on any error, and a local task file. T
 lighteval once (about 17 s here) and then runs one job per evaluation; a job that fails, times out or
 kills the worker is a ``ToolError`` with the log tail, and the next evaluation starts a new worker.
 What lighteval wrote (results JSON, per-item details parquet) is kept in the job's directory and read
-back through ``quantgate.results``.
+back through ``quantgate.results``. The server's API key goes to the worker with the job, in its
+environment (``OPENAI_API_KEY``; the worker sends it to that server), never into the job's
+``endpoint.json``, which stays with the results.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantgate.errors import QuantgateError
 from quantgate.results import read_result
-from quantgate.runners.process import JobWorker, ToolError
+from quantgate.runners.process import CLIENT_KEY_ENV, JobWorker, ToolError
 
 WORKER = Path(__file__).resolve().parent / "drivers" / "lighteval_worker.py"
 TOOL = "lighteval"
@@ -47,8 +49,10 @@ class EvalJob:
     timeout: float = 900.0
     fewshot: int = 0
     metric_name: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def endpoint(self) -> dict[str, object]:
+        """What the lighteval model reads from ``endpoint.json`` (the API key is not written there)."""
         return {
             "base_url": self.base_url,
             "served_name": self.served_name,
@@ -128,6 +132,8 @@ class LightevalWorker(JobWorker):
                 "QUANTGATE_ENDPOINT": str(endpoint),
                 "QUANTGATE_SAMPLES": str(job.samples),
                 "QUANTGATE_MAX_TOKENS": str(job.max_tokens),
+                CLIENT_KEY_ENV: job.api_key or "",
+                "QUANTGATE_SERVER": job.base_url,
                 **({"QUANTGATE_TASK_DATA": str(job.data_dir)} if job.data_dir is not None else {}),
             },
         }

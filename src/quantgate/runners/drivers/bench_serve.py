@@ -143,7 +143,8 @@ def plan_main(plan_path: str) -> None:
 
 
 def serve_plans() -> None:
-    """Worker mode: import once, then run one plan per stdin line ``{"plan": path, "done": path}``.
+    """Worker mode: import once, then run one plan per stdin line ``{"plan": path, "done": path, "env":
+    {name: value}}``; ``env`` (the server's API key as ``OPENAI_API_KEY``) is set before the plan runs.
 
     Each plan's outcome goes to its ``done`` file (``{"code": 0|1|2, "seconds": s}``, atomically); the
     per-run lines go to stdout as in plan mode. The worker ends at end of input.
@@ -154,6 +155,7 @@ def serve_plans() -> None:
         if not line.strip():
             continue
         job = json.loads(line)
+        os.environ.update({str(k): str(v) for k, v in job.get("env", {}).items()})
         started = time.perf_counter()
         try:
             code = run_plan(job["plan"])

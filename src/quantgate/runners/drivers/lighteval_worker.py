@@ -10,6 +10,13 @@ lighteval's own reasoning tasks come in through ``fixtures/lane/builtin_tasks.py
 their three modules, none of which fetches anything at import) and writes
 ``{"ok": true, "seconds": s}`` or ``{"ok": false, "error": ...}`` to ``done`` atomically.
 A job that crashes the interpreter leaves no ``done`` file; the caller sees the process gone.
+
+The server's API key comes with each job's environment (``OPENAI_API_KEY``, with the server's address
+in ``QUANTGATE_SERVER``), and this worker adds it as a bearer token to every request of the process
+to that server (``send_api_key``). Why here and not in the lighteval model
+(``fixtures/lane/lighteval_model.py``): that file's hash is part of the stored BF16 references'
+provenance (``task_sha256``), so editing it would invalidate every stored reference for a header that
+changes no answer.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import sys
 import time
 import traceback
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,7 +41,25 @@ def write_done(path: str, payload: dict[str, object]) -> None:
     os.replace(temporary, path)
 
 
+def send_api_key() -> None:
+    """Make every plain-HTTP request of this process to ``$QUANTGATE_SERVER`` carry ``$OPENAI_API_KEY``.
+
+    Installed on urllib's HTTP handler class before lighteval loads the model (whose opener is built
+    at import); requests to any other address are left as they are, so the key goes nowhere else.
+    """
+    prepare = urllib.request.HTTPHandler.http_request
+
+    def http_request(self, request):  # type: ignore[no-untyped-def]
+        key, server = os.environ.get("OPENAI_API_KEY"), os.environ.get("QUANTGATE_SERVER")
+        if key and server and request.full_url.startswith(server.rstrip("/") + "/"):
+            request.add_unredirected_header("Authorization", f"Bearer {key}")
+        return prepare(self, request)
+
+    urllib.request.HTTPHandler.http_request = http_request
+
+
 def main() -> None:
+    send_api_key()
     custom_tasks_only_registry()
     import typer
     from lighteval.__main__ import app
