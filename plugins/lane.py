@@ -29,7 +29,12 @@ from quantgate.cellresult import CellResult
 from quantgate.errors import QuantgateError
 
 if TYPE_CHECKING:
+    from quantgate.envs import Envs
+    from quantgate.kinds import KindSpec
     from quantgate.matrix import MatrixCell
+    from quantgate.outcomes import AccuracyOutcome
+    from quantgate.pipeline import Pipeline
+    from quantgate.runners.serve import VllmServer
 
 SESSION_KEY = pytest.StashKey["LaneSession"]()
 FACTS_KEY = pytest.StashKey[list[tuple[str, Any]]]()
@@ -43,8 +48,8 @@ FAILURE_ATTRIBUTE = "quantgate_failure"
 class Served:
     """A cell's pipeline and the running server of its served model (``None`` for a reused reference)."""
 
-    pipeline: Any
-    server: Any
+    pipeline: Pipeline
+    server: VllmServer | None
 
 
 @dataclass
@@ -52,11 +57,11 @@ class LaneSession:
     """What the lane did in this session: cells, measurements, tool timings, failures."""
 
     config: pytest.Config
-    lane: Any = None
-    gpu_lane: Any = None
+    lane: Pipeline | None = None
+    gpu_lane: Pipeline | None = None
     error: str | None = None
     results: list[CellResult] = field(default_factory=list)
-    accuracy: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, AccuracyOutcome] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
@@ -66,9 +71,9 @@ class LaneSession:
     references_written: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     current: pytest.Item | None = None
-    _spec: Any = None
+    _spec: KindSpec | None = None
 
-    def spec(self) -> Any:
+    def spec(self) -> KindSpec:
         """The lane file, read once per session; a bad file is a usage error naming file and field."""
         if self._spec is None:
             from quantgate import paths
@@ -81,7 +86,7 @@ class LaneSession:
                 raise pytest.UsageError(f"quantgate: {exc}") from None
         return self._spec
 
-    def envs(self) -> Any:
+    def envs(self) -> Envs:
         from quantgate.envs import Envs
 
         given = self.config.getoption("qg_envs")
@@ -90,17 +95,17 @@ class LaneSession:
     def workdir(self, default: str) -> Path:
         return Path(self.config.getoption("qg_lane_work") or self.config.rootpath / ".quantgate" / default)
 
-    def cells(self) -> list[Any]:
+    def cells(self) -> list[MatrixCell]:
         """The cpu kind file's matrix cells (``pipeline.local_cells``)."""
         from quantgate.pipeline import local_cells
 
         return local_cells(self.spec())
 
-    def pipeline(self, kind: str) -> Any:
+    def pipeline(self, kind: str) -> Pipeline:
         """The pipeline of a device kind: the cpu kind file's, or the GPU kinds'."""
         return self.get_lane() if kind == "cpu" else self.get_gpu_lane()
 
-    def get_lane(self) -> Any:
+    def get_lane(self) -> Pipeline:
         """The cpu pipeline, built on first use; one that cannot be built fails every cell with the reason.
 
         Building it starts the lighteval and bench workers (their imports overlap with the first
@@ -127,11 +132,11 @@ class LaneSession:
                 lane.bench_worker().start()
                 lane.prepare(c for c in self.cells() if (c.model, c.scheme) in self.selected_cells)
                 self.lane = lane
-        if self.error is not None:
+        if self.error is not None or self.lane is None:
             pytest.fail(f"quantgate lane: {self.error}", pytrace=False)
         return self.lane
 
-    def get_gpu_lane(self) -> Any:
+    def get_gpu_lane(self) -> Pipeline:
         """The GPU kinds' pipeline of a matrix run (``suites/kinds/gpu.yaml``: the catalog's checkpoints,
         ``vllm serve`` on leased devices)."""
         if self.gpu_lane is None:
@@ -206,7 +211,7 @@ class LaneSession:
 
 
 def end_cell(
-    session: LaneSession, node: pytest.Item, cell: Any, verdict: str, gating: bool, detail: str
+    session: LaneSession, node: pytest.Item, cell: MatrixCell, verdict: str, gating: bool, detail: str
 ) -> None:
     """End a judged cell's test: pass; xfail when informational or inconclusive where inconclusive is
     not a failure (``--qg-inconclusive xfail``, else the cell's kind file); otherwise fail with the
@@ -244,7 +249,7 @@ def lane_session(config: pytest.Config) -> LaneSession:
     return config.stash[SESSION_KEY]
 
 
-def _cpu_cell(item: pytest.Item) -> Any:
+def _cpu_cell(item: pytest.Item) -> MatrixCell | None:
     from plugins.matrix import CELL_KEY
 
     cell = item.stash.get(CELL_KEY, None)
@@ -261,29 +266,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     The matrix's order (tests, then cells) would interleave served models, so that servers would
     restart and BF16 speed, the others' reference, would come last.
     """
-    slots = [index for index, item in enumerate(items) if _cpu_cell(item) is not None]
-    if not slots:
+    cells = {index: cell for index, item in enumerate(items) if (cell := _cpu_cell(item)) is not None}
+    if not cells:
         return
     from plugins.history import staleness
 
     session = lane_session(config)
     position = {cell.cell_id: n for n, cell in enumerate(session.cells())}
     of_model: dict[str, list[pytest.Item]] = {}
-    for slot in slots:
-        of_model.setdefault(_cpu_cell(items[slot]).model, []).append(items[slot])
+    for slot, cell in cells.items():
+        of_model.setdefault(cell.model, []).append(items[slot])
     stale = {model: staleness(members) for model, members in of_model.items()}
 
-    def order(slot: int) -> tuple[tuple[int, float], int, bool]:
-        item = items[slot]
-        cell = _cpu_cell(item)
+    def order(slot: int) -> tuple[tuple[tuple[int, float], int, bool], int]:
+        cell, item = cells[slot], items[slot]
         name = getattr(item, "originalname", item.name)
-        return (stale[cell.model], position[cell.cell_id], name == "test_output_length")
+        return (stale[cell.model], position[cell.cell_id], name == "test_output_length"), slot
 
-    ordered = [items[slot] for slot in sorted(slots, key=lambda slot: (order(slot), slot))]
-    for slot, item in zip(slots, ordered, strict=True):
+    slots = list(cells)
+    ordered = sorted(slots, key=order)
+    moved = [items[slot] for slot in ordered]
+    for slot, item in zip(slots, moved, strict=True):
         items[slot] = item
-    for item in ordered:
-        cell = _cpu_cell(item)
+    for slot in ordered:
+        cell = cells[slot]
         if (cell.model, cell.scheme) not in session.selected_cells:
             session.selected_cells.append((cell.model, cell.scheme))
 
