@@ -171,6 +171,73 @@ def _mean_and_variance(logs: Sequence[float]) -> tuple[float, float]:
     return mean, sum((x - mean) ** 2 for x in logs) / (len(logs) - 1) / len(logs)
 
 
+@dataclass(frozen=True)
+class _Interval:
+    low: float
+    high: float
+    margin: float
+    how: str
+    assumption: str | None = None
+
+
+def _zero_figures(candidate: Sequence[float], floor: float) -> SpeedVerdict | None:
+    """A goodput of 0 (no request met the limits) in some runs: no ratio to judge."""
+    zeros = sum(1 for v in candidate if v == 0.0)
+    if not zeros:
+        return None
+    met = len(candidate) - zeros
+    verdict: VerdictName = "fail" if met == 0 else "inconclusive"
+    return SpeedVerdict(
+        verdict=verdict,
+        speedup=0.0,
+        low=0.0,
+        high=math.inf if met else 0.0,
+        floor=floor,
+        per_gpu_speedup=None,
+        assumption=None,
+        detail=(
+            f"{verdict}: the candidate's figure is 0 in {zeros} of {len(candidate)} runs "
+            f"(no request met the limits) vs floor {floor:.2f}"
+        ),
+        candidate_repeats=len(candidate),
+    )
+
+
+def _repeated_interval(
+    log_ref: Sequence[float],
+    log_cand: Sequence[float],
+    speedup: float,
+    confidence: float,
+    cap: int | None,
+    max_margin: float,
+) -> _Interval:
+    """Welch's t interval on log figures; sequential (``cap``): stricter early, an indifference margin."""
+    _, var_ref = _mean_and_variance(log_ref)
+    _, var_cand = _mean_and_variance(log_cand)
+    q = t_quantile(confidence, welch_df(var_ref, len(log_ref), var_cand, len(log_cand)))
+    se_now = math.sqrt(var_ref + var_cand)
+    q_pass = q_fail = q
+    margin = 0.0
+    if cap is not None:
+        se_cap = math.sqrt(var_ref + var_cand * len(log_cand) / cap)
+        margin = min(1.0 - math.exp(-2.0 * q * se_cap), max_margin)
+        information = 1.0 if se_now == 0.0 else min(1.0, (se_cap / se_now) ** 2)
+        q_pass, q_fail = q / information**PASS_SHAPE, q / information**FAIL_SHAPE
+    how = f"{len(log_ref)} vs {len(log_cand)} measurements"
+    return _Interval(speedup * math.exp(-q_pass * se_now), speedup * math.exp(q_fail * se_now), margin, how)
+
+
+def _single_interval(ref_value: float, cand_value: float, sign: float, resolution: float) -> _Interval:
+    """One figure each: exact up to the printed rounding (``resolution``)."""
+    up = (ref_value + resolution, max(cand_value - resolution, 1e-12))
+    down = (max(ref_value - resolution, 1e-12), cand_value + resolution)
+    bounds = [(c / r) ** sign for r, c in (up, down)]
+    assumption = "single figures, exact up to printed rounding" + (
+        f" (+-{resolution:g})" if resolution else ""
+    )
+    return _Interval(min(bounds), max(bounds), 0.0, "1 figure each", assumption)
+
+
 def judge_speedup(
     reference: Sequence[float],
     candidate: Sequence[float],
@@ -196,47 +263,19 @@ def judge_speedup(
         raise QuantgateError(None, "GPU counts must be at least 1", "gpus")
     if cap is not None and cap < len(candidate):
         cap = len(candidate)
-    zeros = sum(1 for v in candidate if v == 0.0)
-    if zeros:
-        met = len(candidate) - zeros
-        verdict_name: VerdictName = "fail" if met == 0 else "inconclusive"
-        detail = (
-            f"{verdict_name}: the candidate's figure is 0 in {zeros} of {len(candidate)} runs "
-            f"(no request met the limits) vs floor {floor:.2f}"
-        )
-        high = math.inf if met else 0.0
-        return SpeedVerdict(
-            verdict_name, 0.0, 0.0, high, floor, None, None, detail, candidate_repeats=len(candidate)
-        )
+    zero = _zero_figures(candidate, floor)
+    if zero is not None:
+        return zero
     sign = 1.0 if higher_is_better else -1.0
-    mean_ref, var_ref = _mean_and_variance([math.log(v) for v in reference])
-    mean_cand, var_cand = _mean_and_variance([math.log(v) for v in candidate])
+    log_ref, log_cand = [math.log(v) for v in reference], [math.log(v) for v in candidate]
+    (mean_ref, _), (mean_cand, _) = _mean_and_variance(log_ref), _mean_and_variance(log_cand)
     speedup = math.exp(sign * (mean_cand - mean_ref))
-    margin = 0.0
-    more = 0
     if len(reference) >= 2 and len(candidate) >= 2:
-        df = welch_df(var_ref, len(reference), var_cand, len(candidate))
-        q = t_quantile(confidence, df)
-        se_now = math.sqrt(var_ref + var_cand)
-        q_pass = q_fail = q
-        if cap is not None:
-            se_cap = math.sqrt(var_ref + var_cand * len(candidate) / cap)
-            margin = min(1.0 - math.exp(-2.0 * q * se_cap), max_margin)
-            information = 1.0 if se_now == 0.0 else min(1.0, (se_cap / se_now) ** 2)
-            q_pass, q_fail = q / information**PASS_SHAPE, q / information**FAIL_SHAPE
-        low, high = speedup * math.exp(-q_pass * se_now), speedup * math.exp(q_fail * se_now)
-        assumption = None
-        how = f"{len(reference)} vs {len(candidate)} measurements"
+        bounds = _repeated_interval(log_ref, log_cand, speedup, confidence, cap, max_margin)
     else:
-        ref_v, cand_v = math.exp(mean_ref), math.exp(mean_cand)
-        up = (ref_v + resolution, max(cand_v - resolution, 1e-12))
-        down = (max(ref_v - resolution, 1e-12), cand_v + resolution)
-        bounds = [(c / r) ** sign for r, c in (up, down)]
-        low, high = min(bounds), max(bounds)
-        assumption = "single figures, exact up to printed rounding" + (
-            f" (+-{resolution:g})" if resolution else ""
-        )
-        how = "1 figure each"
+        bounds = _single_interval(math.exp(mean_ref), math.exp(mean_cand), sign, resolution)
+    low, high, margin = bounds.low, bounds.high, bounds.margin
+    more = 0
     if high < floor:
         verdict: VerdictName = "fail"
     elif low >= floor * (1.0 - margin):
@@ -245,21 +284,29 @@ def judge_speedup(
         verdict = "inconclusive"
         if cap is not None and len(candidate) >= 2:
             more = next_repeats(len(candidate), cap)
-    per_gpu = None
-    if reference_gpus != candidate_gpus:
-        per_gpu = speedup * reference_gpus / candidate_gpus
+    per_gpu = speedup * reference_gpus / candidate_gpus if reference_gpus != candidate_gpus else None
     detail = f"{verdict}: speedup {speedup:.3f} [{low:.3f}, {high:.3f}] vs floor {floor:.2f}"
     if margin:
         detail += f" (pass at >= {floor * (1.0 - margin):.3f})"
-    detail += f"; {how}"
+    detail += f"; {bounds.how}"
     if more:
         detail += f"; run {more} more repeats"
     elif verdict == "inconclusive" and cap is not None and len(candidate) >= cap:
         detail += "; repeat cap reached, undecided"
     if per_gpu is not None:
         detail += f"; per GPU {per_gpu:.3f} ({candidate_gpus} vs {reference_gpus} GPUs)"
-    if assumption:
-        detail += f"; assumes {assumption}"
+    if bounds.assumption:
+        detail += f"; assumes {bounds.assumption}"
     return SpeedVerdict(
-        verdict, speedup, low, high, floor, per_gpu, assumption, detail, margin, more, len(candidate)
+        verdict=verdict,
+        speedup=speedup,
+        low=low,
+        high=high,
+        floor=floor,
+        per_gpu_speedup=per_gpu,
+        assumption=bounds.assumption,
+        detail=detail,
+        margin=margin,
+        more_repeats=more,
+        candidate_repeats=len(candidate),
     )
