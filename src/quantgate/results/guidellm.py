@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -39,6 +40,7 @@ _GUIDELLM_RATES: Final = (
     ("tokens_per_second", "total_token_throughput"),
     ("request_concurrency", "mean_concurrency"),
 )
+_GUIDELLM_TOTALS: Final = (("successful", "completed"), ("errored", "failed"), ("incomplete", "incomplete"))
 
 
 def _guidellm_report(path: Path, doc: Mapping[str, object]) -> ResultFile:
@@ -73,6 +75,96 @@ def _guidellm_report(path: Path, doc: Mapping[str, object]) -> ResultFile:
     return ResultFile(str(path), kind, tool_version, (), tuple(out), provenance)
 
 
+@dataclass(frozen=True)
+class _Breakdowns:
+    """A benchmark's ``metrics`` section: each metric's summary over successful requests."""
+
+    path: Path
+    doc: Mapping[str, object]
+    where: str
+
+    def successful(self, name: str) -> Mapping[str, object] | None:
+        breakdown = self.doc.get(name)
+        if breakdown is None:
+            return None
+        summary = _mapping(self.path, breakdown, _join(self.where, name)).get("successful")
+        where = _join(self.where, f"{name}.successful")
+        return None if summary is None else _mapping(self.path, summary, where)
+
+    def stat(self, summary: Mapping[str, object], name: str, key: str) -> float | None:
+        value = summary.get(key)
+        where = _join(self.where, f"{name}.successful.{key}")
+        return None if value is None else _number(self.path, value, where, minimum=0.0)
+
+    def percentile(self, summary: Mapping[str, object], name: str, key: str) -> float | None:
+        table = summary.get("percentiles")
+        if table is None:
+            return None
+        where = _join(self.where, f"{name}.successful.percentiles")
+        value = _mapping(self.path, table, where).get(key)
+        return None if value is None else _number(self.path, value, f"{where}.{key}", minimum=0.0)
+
+
+def _guidellm_metrics(metrics: _Breakdowns) -> dict[str, float]:
+    """Rates, latency statistics and request counts under the names shared with vLLM's readers."""
+    out: dict[str, float] = {}
+
+    def put(name: str, value: float | None, scale: float = 1.0) -> None:
+        if value is not None:
+            out[name] = value * scale
+
+    for source, target in _GUIDELLM_RATES:
+        if (summary := metrics.successful(source)) is not None:
+            put(target, metrics.stat(summary, source, "mean"))
+    for source, short in _GUIDELLM_LATENCIES:
+        if (summary := metrics.successful(source)) is not None:
+            put(f"mean_{short}_ms", metrics.stat(summary, source, "mean"))
+            put(f"median_{short}_ms", metrics.stat(summary, source, "median"))
+            put(f"std_{short}_ms", metrics.stat(summary, source, "std_dev"))
+            put(f"p90_{short}_ms", metrics.percentile(summary, source, "p90"))
+            put(f"p99_{short}_ms", metrics.percentile(summary, source, "p99"))
+    if (latency := metrics.successful("request_latency")) is not None:
+        put("latency_s", metrics.stat(latency, "request_latency", "mean"))
+        put("median_latency_s", metrics.stat(latency, "request_latency", "median"))
+        put("p99_latency_s", metrics.percentile(latency, "request_latency", "p99"))
+        put("mean_e2el_ms", metrics.stat(latency, "request_latency", "mean"), 1000.0)
+    totals = metrics.doc.get("request_totals")
+    if totals is not None:
+        where = _join(metrics.where, "request_totals")
+        totals = _mapping(metrics.path, totals, where)
+        for status, target in (
+            ("successful", "completed"),
+            ("errored", "failed"),
+            ("incomplete", "incomplete"),
+        ):
+            count = _optional_count(metrics.path, totals, status, where)
+            if count is not None:
+                out[target] = float(count)
+    return out
+
+
+def _token_total(metrics: _Breakdowns, name: str) -> int | None:
+    summary = metrics.successful(name)
+    total = None if summary is None else metrics.stat(summary, name, "total_sum")
+    return None if total is None else round(total)
+
+
+def _guidellm_model(
+    bench: Mapping[str, object], config: Mapping[str, object], report_config: Mapping[str, object]
+) -> str | None:
+    """The served model's name, wherever this vintage of the report put it."""
+    worker = bench.get("worker")  # reports before 2025-06 named the model here
+    for holder, key in (
+        (config.get("backend"), "model"),
+        (worker, "backend_model"),
+        (report_config.get("backend"), "model"),
+        (report_config, "model"),
+    ):
+        if isinstance(holder, dict) and _optional_str(holder.get(key)):
+            return _optional_str(holder.get(key))
+    return None
+
+
 def _guidellm_benchmark(
     path: Path,
     bench: Mapping[str, object],
@@ -82,100 +174,22 @@ def _guidellm_benchmark(
     report_config: Mapping[str, object],
 ) -> PerfResult:
     metrics_doc = _mapping(path, _required(path, bench, "metrics", where), _join(where, "metrics"))
-    metrics_where = _join(where, "metrics")
-    metrics: dict[str, float] = {}
-
-    def successful(name: str) -> Mapping[str, object] | None:
-        breakdown = metrics_doc.get(name)
-        if breakdown is None:
-            return None
-        summary = _mapping(path, breakdown, _join(metrics_where, name)).get("successful")
-        return (
-            None if summary is None else _mapping(path, summary, _join(metrics_where, f"{name}.successful"))
-        )
-
-    def stat(summary: Mapping[str, object], name: str, key: str) -> float | None:
-        value = summary.get(key)
-        where_key = _join(metrics_where, f"{name}.successful.{key}")
-        return None if value is None else _number(path, value, where_key, minimum=0.0)
-
-    def percentile(summary: Mapping[str, object], name: str, key: str) -> float | None:
-        table = summary.get("percentiles")
-        if table is None:
-            return None
-        table = _mapping(path, table, _join(metrics_where, f"{name}.successful.percentiles"))
-        value = table.get(key)
-        where_key = _join(metrics_where, f"{name}.successful.percentiles.{key}")
-        return None if value is None else _number(path, value, where_key, minimum=0.0)
-
-    def put(name: str, value: float | None, scale: float = 1.0) -> None:
-        if value is not None:
-            metrics[name] = value * scale
-
-    for source, target in _GUIDELLM_RATES:
-        summary = successful(source)
-        if summary is not None:
-            put(target, stat(summary, source, "mean"))
-    for source, short in _GUIDELLM_LATENCIES:
-        summary = successful(source)
-        if summary is not None:
-            put(f"mean_{short}_ms", stat(summary, source, "mean"))
-            put(f"median_{short}_ms", stat(summary, source, "median"))
-            put(f"std_{short}_ms", stat(summary, source, "std_dev"))
-            put(f"p90_{short}_ms", percentile(summary, source, "p90"))
-            put(f"p99_{short}_ms", percentile(summary, source, "p99"))
-    latency = successful("request_latency")
-    if latency is not None:
-        put("latency_s", stat(latency, "request_latency", "mean"))
-        put("median_latency_s", stat(latency, "request_latency", "median"))
-        put("p99_latency_s", percentile(latency, "request_latency", "p99"))
-        put("mean_e2el_ms", stat(latency, "request_latency", "mean"), 1000.0)
-    totals = metrics_doc.get("request_totals")
-    if totals is not None:
-        totals = _mapping(path, totals, _join(metrics_where, "request_totals"))
-        for status, target in (
-            ("successful", "completed"),
-            ("errored", "failed"),
-            ("incomplete", "incomplete"),
-        ):
-            count = _optional_count(path, totals, status, _join(metrics_where, "request_totals"))
-            if count is not None:
-                metrics[target] = float(count)
-
-    token_totals: list[int | None] = []
-    for name in ("prompt_token_count", "output_token_count"):
-        summary = successful(name)
-        total = None if summary is None else stat(summary, name, "total_sum")
-        token_totals.append(None if total is None else round(total))
-
+    metrics = _Breakdowns(path, metrics_doc, _join(where, "metrics"))
     config = _dict_or_empty(bench.get("config"))
     args = _dict_or_empty(bench.get("args"))
     strategy = config.get("strategy", args.get("strategy", bench.get("strategy")))
-    name = _strategy_name(strategy) or f"benchmark-{index}"
     profile = config.get("profile", args.get("profile", report_config.get("profile")))
-    scenario = _type_of(profile)
-    model = None
-    worker = bench.get("worker")  # reports before 2025-06 named the model here
-    for holder, key in (
-        (config.get("backend"), "model"),
-        (worker, "backend_model"),
-        (report_config.get("backend"), "model"),
-        (report_config, "model"),
-    ):
-        if isinstance(holder, dict) and _optional_str(holder.get(key)):
-            model = _optional_str(holder.get(key))
-            break
     return PerfResult(
-        str(path),
-        "guidellm-report",
-        tool_version,
-        model,
-        name,
-        scenario,
-        metrics,
-        None,
-        token_totals[0],
-        token_totals[1],
+        source=str(path),
+        kind="guidellm-report",
+        tool_version=tool_version,
+        model=_guidellm_model(bench, config, report_config),
+        name=_strategy_name(strategy) or f"benchmark-{index}",
+        scenario=_type_of(profile),
+        metrics=_guidellm_metrics(metrics),
+        samples=None,
+        prompt_tokens=_token_total(metrics, "prompt_token_count"),
+        output_tokens=_token_total(metrics, "output_token_count"),
     )
 
 
