@@ -42,6 +42,7 @@ from quantgate.catalog import Catalog, load_catalog
 from quantgate.devices.durations import Durations, estimate_startup_seconds
 from quantgate.devices.fit import Fit, compute_path_problem, fit_served_model
 from quantgate.devices.placement import Task, shard_of_groups
+from quantgate.devices.rates import PublishedRates, published_rates
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, nominal_reference, samples_to_detect
 
@@ -256,6 +257,8 @@ SINGLE_STREAM_REQUESTS = 64
 ITL_BASE_S = 0.004
 ITL_PER_B_S = 0.0004
 SWEEP_SECONDS = 600.0
+# The published workload whose batched throughput times accuracy cells: short prompts, long answers.
+ACCURACY_WORKLOAD = "code-completion"
 
 
 # A cell whose cap is above the first look tops up while undecided (benchmarks/judge_power.py: AIME
@@ -273,7 +276,56 @@ def planned_samples(items: int, most: int, drop: float, typical: float = 0.5) ->
 
 
 def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
-    """Default duration of one cell, before any run has measured it.
+    """Planned duration of one cell before any run has measured it: from the published tables where the
+    cards measured the cell's GPU kind and scheme (``published_cell_seconds``), else the catalog's
+    model (``catalog_cell_seconds``). Both come from committed files only, so every runner computes the
+    same value (shards depend on it)."""
+    published = published_cell_seconds(catalog, cell)
+    return published if published is not None else catalog_cell_seconds(catalog, cell)
+
+
+def published_cell_seconds(
+    catalog: Catalog, cell: MatrixCell, rates: PublishedRates | None = None
+) -> float | None:
+    """The cell's duration at the published rates (``quantgate.devices.rates``), or None where the
+    cards did not measure its GPU kind and scheme (or its workload).
+
+    The same work as ``catalog_cell_seconds``, timed with the cards' figures: accuracy cells generate
+    at the batched throughput of ``ACCURACY_WORKLOAD`` (short prompts, long answers, as reasoning
+    benchmarks), single-stream cells take 64 times the workload's published latency, and the
+    multi-stream and server sweeps keep their fixed length.
+    """
+    rates = rates if rates is not None else published_rates(catalog)
+    if not rates.has(cell.gpu, cell.scheme):
+        return None
+    params, gpus = catalog.model(cell.model).params_b, max(1, cell.requirement.count)
+    if cell.kind == "accuracy":
+        tps = rates.tokens_per_s(cell.gpu, cell.scheme, ACCURACY_WORKLOAD, params, gpus)
+        return None if tps is None else _accuracy_tokens(catalog, cell) / tps
+    assert cell.scenario is not None
+    assert cell.workload is not None
+    if catalog.scenario(cell.scenario).metric != "latency_s":
+        return SWEEP_SECONDS
+    latency = rates.latency_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+    return None if latency is None else SINGLE_STREAM_REQUESTS * latency
+
+
+def _accuracy_tokens(catalog: Catalog, cell: MatrixCell) -> float:
+    """Generated-token equivalents of an accuracy cell (prefill counted at ``PREFILL_COST``)."""
+    bench = catalog.benchmark(cell.target)
+    items = bench.items or 0
+    if bench.sampling is not None:
+        sampling = bench.sampling
+        samples = planned_samples(items, sampling.samples, sampling.detect_drop, sampling.typical_score)
+        return items * samples * REASONING_OUTPUT_TOKENS
+    tokens = items * ((bench.fewshot or 0) + 1) * PROMPT_TOKENS_PER_SHOT * PREFILL_COST
+    if bench.metric == "exact_match_strict":
+        tokens += items * GENERATIVE_OUTPUT_TOKENS
+    return tokens
+
+
+def catalog_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
+    """Duration of one cell by the catalog's own model, where the published tables have no figures.
 
     Decoding speed of a served model is taken as ``params_b x 3e-5 / gpus`` seconds per generated
     token in a full batch (about 4,000 tokens/s for an 8B model on one GPU, 1,900 for 70B on four),
@@ -293,17 +345,7 @@ def estimate_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
     gpus = max(1, cell.requirement.count)
     per_token = model.params_b * SECONDS_PER_TOKEN_PER_B / gpus
     if cell.kind == "accuracy":
-        bench = catalog.benchmark(cell.target)
-        items = bench.items or 0
-        if bench.sampling is not None:
-            sampling = bench.sampling
-            samples = planned_samples(items, sampling.samples, sampling.detect_drop, sampling.typical_score)
-            return items * samples * REASONING_OUTPUT_TOKENS * per_token
-        prompt = (bench.fewshot or 0) + 1
-        tokens = items * prompt * PROMPT_TOKENS_PER_SHOT * PREFILL_COST
-        if bench.metric == "exact_match_strict":
-            tokens += items * GENERATIVE_OUTPUT_TOKENS
-        return tokens * per_token
+        return _accuracy_tokens(catalog, cell) * per_token
     assert cell.scenario is not None
     assert cell.workload is not None
     if catalog.scenario(cell.scenario).metric == "latency_s":

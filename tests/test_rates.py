@@ -1,0 +1,100 @@
+"""Planning estimates from the published tables (``quantgate.devices.rates``, ``estimate_cell_seconds``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from quantgate import paths
+from quantgate.catalog import load_catalog
+from quantgate.devices.rates import (
+    LATENCY_SLOPES,
+    THROUGHPUT_SLOPES,
+    Figure,
+    PublishedRates,
+    interpolate,
+    published_rates,
+)
+from quantgate.matrix import (
+    SINGLE_STREAM_REQUESTS,
+    catalog_cell_seconds,
+    estimate_cell_seconds,
+    expand,
+    published_cell_seconds,
+)
+from quantgate.published import load_published
+
+
+def figures(*points: tuple[float, float]) -> list[Figure]:
+    return [Figure(model=f"m{n}", params_per_gpu_b=x, value=y) for n, (x, y) in enumerate(points)]
+
+
+def test_interpolation_is_log_log_between_points_and_bounded_outside() -> None:
+    points = figures((1.0, 1.0), (4.0, 4.0))
+    assert interpolate(points, 2.0, LATENCY_SLOPES) == pytest.approx(2.0)
+    assert interpolate(points, 4.0, LATENCY_SLOPES) == pytest.approx(4.0)
+    assert interpolate(points, 16.0, (0.0, 0.5)) == pytest.approx(8.0)
+    # A throughput rising with size is not extrapolated upwards: the slope is bounded to (-1, 0).
+    assert interpolate(points, 16.0, THROUGHPUT_SLOPES) == pytest.approx(4.0)
+    assert interpolate(figures((2.0, 10.0)), 4.0, THROUGHPUT_SLOPES) == pytest.approx(5.0)
+    assert interpolate(figures((2.0, 10.0)), 4.0, LATENCY_SLOPES) == pytest.approx(20.0)
+
+
+def test_figures_at_one_size_are_averaged_in_log_space() -> None:
+    assert interpolate(figures((2.0, 1.0), (2.0, 4.0)), 2.0, LATENCY_SLOPES) == pytest.approx(2.0)
+
+
+def test_a_published_figure_is_its_own_estimate_and_held_out_it_is_not() -> None:
+    catalog = load_catalog()
+    rates = published_rates(catalog)
+    published = load_published(paths.published_dir() / "cards-2025-02.json", catalog)
+    entry = next(e for e in published.performance if e.metric == "latency_s" and e.model == "Qwen-14B")
+    params = catalog.models[entry.model].params_b
+    args = (entry.gpu, entry.scheme, entry.workload, params, entry.gpu_count)
+    assert rates.latency_s(*args) == pytest.approx(entry.value)
+    held_out = rates.without("Qwen-14B").latency_s(*args)
+    assert held_out is not None
+    assert held_out != pytest.approx(entry.value)
+    assert 0.5 < held_out / entry.value < 2.0
+
+
+def test_kinds_and_schemes_the_cards_did_not_measure_fall_back_to_the_catalog() -> None:
+    catalog = load_catalog()
+    rates = published_rates(catalog)
+    assert rates.has("h100", "int4-w4a16")
+    assert not rates.has("h100", "int8-w8a8")
+    assert not rates.has("h200", "bf16")
+    for cell_id in ("Qwen-7B-int8-w8a8-h100-aime24", "Qwen-7B-bf16-h200-math_500"):
+        (cell,) = [c for c in expand(catalog) if c.cell_id == cell_id]
+        assert published_cell_seconds(catalog, cell) is None
+        assert estimate_cell_seconds(catalog, cell) == catalog_cell_seconds(catalog, cell)
+
+
+def test_cells_of_measured_kinds_are_timed_with_the_published_rates() -> None:
+    catalog = load_catalog()
+    cells = {c.cell_id: c for c in expand(catalog)}
+    single = cells["Qwen-7B-bf16-a6000-single-stream-multi-turn-chat"]
+    latency = published_rates(catalog).latency_s("a6000", "bf16", "multi-turn-chat", 7.62, 1)
+    assert latency is not None
+    assert estimate_cell_seconds(catalog, single) == pytest.approx(SINGLE_STREAM_REQUESTS * latency)
+    # The cards measured the A6000 decoding far slower than the catalog's one rate assumes.
+    slow = cells["Qwen-7B-bf16-a6000-math_500"]
+    assert estimate_cell_seconds(catalog, slow) > 1.2 * catalog_cell_seconds(catalog, slow)
+    assert all(math.isfinite(estimate_cell_seconds(catalog, c)) for c in cells.values())
+
+
+def test_empty_tables_know_nothing() -> None:
+    rates = PublishedRates({})
+    assert not rates.has("h100", "bf16")
+    assert rates.tokens_per_s("h100", "bf16", "rag", 8.0, 1) is None
+
+
+def test_tables_that_do_not_match_the_catalog_give_no_rates(tmp_path: Path) -> None:
+    """A toy catalog (tests, forks) plans with the catalog's model instead of failing on the tables."""
+    catalog = load_catalog()
+    toy = replace(catalog, models={k: v for k, v in catalog.models.items() if k != "Qwen-14B"})
+    assert not published_rates(toy).has("h100", "bf16")
+    assert published_rates(catalog).has("h100", "bf16")
