@@ -109,10 +109,27 @@ _SERVE_FIGURES: Final = (
 )
 
 
-def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
-    kind = "vllm-bench-serve"
+_SERVE_SETTINGS: Final = (
+    "backend",
+    "burstiness",
+    "date",
+    "endpoint_type",
+    "label",
+    "max_concurrency",
+    "model_id",
+    "num_prompts",
+    "ramp_up_end_rps",
+    "ramp_up_start_rps",
+    "ramp_up_strategy",
+    "request_rate",
+    "tokenizer_id",
+)
+
+
+def _serve_metrics(path: Path, doc: Mapping[str, object]) -> dict[str, float]:
+    """Throughputs, rates, counts and latency statistics; a file with neither throughput nor latency
+    is refused."""
     metrics: dict[str, float] = {}
-    missing = [key for key in _SERVE_FIGURES if key not in doc]
     for key in ("request_throughput", "output_throughput"):
         if key in doc:
             metrics[key] = _number(path, doc[key], key, minimum=0.0)
@@ -136,9 +153,11 @@ def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
         raise QuantgateError(
             path, "a vllm bench serve result needs a throughput or a latency", "request_throughput"
         )
-    prompt_tokens = _optional_count(path, doc, "total_input_tokens", "")
-    output_tokens = _optional_count(path, doc, "total_output_tokens", "")
+    return metrics
 
+
+def _serve_load(path: Path, doc: Mapping[str, object]) -> str | None:
+    """The offered load as ``request_rate=R, max_concurrency=C`` (what was set of the two)."""
     rate = doc.get("request_rate")
     if isinstance(rate, str):
         if rate.strip().lower() not in ("inf", "infinity"):
@@ -156,39 +175,35 @@ def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
         parts.append(f"request_rate={rate_text}")
     if concurrency is not None:
         parts.append(f"max_concurrency={concurrency}")
-    model = _optional_str(doc.get("model_id"))
+    return ", ".join(parts) or None
+
+
+def _serve_provenance(doc: Mapping[str, object]) -> dict[str, str]:
+    """The run's settings, the figures an older or forked vintage left out, and ``--metadata`` entries."""
     provenance: dict[str, str] = {"tool": "vllm bench serve"}
-    known = {
-        "date",
-        "backend",
-        "endpoint_type",
-        "label",
-        "model_id",
-        "tokenizer_id",
-        "num_prompts",
-        "request_rate",
-        "burstiness",
-        "max_concurrency",
-        "ramp_up_strategy",
-        "ramp_up_start_rps",
-        "ramp_up_end_rps",
-    }
-    _add_provenance(provenance, "", doc, sorted(known))
+    _add_provenance(provenance, "", doc, list(_SERVE_SETTINGS))
+    missing = [key for key in _SERVE_FIGURES if key not in doc]
     if missing:
         provenance["missing"] = ", ".join(missing)
     for key, entry in doc.items():  # --metadata KEY=VALUE entries are strings at the top level
-        if key not in known and isinstance(entry, str) and entry:
+        if key not in _SERVE_SETTINGS and isinstance(entry, str) and entry:
             provenance.setdefault(key, entry)
+    return provenance
+
+
+def _vllm_serve(path: Path, doc: Mapping[str, object]) -> ResultFile:
+    kind = "vllm-bench-serve"
+    metrics = _serve_metrics(path, doc)
     perf = PerfResult(
-        str(path),
-        kind,
-        None,
-        model,
-        path.stem,
-        ", ".join(parts) or None,
-        metrics,
-        None,
-        prompt_tokens,
-        output_tokens,
+        source=str(path),
+        kind=kind,
+        tool_version=None,
+        model=_optional_str(doc.get("model_id")),
+        name=path.stem,
+        scenario=_serve_load(path, doc),
+        metrics=metrics,
+        samples=None,
+        prompt_tokens=_optional_count(path, doc, "total_input_tokens", ""),
+        output_tokens=_optional_count(path, doc, "total_output_tokens", ""),
     )
-    return ResultFile(str(path), kind, None, (), (perf,), provenance)
+    return ResultFile(str(path), kind, None, (), (perf,), _serve_provenance(doc))
