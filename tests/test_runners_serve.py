@@ -34,7 +34,7 @@ STAND_IN = """
         print("OSError: [Errno 98] Address already in use"); sys.exit(1)
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if key and self.path.startswith("/v1") and self.headers.get("Authorization") != "Bearer " + key:
+            if key and self.path != "/health" and self.headers.get("Authorization") != "Bearer " + key:
                 self.send_response(401); self.end_headers(); return
             self.send_response(200); self.end_headers(); self.wfile.write(args.served_model_name.encode())
         def log_message(self, *a):

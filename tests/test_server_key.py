@@ -83,6 +83,10 @@ def test_the_server_answers_only_its_key_and_every_client_sends_it(tmp_path: Pat
                 "GET /v1/models, wrong key": status(url + "/v1/models", key[::-1]),
                 "POST /v1/completions, no key": status(url + "/v1/completions", None, completion),
                 "POST /v1/completions, key": status(url + "/v1/completions", key, completion),
+                "POST /invocations, no key": status(url + "/invocations", None, completion),
+                "POST /invocations, key": status(url + "/invocations", key, completion),
+                "POST /tokenize, no key": status(url + "/tokenize", None, completion),
+                "GET /metrics, no key": status(url + "/metrics", None),
             }
             assert asked == {
                 "GET /health, no key": 200,
@@ -90,6 +94,10 @@ def test_the_server_answers_only_its_key_and_every_client_sends_it(tmp_path: Pat
                 "GET /v1/models, wrong key": 401,
                 "POST /v1/completions, no key": 401,
                 "POST /v1/completions, key": 200,
+                "POST /invocations, no key": 401,
+                "POST /invocations, key": 200,
+                "POST /tokenize, no key": 401,
+                "GET /metrics, no key": 401,
             }
 
             with pytest.raises(ToolError, match="Unauthorized"):

@@ -8,12 +8,14 @@ taken between choosing and binding is retried on another port; every other failu
 ``ToolError`` with the log tail.
 
 Servers only for us: loopback is not enough on a shared host (any local user can reach the port), so
-each start draws an API key (``secrets.token_urlsafe``) that vLLM requires on ``/v1/...`` (its
-``AuthenticationMiddleware``; ``/health`` stays open). The key goes to the server in the environment
+each start draws an API key (``secrets.token_urlsafe``). The key goes to the server in the environment
 (``VLLM_API_KEY``, which vLLM reads when ``--api-key`` is absent), never on its command line: command
-lines show in ``ps`` and are logged. Clients get it from ``VllmServer.api_key`` and send it as
-``Authorization: Bearer``. A started server is checked to refuse a request without the key (401) and
-to answer one with it, so a vLLM that ignored the key would fail the start, not serve in the open.
+lines show in ``ps`` and are logged. vLLM's own check guards only ``/v1/...`` and a few other
+prefixes, so the server also loads ``drivers/serve_guard.py`` (``--middleware``), which asks the key
+of every path but ``/health`` (``/invocations`` would serve completions without it). Clients get the
+key from ``VllmServer.api_key`` and send it as ``Authorization: Bearer``. A started server is checked
+to refuse a request without the key (401) and to answer one with it, so a server that ignored the key
+would fail the start, not serve in the open.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from quantgate.runners.process import (
 )
 
 HOST = "127.0.0.1"
+GUARD_DIR = Path(__file__).resolve().parent / "drivers"  # serve_guard.py, put on the server's PYTHONPATH
+GUARD = "serve_guard.RequireKey"
 # vLLM reads the key from this variable when no --api-key is given (vllm/envs.py, middleware/register.py).
 API_KEY_ENV = "VLLM_API_KEY"
 PORT_TAKEN_MARKERS = ("Address already in use", "address already in use", "Errno 98")
@@ -75,6 +79,8 @@ class ServerSpec:
             self.served_name,
             "--max-model-len",
             str(self.max_model_len),
+            "--middleware",
+            GUARD,
             *self.extra_args,
         ]
 
@@ -104,6 +110,7 @@ class VllmServer:
         """Start the server with a fresh API key and wait until it answers (and refuses strangers)."""
         api_key = secrets.token_urlsafe(32)
         env = {**os.environ, **self.spec.env, API_KEY_ENV: api_key}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), env.get("PYTHONPATH")]))
         for attempt in range(1, self.tries + 1):
             port = free_port(HOST)
             process = ToolProcess.start(
@@ -172,13 +179,14 @@ def _status(url: str, headers: Mapping[str, str]) -> int:
 
 
 def _check_guarded(process: ToolProcess, base_url: str, api_key: str) -> None:
-    """``/v1/models`` must answer 401 without the key and 200 with it, else the server is not ours alone."""
-    url = base_url + "/v1/models"
-    without, with_key = _status(url, {}), _status(url, bearer(api_key))
-    if (without, with_key) != (401, 200):
-        raise ToolError(
-            process.tool,
-            f"does not hold its API key: /v1/models answered {without} without it and {with_key} with it "
-            "(expected 401 and 200)",
-            process.log_path,
-        )
+    """``/v1/models`` (vLLM's own check) and ``/version`` (the guard's) must answer 401 without the key
+    and 200 with it, else the server is not ours alone."""
+    for path in ("/v1/models", "/version"):
+        without, with_key = _status(base_url + path, {}), _status(base_url + path, bearer(api_key))
+        if (without, with_key) != (401, 200):
+            raise ToolError(
+                process.tool,
+                f"does not hold its API key: {path} answered {without} without it and {with_key} with "
+                "it (expected 401 and 200)",
+                process.log_path,
+            )
