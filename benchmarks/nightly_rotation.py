@@ -1,10 +1,11 @@
 """Nights under a job budget: which cells each job of ``nightly.yml`` runs, night after night.
 
 Each job (kind, GPUs, shard as in ``.github/workflows/nightly.yml``) holds the runnable cells of its
-shard, with catalog-estimated durations (``quantgate.matrix.estimate_cell_seconds``: sampled cells at
-the judge's first looks). BF16 cells pass on their stored references while the inputs hold (the GPU
-kind file's ``reuse_reference``), so they take no GPU time. Every night the job skips the cells
-verified in the last ``--fresh-nights`` (``--qg-fresh``, 6 in the workflow), orders the rest as
+shard, with estimated durations (``quantgate.matrix.estimate_cell_seconds``: the published tables,
+else the catalog's model; sampled cells at the judge's first looks). BF16 cells pass on their stored
+references while the inputs hold (the GPU kind file's ``reuse_reference``), so they take no GPU time.
+Every night the job skips the cells verified in the last ``--fresh-nights`` (``--qg-fresh``, 6 in the
+workflow), orders the rest as
 ``--qg-history`` does (never verdicted first, then the oldest verdict, placement's longest-first within
 a tie) and starts cells in that order until one does not fit in the night's GPU-seconds (budget x GPUs
 x packing); that one and the rest are deferred (``--qg-budget``).
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     weekly: dict[str, tuple[float, float, float]] = {}
     print(
         f"nightly.yml jobs under a {args.budget_hours:g} h budget, --qg-fresh {args.fresh_nights or 'off'} "
-        f"(catalog-estimated durations; BF16 cells {'pass on stored references' if reuse else 'run'})"
+        f"(estimated durations; BF16 cells {'pass on stored references' if reuse else 'run'})"
     )
     print(
         f"{'job':<12} {'cells':>6} {'full sweep':>11} {'longest night':>14} {'nights to cover':>16} "

@@ -72,7 +72,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     cell = dict(item.user_properties).get("qg_cell")
     if isinstance(cell, dict):
-        name, served = str(cell["cell_id"]), str(cell["served_model"])
+        # A replica of a served model starts its own server: a GPU cell's start-up is its job's.
+        name, served = str(cell["cell_id"]), task.job if task.kind != "cpu" else str(cell["served_model"])
     else:
         name, served = item.nodeid, task.job
     started = item.config.stash[STARTED]

@@ -410,7 +410,9 @@ def pytest_collection_modifyitems(
     items_of: dict[str, list[pytest.Item]] = {}
     for item in runnable:
         items_of.setdefault(tasks[item.nodeid].job, []).append(item)
-    ordered = sorted(policy.order(placeable), key=lambda job: staleness(items_of.get(job.key, [])))
+    ordered = sorted(
+        policy.best_order(placeable, state.workers), key=lambda job: staleness(items_of.get(job.key, []))
+    )
     rank = {job.key: n for n, job in enumerate(ordered)}
 
     def position(pair: tuple[int, pytest.Item]) -> tuple[int, int, tuple[int, float], int]:
@@ -475,12 +477,17 @@ def _apply_shard(
     k, n = shard
     groups: dict[str, float] = {}
     group_of: dict[str, str] = {}
+    references: set[str] = set()
     for item in sorted(items, key=lambda i: _plain_id(i.nodeid)):
         task = tasks.get(item.nodeid)
         key = task.job if task is not None else _plain_id(item.nodeid)
         group_of[item.nodeid] = key
-        groups[key] = groups.get(key, 0.0) + (task.estimate_s if task is not None else 1.0)
-    assignment = shard_of_groups(groups, n)
+        # GPU-seconds, as quantgate.matrix.shard weighs cells: the same split on every runner.
+        weight = task.estimate_s * max(1, task.count) if task is not None else 1.0
+        groups[key] = groups.get(key, 0.0) + weight
+        if task is not None and task.reference:
+            references.add(key)
+    assignment = shard_of_groups(groups, n, references)
     keep = [i for i in items if assignment[group_of[i.nodeid]] == k]
     drop = [i for i in items if assignment[group_of[i.nodeid]] != k]
     for item in drop:

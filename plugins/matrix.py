@@ -3,13 +3,15 @@ runs once per cell of ``quantgate.matrix`` and of the cpu kind file's local mode
 (``pipeline.local_cells``), with the cell id as its test id.
 
 Each parameter carries the GPU kind's marker (so ``pytest -m h100`` selects exactly the H100 cells),
-``gpu(kind=, count=, memory_gb=)`` from the fit, and ``xdist_group(<served model>)`` (for readers and
-``--dist loadgroup``; quantgate's own xdist scheduler groups cells by the served model of the ``Task``
-this plugin gives each cell, see ``plugins.scheduling``). Cells that cannot run anywhere (a scheme
-below its compute capability, a model that fits at no tensor-parallel size) are skipped with the
-reason. The placement of the rest (inventory, devices, order) is ``plugins.gpu``'s; this plugin
-hands it one ``Task`` per cell, with the duration learned from earlier runs or estimated from the
-catalog.
+``gpu(kind=, count=, memory_gb=)`` from the fit, and ``xdist_group(<job>)`` (for readers and
+``--dist loadgroup``; quantgate's own xdist scheduler groups cells by the job of the ``Task`` this
+plugin gives each cell, see ``plugins.scheduling``). A cell's job is its served model, or one replica
+of it when the served model is planned longer than ``quantgate.devices.replicas.REPLICA_LIMIT_S``
+(``Llama-70B/int4-w4a16/h100/tp1/replica-2-of-5``: the same server started again on other devices).
+Cells that cannot run anywhere (a scheme below its compute capability, a model that fits at no
+tensor-parallel size) are skipped with the reason. The placement of the rest (inventory, devices,
+order) is ``plugins.gpu``'s; this plugin hands it one ``Task`` per cell, with the duration learned
+from earlier runs or estimated (``quantgate.matrix.estimate_cell_seconds``).
 
 A cpu cell needs no device: its ``Task`` (kind ``cpu``) is placed nowhere, and its job is the whole
 model (every scheme), so that shards and xdist workers keep a model's schemes together: on CPU, BF16
@@ -69,9 +71,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     kind_mark = pytest.mark.accuracy if FIXTURES[wanted[0]] == "accuracy" else pytest.mark.speed
     for cell in cells:
-        if cell.served_model not in marks:  # all cells of a served model carry the same marks
-            marks[cell.served_model] = [*_marks(cell), kind_mark]
-        params.append(pytest.param(cell, id=cell.cell_id, marks=marks[cell.served_model]))
+        if cell.job not in marks:  # all cells of a job (a served model or a replica) share their marks
+            marks[cell.job] = [*_marks(cell), kind_mark]
+        params.append(pytest.param(cell, id=cell.cell_id, marks=marks[cell.job]))
     metafunc.parametrize(wanted[0], params)
 
 
@@ -96,7 +98,7 @@ def _marks(cell: MatrixCell) -> list[pytest.MarkDecorator]:
     marks = [
         getattr(pytest.mark, cell.gpu),
         pytest.mark.gpu(kind=cell.gpu, count=cell.requirement.count, memory_gb=cell.requirement.memory_gb),
-        pytest.mark.xdist_group(cell.served_model),
+        pytest.mark.xdist_group(cell.job),
     ]
     if cell.skip_reason is not None:
         marks.append(pytest.mark.skip(reason=f"quantgate: {cell.skip_reason}"))

@@ -186,14 +186,34 @@ def test_longest_first_and_backfill_keep_the_big_job_on_time(catalog: Catalog) -
     tasks = (
         job("long-2", 2, 100) + job("wide-4", 4, 50) + [t for n in range(8) for t in job(f"small{n}", 1, 30)]
     )
-    plan = make_plan(tasks, inventory, workers=4)
-    start = {s.job.key: s.start_s for s in plan.scheduled}
+    policy = LongestFirstPlacement(inventory)
+    jobs = build_jobs(tasks)
+    scheduled, _ = policy.simulate(policy.order(jobs), workers=4, ordered=True)
+    start = {s.job.key: s.start_s for s in scheduled}
     assert start["long-2"] == 0
     # reserved from the end of long-2: small jobs backfill GPUs 2-3 only while they end by then
     assert start["wide-4"] == 100
     assert sorted(v for k, v in start.items() if k.startswith("small")) == [0, 0, 30, 30, 60, 60, 150, 150]
+    assert max(s.end_s for s in scheduled) == 180
+
+
+def test_the_widest_job_goes_first_when_that_plan_is_shorter(catalog: Catalog) -> None:
+    """The same jobs: wide-4 at once on all four GPUs beats LPT's 180 s; with one narrow job as long as
+    the plan, both orders end at 350 s and LPT stays (the tie goes to LPT)."""
+    inventory = declared_inventory("a6000:4", catalog)
+
+    def job(key: str, count: int, seconds: float) -> list[Task]:
+        return [task(f"{key}-0", key, "a6000", count, 40.0, False, seconds)]
+
+    smalls = [t for n in range(8) for t in job(f"small{n}", 1, 30)]
+    plan = make_plan(job("long-2", 2, 100) + job("wide-4", 4, 50) + smalls, inventory, workers=4)
+    start = {s.job.key: s.start_s for s in plan.scheduled}
+    assert start["wide-4"] == 0
+    assert plan.makespan_s < 180
     assert plan.lower_bound_s == 160
-    assert "makespan 0:03:00, lower bound 0:02:40 (1.12x)" in plan.table()
+    narrow = make_plan(job("long-1", 1, 300) + job("wide-4", 4, 50) + smalls, inventory, workers=4)
+    assert {s.job.key: s.start_s for s in narrow.scheduled}["long-1"] == 0
+    assert narrow.makespan_s == 350
 
 
 def test_shareable_jobs_pack_within_memory(catalog: Catalog) -> None:
@@ -249,7 +269,7 @@ def test_inconsistent_tasks_of_one_served_model_are_refused() -> None:
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
-def test_shards_are_complete_disjoint_and_keep_served_models_whole(catalog: Catalog, n: int) -> None:
+def test_shards_are_complete_disjoint_and_keep_jobs_whole(catalog: Catalog, n: int) -> None:
     cells = [c for c in expand(catalog) if c.skip_reason is None]
     shards = [shard(cells, k, n, catalog) for k in range(1, n + 1)]
     ids = [c.cell_id for part in shards for c in part]
@@ -257,9 +277,17 @@ def test_shards_are_complete_disjoint_and_keep_served_models_whole(catalog: Cata
     homes: dict[str, set[int]] = {}
     for k, part in enumerate(shards):
         for c in part:
-            homes.setdefault(c.served_model, set()).add(k)
+            homes.setdefault(c.job, set()).add(k)
     assert all(len(v) == 1 for v in homes.values())
-    assert len(homes) == len({c.served_model for c in cells})
+    assert len(homes) == len({c.job for c in cells})
+    # A served model spans shards only through its replicas.
+    served: dict[str, set[int]] = {}
+    for k, part in enumerate(shards):
+        for c in part:
+            served.setdefault(c.served_model, set()).add(k)
+    assert all(
+        len(v) == 1 for s, v in served.items() if all(c.replicas == 1 for c in cells if c.served_model == s)
+    )
 
 
 @settings(max_examples=25, deadline=None)

@@ -43,6 +43,7 @@ from quantgate.devices.durations import Durations, estimate_startup_seconds
 from quantgate.devices.fit import Fit, compute_path_problem, fit_served_model
 from quantgate.devices.placement import Task, shard_of_groups
 from quantgate.devices.rates import PublishedRates, published_rates
+from quantgate.devices.replicas import Piece, replica_count, replica_job, split_replicas
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, nominal_reference, samples_to_detect
 
@@ -99,10 +100,18 @@ class MatrixCell:
     benchmark: str | None = None
     scenario: str | None = None
     workload: str | None = None
+    replica: int = 1
+    replicas: int = 1
 
     @property
     def cell_id(self) -> str:
         return f"{self.model}-{self.scheme}-{self.gpu}-{self.target}"
+
+    @property
+    def job(self) -> str:
+        """The placement job (and xdist unit) of the cell: its served model, or one replica of it
+        when the served model is split (``quantgate.devices.replicas``)."""
+        return replica_job(self.served_model, self.replica, self.replicas)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -209,14 +218,29 @@ def _expand(catalog: Catalog, served: dict[tuple[str, str, str], ServedModel]) -
     accuracy, performance = _budgets(catalog)
     cells: list[MatrixCell] = []
     for server in served.values():
+        mine: list[MatrixCell] = []
         for target, budget in accuracy.items():
-            cells.append(replace(_cell(server, "accuracy", target, budget), benchmark=target))
+            mine.append(replace(_cell(server, "accuracy", target, budget), benchmark=target))
         for scenario in catalog.scenarios:
             for workload in catalog.workloads:
                 target = f"{scenario}-{workload}"
                 cell = _cell(server, "performance", target, performance[target])
-                cells.append(replace(cell, scenario=scenario, workload=workload))
+                mine.append(replace(cell, scenario=scenario, workload=workload))
+        cells += _with_replicas(catalog, mine) if server.skip_reason is None else mine
     return tuple(cells)
+
+
+def _with_replicas(catalog: Catalog, cells: Sequence[MatrixCell]) -> list[MatrixCell]:
+    """One served model's cells with their replica (``quantgate.devices.replicas``), from estimates."""
+    pieces = [
+        Piece(name=c.cell_id, seconds=estimate_cell_seconds(catalog, c), exclusive=c.kind != "accuracy")
+        for c in cells
+    ]
+    replicas = replica_count(pieces)
+    if replicas == 1:
+        return list(cells)
+    split = split_replicas(pieces)
+    return [replace(c, replica=split[c.cell_id], replicas=replicas) for c in cells]
 
 
 def expand(catalog: Catalog | None = None, kind: CellKind | None = None) -> list[MatrixCell]:
@@ -236,7 +260,7 @@ def task_for_cell(catalog: Catalog, cell: MatrixCell, node_id: str, durations: D
     weights = served.fit.estimate.weights_gb * cell.requirement.count if served.fit.estimate else 0.0
     return Task(
         node_id=node_id,
-        job=cell.served_model,
+        job=cell.job,
         kind=cell.gpu,
         count=cell.requirement.count,
         memory_gb=cell.requirement.memory_gb,
@@ -244,6 +268,7 @@ def task_for_cell(catalog: Catalog, cell: MatrixCell, node_id: str, durations: D
         seconds=durations.cells.get(cell.cell_id, estimate),
         estimate_s=estimate,
         startup_s=durations.served_models.get(cell.served_model, estimate_startup_seconds(weights)),
+        reference=is_reference(catalog, cell),
     )
 
 
@@ -355,13 +380,24 @@ def catalog_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
 
 
 def shard(cells: Sequence[MatrixCell], k: int, n: int, catalog: Catalog) -> list[MatrixCell]:
-    """The cells of shard ``k`` of ``n`` (1-based): whole served models, balanced by estimated
-    GPU-seconds (a served model on four GPUs weighs four times its hours)."""
+    """The cells of shard ``k`` of ``n`` (1-based): whole jobs (served models, or replicas of the
+    longest), balanced by estimated GPU-seconds (a served model on four GPUs weighs four times its
+    hours), BF16 references and candidates each on their own (``shard_of_groups``). The same split
+    as ``--qg-shard`` (``plugins.gpu``) makes from the cells' tasks."""
     if not 1 <= k <= n:
         raise QuantgateError(None, f"shard {k}/{n}: K must be between 1 and N")
     groups: dict[str, float] = {}
+    references: set[str] = set()
     for cell in sorted(cells, key=lambda c: c.cell_id):
         gpu_seconds = estimate_cell_seconds(catalog, cell) * max(1, cell.requirement.count)
-        groups[cell.served_model] = groups.get(cell.served_model, 0.0) + gpu_seconds
-    assignment = shard_of_groups(groups, n)
-    return [c for c in cells if assignment[c.served_model] == k]
+        groups[cell.job] = groups.get(cell.job, 0.0) + gpu_seconds
+        if is_reference(catalog, cell):
+            references.add(cell.job)
+    assignment = shard_of_groups(groups, n, references)
+    return [c for c in cells if assignment[c.job] == k]
+
+
+def is_reference(catalog: Catalog, cell: MatrixCell) -> bool:
+    """Whether the cell is a BF16 reference (its scheme is not quantized)."""
+    scheme = catalog.schemes.get(cell.scheme)
+    return scheme is not None and not scheme.quantized

@@ -1,4 +1,4 @@
-"""Placement: test items grouped by served model into jobs, run longest first on contiguous devices.
+"""Placement: test items grouped by served model into jobs, run longest (or widest) first on adjacent devices.
 
 ``LongestFirstPlacement`` is the policy; ``make_plan`` simulates it (the ``--qg-plan`` table and its
 lower bound), ``quantgate.devices.leases.DeviceLeases`` applies it between live pytest-xdist workers,
@@ -10,7 +10,7 @@ cells.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,10 @@ class Task:
     same devices); ``shareable`` items may share a GPU with other shareable jobs within memory
     (accuracy cells), the others need their GPUs alone (performance cells: speed is measured on an
     otherwise idle GPU). ``seconds`` plans the run (learned or estimated); ``estimate_s`` is the
-    catalog-only estimate used for sharding, so that every CI machine computes the same shards.
+    estimate from committed files alone (published tables, else the catalog) used for sharding, so
+    that every CI machine computes the same shards. ``reference`` marks a BF16 reference cell: on
+    kinds that reuse stored references it usually runs nothing, so shards balance references and
+    candidates each on their own (``shard_of_groups``).
     """
 
     node_id: str
@@ -39,6 +42,7 @@ class Task:
     seconds: float
     estimate_s: float
     startup_s: float = 0.0
+    reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,11 +126,16 @@ class Holding:
 
 
 class LongestFirstPlacement:
-    """Place served-model jobs on adjacent devices, longest job first, with EASY backfilling.
+    """Place served-model jobs on adjacent devices, longest (or widest) first, with EASY backfilling.
 
     The policy, the same for the plan (``simulate``) and for live xdist workers (``DeviceLeases``):
 
-    1. order: jobs by estimated duration, longest first (LPT), ties by key;
+    1. order: jobs by estimated duration, longest first (LPT), ties by key; or widest first (GPU
+       count), then LPT, when that plan is shorter (``best_order`` simulates both). Widest first
+       because a job needing every GPU of its kind starts without idling any only while all are
+       free, at the start; later its reservation drains them (the full A6000 matrix planned 1.16x
+       its lower bound in LPT order, 1.04x widest first). LPT stays where one narrow job is as long
+       as the plan (it must start at once);
     2. a worker runs one job at a time and takes the next job in that order when it is free;
     3. a job gets ``count`` devices of its kind that are adjacent in the inventory; exclusive jobs
        (any performance cell) only devices nobody holds, shareable jobs (accuracy only) devices with
@@ -147,6 +156,8 @@ class LongestFirstPlacement:
                 with 1-GPU jobs that end by 25.7 h
         25.7 h  worker 1: Llama-70B bf16 on 0-3
 
+    (widest first would start Llama-70B bf16 on 0-3 at once, and the int4 job after it).
+
     A job no device set of the inventory could ever hold is not placed: ``unplaceable`` says why,
     and its items are skipped with that reason.
     """
@@ -159,8 +170,23 @@ class LongestFirstPlacement:
         return min(device.memory_gb * self.utilization, device.free_gb)
 
     @staticmethod
-    def order(jobs: Iterable[Job]) -> list[Job]:
+    def order(jobs: Iterable[Job], widest_first: bool = False) -> list[Job]:
+        """Jobs longest first (LPT), ties by key; ``widest_first``: by GPU count first."""
+        if widest_first:
+            return sorted(jobs, key=lambda j: (-j.count, -j.duration_s, j.key))
         return sorted(jobs, key=lambda j: (-j.duration_s, j.key))
+
+    def best_order(self, jobs: Sequence[Job], workers: int) -> list[Job]:
+        """Rule 1: the LPT order, or the widest-first one when its simulated plan ends earlier."""
+        lpt = self.order(jobs)
+        widest = self.order(jobs, widest_first=True)
+        if [j.key for j in widest] == [j.key for j in lpt]:
+            return lpt
+
+        def makespan(order: Sequence[Job]) -> float:
+            return max((s.end_s for s in self.simulate(order, workers, ordered=True)[0]), default=0.0)
+
+        return widest if makespan(widest) < makespan(lpt) - 1e-6 else lpt
 
     def windows(self, kind: str, count: int) -> list[tuple[bool, tuple[Device, ...]]]:
         """Every run of ``count`` adjacent devices of ``kind``, with whether it is aligned."""
@@ -266,12 +292,16 @@ class LongestFirstPlacement:
         best = max(self.capacity(d) for d in self.inventory.devices if d.kind == job.kind)
         return f"needs {job.memory_gb:.1f} GiB on each {job.kind}; at most {best:.1f} GiB is usable there"
 
-    def simulate(self, jobs: Sequence[Job], workers: int) -> tuple[list[Scheduled], list[tuple[Job, str]]]:
-        """Run the policy on estimated durations: (scheduled jobs, unplaceable jobs with reasons)."""
+    def simulate(
+        self, jobs: Sequence[Job], workers: int, ordered: bool = False
+    ) -> tuple[list[Scheduled], list[tuple[Job, str]]]:
+        """Run the policy on estimated durations: (scheduled jobs, unplaceable jobs with reasons).
+        ``ordered``: take ``jobs`` in the order given instead of ``best_order``'s."""
         if workers < 1:
             raise QuantgateError(None, f"workers must be at least 1, got {workers}")
         skipped = [(job, reason) for job in jobs if (reason := self.unplaceable(job)) is not None]
-        queue = [job for job in self.order(jobs) if self.unplaceable(job) is None]
+        placeable = [job for job in jobs if self.unplaceable(job) is None]
+        queue = list(placeable) if ordered else self.best_order(placeable, workers)
         idle = list(range(workers))
         waiting: list[tuple[int, Job]] = []
         running: list[Scheduled] = []
@@ -402,21 +432,30 @@ class Plan:
 
 
 def lower_bound(jobs: Sequence[Job], policy: LongestFirstPlacement) -> float:
-    """``max(GPU-seconds / GPUs, longest job)``, the GPU-seconds counted per kind.
+    """The largest of three bounds, the GPU-seconds counted per kind: the longest job; GPU-seconds /
+    GPUs; and the GPU-seconds of the *large* jobs / GPUs.
 
     A shareable job counts ``memory_gb / capacity`` of each device it holds (two such jobs may share
-    a GPU), an exclusive one all of it. With one GPU kind this is the textbook bound; with several,
-    each kind's jobs can only use that kind's GPUs, so the largest per-kind quotient is still a bound.
+    a GPU), an exclusive one all of it. Large jobs (exclusive ones, and shareable ones needing more
+    than half a device's capacity) can never share a device with each other, so their GPU-seconds
+    alone, each counted whole, are a second bound: without it, accuracy replicas of 37 GiB on a
+    48 GiB A6000 would count as 0.85 of a GPU although no two ever fit on one. With one GPU kind
+    these are textbook bounds; with several, each kind's jobs can only use that kind's GPUs, so the
+    largest per-kind quotient is still a bound.
     """
     longest = max((j.duration_s for j in jobs), default=0.0)
     per_kind: dict[str, float] = {}
+    large: dict[str, float] = {}
     for job in jobs:
         devices = [d for d in policy.inventory.devices if d.kind == job.kind]
         if not devices:
             continue
-        share = 1.0 if job.exclusive else min(1.0, job.memory_gb / max(policy.capacity(d) for d in devices))
+        capacity = max(policy.capacity(d) for d in devices)
+        share = 1.0 if job.exclusive else min(1.0, job.memory_gb / capacity)
         per_kind[job.kind] = per_kind.get(job.kind, 0.0) + job.duration_s * job.count * share
-    quotients = [total / policy.inventory.count(kind) for kind, total in per_kind.items()]
+        if job.exclusive or job.memory_gb > capacity / 2:
+            large[job.kind] = large.get(job.kind, 0.0) + job.duration_s * job.count
+    quotients = [total / policy.inventory.count(kind) for kind, total in [*per_kind.items(), *large.items()]]
     return max([longest, *quotients])
 
 
@@ -458,20 +497,31 @@ def _hms(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
-def shard_of_groups(groups: Mapping[str, float], n: int) -> dict[str, int]:
-    """Assign groups (key -> estimated seconds) to shards 1..n, longest first onto the lightest shard.
+def shard_of_groups(
+    groups: Mapping[str, float], n: int, references: Collection[str] = frozenset()
+) -> dict[str, int]:
+    """Assign groups (key -> estimated GPU-seconds) to shards 1..n, longest first onto the lightest shard.
 
-    Deterministic and independent of the mapping's order: groups are taken by (-seconds, key) and
-    ties between shards go to the lowest shard number.
+    Groups named in ``references`` (BF16 reference jobs) are a second stratum, balanced on its own
+    after the first: where references pass on stored results the shards' planned time is the
+    candidates' alone, and where they run it is both; balancing each stratum keeps both within a few
+    per cent (one balance over the sum left the H100 shards' candidate time 8.3 h against 12.3 h).
+    Within a stratum, ties between shards go to the lighter shard overall, then the lowest number.
+
+    Deterministic and independent of the mapping's order: groups are taken by (-seconds, key).
     """
     if n < 1:
         raise QuantgateError(None, f"the number of shards must be at least 1, got {n}")
-    load = [0.0] * n
+    total = [0.0] * n
     out: dict[str, int] = {}
-    for key, seconds in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
-        target = min(range(n), key=lambda i: (load[i], i))
-        load[target] += seconds
-        out[key] = target + 1
+    for stratum in (False, True):
+        load = [0.0] * n
+        members = [(k, v) for k, v in groups.items() if (k in references) == stratum]
+        for key, seconds in sorted(members, key=lambda kv: (-kv[1], kv[0])):
+            target = min(range(n), key=lambda i: (load[i], total[i], i))
+            load[target] += seconds
+            total[target] += seconds
+            out[key] = target + 1
     return out
 
 

@@ -63,6 +63,8 @@ class PublishedRates:
 
     def __init__(self, figures: Mapping[Key, Sequence[Figure]]) -> None:
         self.figures: dict[Key, tuple[Figure, ...]] = {k: tuple(v) for k, v in figures.items() if v}
+        self._measured = {(k[1], k[2]) for k in self.figures}
+        self._values: dict[tuple[Key, float], float] = {}  # collection looks up every cell: memoized
 
     @classmethod
     def from_file(cls, path: str | Path, catalog: Catalog) -> PublishedRates:
@@ -85,21 +87,25 @@ class PublishedRates:
 
     def has(self, gpu: str, scheme: str) -> bool:
         """Whether the cards measured this GPU kind and scheme at all."""
-        return any(k[1:3] == (gpu, scheme) for k in self.figures)
+        return (gpu, scheme) in self._measured
 
     def latency_s(self, gpu: str, scheme: str, workload: str, params_b: float, gpus: int) -> float | None:
         """One request's single-stream latency, or None where the cards have no such figures."""
-        figures = self.figures.get((LATENCY, gpu, scheme, workload))
-        if figures is None:
-            return None
-        return interpolate(figures, params_b / max(1, gpus), LATENCY_SLOPES)
+        return self._value((LATENCY, gpu, scheme, workload), params_b / max(1, gpus), LATENCY_SLOPES)
 
     def tokens_per_s(self, gpu: str, scheme: str, workload: str, params_b: float, gpus: int) -> float | None:
         """The server's batched decode throughput (all its GPUs), or None where the cards have none."""
-        figures = self.figures.get((THROUGHPUT, gpu, scheme, workload))
+        per_gpu = self._value((THROUGHPUT, gpu, scheme, workload), params_b / max(1, gpus), THROUGHPUT_SLOPES)
+        return None if per_gpu is None else per_gpu * max(1, gpus)
+
+    def _value(self, key: Key, x: float, slopes: tuple[float, float]) -> float | None:
+        figures = self.figures.get(key)
         if figures is None:
             return None
-        return interpolate(figures, params_b / max(1, gpus), THROUGHPUT_SLOPES) * max(1, gpus)
+        value = self._values.get((key, x))
+        if value is None:
+            value = self._values[(key, x)] = interpolate(figures, x, slopes)
+        return value
 
 
 def interpolate(figures: Sequence[Figure], x: float, slopes: tuple[float, float]) -> float:
