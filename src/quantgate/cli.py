@@ -1,4 +1,5 @@
-"""The ``quantgate`` command: ``judge``, ``replay``, ``compare``, ``gate``, ``inspect``, ``gpus``, ``report``.
+"""The ``quantgate`` command: ``judge``, ``replay``, ``compare``, ``gate``, ``inspect``, ``gpus``, ``report``,
+``prefetch``.
 
 Each subcommand is registered by ``main``'s parser (``judge`` and ``replay`` here, the others by their
 ``cli_<name>`` module). Bad input ends with one line ``quantgate: <file>: <field or line>: <what is
@@ -104,13 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--markdown", help="also write the summary table to this file")
     replay.set_defaults(func=_run_replay)
 
-    from quantgate import cli_compare, cli_gate, cli_gpus, cli_inspect, cli_report
+    from quantgate import cli_compare, cli_gate, cli_gpus, cli_inspect, cli_report, prefetch
 
     cli_compare.add_parser(sub)
     cli_gate.add_parser(sub)
     cli_inspect.add_parser(sub)
     cli_gpus.add_parser(sub)
     cli_report.add_parser(sub)
+    prefetch.add_parser(sub)
     return parser
 
 

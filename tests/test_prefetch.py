@@ -1,0 +1,222 @@
+"""``quantgate prefetch``: the plan checked against the catalog, and the fetch run for real.
+
+The cpu kind's prefetch runs in the real evaluation environment, offline: the committed tiny models and
+task data pass, and a kind file pointing at a missing model or dataset fails naming it. A GPU kind's
+fetch runs the real huggingface_hub against a hub on loopback (``HF_ENDPOINT``) that refuses the token
+and echoes it back in its error: the command names the repository and never prints the token.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quantgate import paths
+from quantgate.catalog import load_catalog
+from quantgate.cli import main
+from quantgate.envs import Envs
+from quantgate.matrix import expand
+from quantgate.prefetch import REDACTED, redact
+
+TOKEN = "hf_" + "Q" * 10 + "prefetchTestToken" + "7" * 6
+
+
+def _json_plan(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main(["prefetch", "--dry-run", "--json", *args]) == 0
+    plan: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return plan
+
+
+def test_the_h100_plan_is_every_runnable_h100_cells_checkpoint_and_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    catalog = load_catalog()
+    plan = _json_plan(capsys, "--kind", "h100")
+    runnable = [c for c in expand(catalog) if c.gpu == "h100" and c.skip_reason is None]
+    assert runnable, "the catalog has runnable h100 cells"
+    expected_repos = set()
+    for model_key, model in catalog.models.items():
+        for scheme in catalog.schemes:
+            if any(c.model == model_key and c.scheme == scheme for c in runnable):
+                expected_repos.add(model.bf16_repo if scheme == "bf16" else model.quantized_repos[scheme])
+    assert {m["repo"] for m in plan["models"]} == expected_repos
+    assert all(m["path"] is None for m in plan["models"])
+    tasks = {d["benchmark"]: d["task"] for d in plan["datasets"]}
+    assert tasks == {
+        b: catalog.benchmarks[b].lighteval_task for b in {c.benchmark for c in runnable if c.benchmark}
+    }
+    assert tasks["gpqa_diamond"] == "gpqa:diamond"
+    assert plan["offline"] is False
+    assert plan["task_file"] == str(paths.root() / "fixtures" / "lane" / "builtin_tasks.py")
+    cells = {cell for m in plan["models"] for cell in m["cells"]}
+    assert cells == {c.cell_id for c in runnable}
+
+
+def test_a_plan_file_narrows_the_prefetch_to_its_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = "suites/test_matrix.py::test_accuracy[Llama-8B-fp8-w8a8-h100-math_500]"
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"kind": "quantgate-plan", "entries": [{"node_id": node}]}))
+    plan = _json_plan(capsys, "--kind", "h100", "--plan", str(plan_file))
+    assert [m["repo"] for m in plan["models"]] == ["RedHatAI/DeepSeek-R1-Distill-Llama-8B-FP8-dynamic"]
+    assert [(d["benchmark"], d["task"]) for d in plan["datasets"]] == [("math_500", "math_500")]
+
+
+def test_the_dry_run_prints_what_would_be_fetched(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prefetch", "--kind", "a6000", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("prefetch for a6000: download into the Hugging Face cache: ")
+    assert "model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (" in "\n".join(out)
+    assert any(
+        line.startswith("dataset gpqa_diamond: lighteval task gpqa:diamond of builtin_tasks.py")
+        for line in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "tpu"], "unknown device kind 'tpu'; known: cpu, "),
+        (["--kind", "h100", "--plan", "{missing}"], "cannot read the plan"),
+        (["--kind", "h100", "--plan", "{not_a_plan}"], "kind: not a quantgate plan (--qg-plan)"),
+        (["--kind", "cpu", "--plan", "{not_a_plan}"], "--plan: the cpu kind's plan places no cells"),
+        (["--kind", "h100", "--kind-file", "{cpu_kind}"], "kinds: does not describe the h100 kind (cpu)"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    not_a_plan = tmp_path / "coverage.json"
+    not_a_plan.write_text(json.dumps({"kind": "quantgate-coverage"}))
+    files = {"missing": tmp_path / "none.json", "not_a_plan": not_a_plan, "cpu_kind": paths.kind_file("cpu")}
+    assert main(["prefetch", "--dry-run", *(a.format(**files) for a in args)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("quantgate: ")
+    assert message in err
+
+
+def test_redact_removes_the_token_however_it_is_held() -> None:
+    assert redact(f"Bearer {TOKEN}.", {}) == f"Bearer {REDACTED}."
+    assert (
+        redact("token=secret-value-123", {"HUGGING_FACE_HUB_TOKEN": "secret-value-123"})
+        == f"token={REDACTED}"
+    )
+    assert redact("nothing here", {"HF_TOKEN": ""}) == "nothing here"
+
+
+# -- real runs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eval_env() -> Envs:
+    envs = Envs.from_environment(paths.root())
+    python = envs.directory / "eval" / "bin" / "python"
+    if not python.exists():
+        if os.environ.get("QG_REQUIRE_ENVS") == "1":
+            pytest.fail(f"QG_REQUIRE_ENVS=1 but there is no eval environment at {python.parent.parent}")
+        pytest.skip(f"no eval environment at {python.parent.parent} (tools/setup_envs.sh eval)")
+    return envs
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("eval_env")
+def test_the_cpu_kind_verifies_its_local_models_and_datasets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prefetch", "--kind", "cpu"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    for model in ("tiny-llama", "tiny-qwen2"):
+        assert f"ok model {model}: " in out
+    # every row of the committed files was read (not a stale cache entry of the same folder name)
+    for benchmark, split in (("gpqa_diamond", "train"), ("aime24", "train"), ("math_500", "test")):
+        rows = paths.root() / "fixtures/tinymodel/models/tasks" / benchmark / f"{split}.jsonl"
+        line = next(x for x in out.splitlines() if x.startswith(f"ok dataset {benchmark}: "))
+        assert line.endswith(f"{split} {len(rows.read_text().splitlines())} rows"), line
+    assert out.rstrip().endswith("prefetch for cpu: complete")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("eval_env")
+def test_a_missing_local_model_or_dataset_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(paths.kind_file("cpu").read_text())
+    doc["models"]["tiny-llama"]["dir"] = str(tmp_path / "no-llama")
+    data = tmp_path / "tasks"
+    for benchmark in ("aime24", "math_500"):  # gpqa_diamond's folder is missing
+        shutil.copytree(paths.root() / "fixtures/tinymodel/models/tasks" / benchmark, data / benchmark)
+    doc["accuracy"]["data"] = str(data)
+    kind_file = tmp_path / "cpu.yaml"
+    kind_file.write_text(yaml.safe_dump(doc))
+    assert main(["prefetch", "--kind", "cpu", "--kind-file", str(kind_file)]) == 1
+    out = capsys.readouterr().out
+    assert f"MISSING model tiny-llama: FileNotFoundError: no model folder {tmp_path / 'no-llama'}" in out
+    assert "ok model tiny-qwen2: " in out
+    missing = [line for line in out.splitlines() if line.startswith("MISSING dataset gpqa_diamond: ")]
+    assert len(missing) == 1, out
+    assert "lighteval task gpqa:diamond" in missing[0]
+    assert str(data / "gpqa_diamond") in missing[0]
+    assert "ok dataset aime24: " in out
+    assert out.rstrip().endswith("prefetch for cpu: items missing (above)")
+
+
+class _RefusingHub(http.server.BaseHTTPRequestHandler):
+    """A hub on loopback that refuses every request, quoting the credentials it was sent."""
+
+    def _refuse(self) -> None:
+        said = f"Invalid credentials in Authorization header: {self.headers.get('Authorization', '')}"
+        body = json.dumps({"error": said}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Error-Message", said)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = _refuse
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_hub() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("eval_env")
+def test_a_gpu_fetch_names_the_refused_repository_and_never_shows_the_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, refusing_hub: str
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", refusing_hub)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    node = "suites/test_matrix.py::test_speed[Qwen-1.5B-int4-w4a16-h100-single-stream-code-completion]"
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"kind": "quantgate-plan", "entries": [{"node_id": node}]}))
+    assert main(["prefetch", "--kind", "h100", "--plan", str(plan_file)]) == 1
+    out = capsys.readouterr().out
+    repo = "RedHatAI/DeepSeek-R1-Distill-Qwen-1.5B-quantized.w4a16"
+    assert f"MISSING model {repo}: HfHubHTTPError: Client error '401 Unauthorized'" in out
+    assert f"the hub says: Invalid credentials in Authorization header: Bearer {REDACTED}" in out
+    assert TOKEN not in out
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
