@@ -410,9 +410,8 @@ def pytest_collection_modifyitems(
     items_of: dict[str, list[pytest.Item]] = {}
     for item in runnable:
         items_of.setdefault(tasks[item.nodeid].job, []).append(item)
-    ordered = sorted(
-        policy.best_order(placeable, state.workers), key=lambda job: staleness(items_of.get(job.key, []))
-    )
+    best = policy.best_order(placeable, state.workers)
+    ordered = sorted(best, key=lambda job: staleness(items_of.get(job.key, [])))
     rank = {job.key: n for n, job in enumerate(ordered)}
 
     def position(pair: tuple[int, pytest.Item]) -> tuple[int, int, tuple[int, float], int]:
@@ -483,10 +482,8 @@ def _apply_shard(
         key = task.job if task is not None else _plain_id(item.nodeid)
         group_of[item.nodeid] = key
         # GPU-seconds, as quantgate.matrix.shard weighs cells: the same split on every runner.
-        weight = task.estimate_s * max(1, task.count) if task is not None else 1.0
-        groups[key] = groups.get(key, 0.0) + weight
-        if task is not None and task.reference:
-            references.add(key)
+        groups[key] = groups.get(key, 0.0) + (task.estimate_s * max(1, task.count) if task else 1.0)
+        references.update([key] if task is not None and task.reference else [])
     assignment = shard_of_groups(groups, n, references)
     keep = [i for i in items if assignment[group_of[i.nodeid]] == k]
     drop = [i for i in items if assignment[group_of[i.nodeid]] != k]

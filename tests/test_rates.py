@@ -98,3 +98,17 @@ def test_tables_that_do_not_match_the_catalog_give_no_rates(tmp_path: Path) -> N
     toy = replace(catalog, models={k: v for k, v in catalog.models.items() if k != "Qwen-14B"})
     assert not published_rates(toy).has("h100", "bf16")
     assert published_rates(catalog).has("h100", "bf16")
+
+
+def test_plans_count_a_quantized_speed_cells_usual_top_ups() -> None:
+    """Plans (and so shards and replicas) count top-ups; the first look's estimate (timeouts) does not."""
+    from quantgate.matrix import SPEED_TOP_UP_FACTORS, planned_cell_seconds
+
+    catalog = load_catalog()
+    cells = {c.cell_id: c for c in expand(catalog)}
+    speed = cells["Qwen-7B-int4-w4a16-h100-single-stream-rag"]
+    assert planned_cell_seconds(catalog, speed) == pytest.approx(
+        SPEED_TOP_UP_FACTORS["h100"] * estimate_cell_seconds(catalog, speed)
+    )
+    for cell_id in ("Qwen-7B-bf16-h100-single-stream-rag", "Qwen-7B-int4-w4a16-h100-aime24"):
+        assert planned_cell_seconds(catalog, cells[cell_id]) == estimate_cell_seconds(catalog, cells[cell_id])

@@ -11,7 +11,7 @@ from quantgate.devices.durations import Durations
 from quantgate.devices.inventory import declared_inventory
 from quantgate.devices.placement import build_jobs, make_plan, shard_of_groups
 from quantgate.devices.replicas import REPLICA_LIMIT_S, Piece, replica_count, replica_job, split_replicas
-from quantgate.matrix import estimate_cell_seconds, expand, shard, task_for_cell
+from quantgate.matrix import expand, planned_cell_seconds, shard, task_for_cell
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_the_matrix_splits_only_long_served_models_and_keeps_speed_in_replica_on
         by_served[cell.served_model].append(cell)
     split = 0
     for served, mine in by_served.items():
-        total = sum(estimate_cell_seconds(catalog, c) for c in mine)
+        total = sum(planned_cell_seconds(catalog, c) for c in mine)
         replicas = {c.replicas for c in mine}
         assert len(replicas) == 1, served
         if total <= REPLICA_LIMIT_S:
