@@ -1,0 +1,116 @@
+"""Replicas and shards through pytest itself (pytester), on the full catalog and a declared inventory:
+``--qg-shard`` keeps the same cells as ``quantgate.matrix.shard`` (what the benchmarks plan), and the
+plan places a long served model's replicas as separate jobs, its speed cells all in replica 1."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from plugins import PLANNING_PLUGINS
+from quantgate.catalog import load_catalog
+from quantgate.matrix import expand, shard
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = """
+def test_accuracy(qg_accuracy_cell):
+    pass
+
+
+def test_performance(qg_performance_cell):
+    pass
+"""
+SPLIT = "Llama-70B/int4-w4a16/h100/tp1"
+
+
+@pytest.fixture
+def full(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.delenv("QUANTGATE_CATALOG", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    pytester.makeconftest(f"pytest_plugins = {list(PLANNING_PLUGINS)!r}\n")
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:randomly -p no:hypothesispytest\n")
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def _ids(result: pytest.RunResult) -> set[str]:
+    return {line.split("[")[1].rstrip("]") for line in result.outlines if "::" in line and "[" in line}
+
+
+def test_the_plugins_shards_are_the_matrix_shards(full: pytest.Pytester) -> None:
+    catalog = load_catalog()
+    runnable = [c for c in expand(catalog) if c.gpu == "h100" and c.skip_reason is None]
+    for k in (1, 2):
+        result = full.runpytest(
+            "--collect-only", "-q", "-m", "h100", "--qg-gpus", "h100:8", "--qg-shard", f"{k}/2"
+        )
+        assert _ids(result) == {c.cell_id for c in shard(runnable, k, 2, catalog)}
+
+
+def test_the_plan_places_replicas_as_jobs(full: pytest.Pytester) -> None:
+    result = full.runpytest(
+        "--collect-only",
+        "-q",
+        "-m",
+        "h100",
+        "-k",
+        "Llama-70B-int4",
+        "--qg-gpus",
+        "h100:8",
+        "--qg-plan",
+        "plan.json",
+    )
+    assert result.ret == 0
+    entries = json.loads((full.path / "plan.json").read_text())["entries"]
+    jobs: dict[str, list[str]] = {}
+    for entry in entries:
+        jobs.setdefault(entry["served_model"], []).append(entry["node_id"])
+    assert sorted(jobs) == [f"{SPLIT}/replica-{r}-of-5" for r in range(1, 6)]
+    speed = [n for n in jobs[f"{SPLIT}/replica-1-of-5"] if "test_performance" in n]
+    assert len(speed) == sum(1 for e in entries if "test_performance" in e["node_id"]) > 0
+    # replica 1 holds its GPU alone (speed), the others share within memory like any accuracy job
+    result.stdout.fnmatch_lines([f"*{SPLIT}/replica-1-of-5*alone*"])
+    result.stdout.fnmatch_lines([f"*{SPLIT}/replica-2-of-5*GiB*"])
+
+
+LIVE_SUITE = """
+import json, os
+
+
+def _write(cell, lease):
+    with open(os.environ["TOY_LOG"], "a") as handle:
+        row = {"cell": cell.cell_id, "job": lease.job, "kind": cell.kind, "devices": list(lease.devices),
+               "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
+        handle.write(json.dumps(row) + "\\n")
+
+
+def test_accuracy(qg_accuracy_cell, qg_lease):
+    _write(qg_accuracy_cell, qg_lease)
+
+
+def test_performance(qg_performance_cell, qg_lease):
+    _write(qg_performance_cell, qg_lease)
+"""
+
+
+def test_each_replica_runs_on_one_worker_with_its_own_lease(
+    full: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under xdist each replica is one unit: its cells on one worker, back to back, on one lease."""
+    monkeypatch.setenv("TOY_LOG", str(full.path / "log.jsonl"))
+    full.makepyfile(test_suite=LIVE_SUITE)
+    result = full.runpytest_subprocess("-n", "2", "-m", "h100", "-k", "Llama-70B-int4", "--qg-gpus", "h100:8")
+    result.assert_outcomes(passed=33)
+    rows = [json.loads(line) for line in (full.path / "log.jsonl").read_text().splitlines()]
+    by_job: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_job.setdefault(str(row["job"]), []).append(row)
+    assert sorted(by_job) == [f"{SPLIT}/replica-{r}-of-5" for r in range(1, 6)]
+    for job, members in by_job.items():
+        assert len({str(m["worker"]) for m in members}) == 1, job
+        assert len({str(m["devices"]) for m in members}) == 1, job
+        assert all(m["kind"] == "accuracy" for m in members) or job.endswith("replica-1-of-5")
