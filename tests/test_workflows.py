@@ -115,14 +115,16 @@ def test_the_cpu_rehearsal_runs_the_nightly_workflows_steps_in_its_order() -> No
     assert steps == [
         ("setup", 0),
         ("inventory", 2),
+        ("envs", 1),
         ("plan", 3),
+        ("prefetch", 2),
         ("cells", 7),
         ("setup", 0),
         ("gate", 3),
         ("compare", 3),
     ]
     rehearsal = [(name, _arity(args)) for name, args in STEP.findall(_rehearsal())]
-    assert rehearsal == [steps[0], *steps[1:4], steps[5], steps[6]]
+    assert rehearsal == [steps[0], *steps[1:6], steps[7], steps[8]]
     assert "for shard in 1/2 2/2" in _rehearsal(), "two shards, as a kind's runners split it"
     assert 'cells cpu 2 "$shard"' in _rehearsal(), "each shard on two xdist workers"
     uploaded = _load(NIGHTLY)["jobs"]["gpu"]["steps"][-1]
@@ -205,3 +207,69 @@ def test_the_gate_step_carries_verdicts_so_a_deferred_cell_passes_on_a_recent_gr
     assert later.returncode == 0, later.stdout + later.stderr
     assert "note: " in later.stdout
     assert json.loads(history.read_text())["kind"] == "quantgate-verdicts"
+
+
+def _gpu_step(starting: str) -> dict[str, Any]:
+    steps = [s for s in _load(NIGHTLY)["jobs"]["gpu"]["steps"] if "run" in s]
+    found = [s for s in steps if str(s["run"]).startswith(starting)]
+    assert len(found) == 1, f"nightly.yml/gpu: one step runs {starting!r}"
+    return found[0]
+
+
+def test_gpu_jobs_build_the_cuda_envs_and_prefetch_with_the_token_before_cells_run_offline() -> None:
+    """The runner needs nothing prepared but a checkout and the HF_TOKEN secret: the CUDA environments
+    are built (or found current) by the job, its plan's files are fetched before any cell, and the cells
+    then run offline, so that a missing file fails the prefetch step by name instead of a cell."""
+    job = _load(NIGHTLY)["jobs"]["gpu"]
+    envs = _gpu_step("tools/nightly.sh envs")
+    assert envs["run"] == 'tools/nightly.sh envs "${{ matrix.kind }}"'
+    prefetch = _gpu_step("tools/nightly.sh prefetch")
+    assert prefetch["run"] == 'tools/nightly.sh prefetch "${{ matrix.kind }}" "${{ matrix.name }}"'
+    assert prefetch["env"] == {"HF_TOKEN": "${{ secrets.HF_TOKEN }}"}
+    cells = _gpu_step("tools/nightly.sh cells")
+    assert cells["env"] == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    order = [str(s["run"]).split()[1] for s in job["steps"] if str(s.get("run", "")).startswith("tools/")]
+    assert order == ["setup", "inventory", "envs", "plan", "prefetch", "cells"]
+    assert job["env"] == {"QG_ENVS": "/opt/quantgate/envs"}
+
+
+def test_the_token_reaches_the_prefetch_step_only() -> None:
+    text = NIGHTLY.read_text()
+    assert text.count("secrets.HF_TOKEN") == 1
+    for name, job in _load(NIGHTLY)["jobs"].items():
+        assert "HF_TOKEN" not in job.get("env", {}), name
+        for step in job["steps"]:
+            if "HF_TOKEN" in step.get("env", {}):
+                assert str(step.get("run", "")).startswith("tools/nightly.sh prefetch"), (name, step)
+
+
+def test_the_rehearsal_prefetches_local_files_offline_without_a_token() -> None:
+    rehearsal = _rehearsal()
+    assert "export HF_HUB_OFFLINE=1" in rehearsal
+    assert "unset HF_TOKEN HUGGING_FACE_HUB_TOKEN" in rehearsal
+    assert rehearsal.index("unset HF_TOKEN") < rehearsal.index("tools/nightly.sh prefetch cpu")
+    assert "tools/setup_envs.sh" not in rehearsal, "the environments come from the nightly's own step"
+
+
+@pytest.mark.parametrize(("kind", "first_env_mib"), [("h100", 12000), ("cpu", 3500)])
+def test_the_envs_step_builds_the_kinds_flavor(tmp_path: Path, kind: str, first_env_mib: int) -> None:
+    """GPU kinds get the CUDA builds, the cpu kind the CPU ones: told apart here by the size each
+    flavor's vllm environment asks the disk for, refused before anything is built."""
+    env = {**os.environ, "QG_VENV": sys.prefix, "QG_ENVS": str(tmp_path), "QG_ENVS_HEADROOM_MIB": str(10**9)}
+    done = subprocess.run(
+        [str(ROOT / "tools" / "nightly.sh"), "envs", kind],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"vllm: needs about {first_env_mib + 1000000000} MiB free in {tmp_path}" in done.stderr
+    assert not (tmp_path / "vllm").exists()
+
+
+def test_the_prefetch_step_reads_the_shards_plan_and_names_it_when_missing() -> None:
+    done = _nightly("prefetch", "h100", "no-such-shard")
+    assert done.returncode == 2
+    assert "quantgate: out/plan-no-such-shard.json: cannot read the plan" in done.stderr

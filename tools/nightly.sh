@@ -4,8 +4,15 @@
 # checks that both run these steps in the same order). Everything a step writes goes to out/.
 #
 #   tools/nightly.sh setup                          the project environment (.venv, quantgate and its test tools)
+#   tools/nightly.sh envs KIND                      the tool environments in $QG_ENVS (tools/setup_envs.sh): the
+#                                                   CPU builds for the cpu kind, the CUDA builds (--cuda) for GPU
+#                                                   kinds; a no-op when their stamps match
 #   tools/nightly.sh inventory KIND N               fail unless this machine has N devices of KIND (cpu: cores)
 #   tools/nightly.sh plan KIND SHARD NAME           where and when each cell of the shard would run (out/plan-NAME.json)
+#   tools/nightly.sh prefetch KIND NAME             the checkpoints and datasets of the plan's cells into the Hugging
+#                                                   Face cache (HF_TOKEN from the environment, for gated GPQA-Diamond;
+#                                                   never printed); the cpu kind verifies its local files offline.
+#                                                   Fails naming what is missing, before any cell starts
 #   tools/nightly.sh cells KIND N SHARD NAME BUDGET HISTORY FRESH
 #                                                   the shard's cells on N xdist workers within BUDGET (8h, 90m,
 #                                                   or none), those with the oldest verdicts in HISTORY first,
@@ -33,6 +40,9 @@ case "$step" in
       touch "$VENV/.qg-installed"
     fi
     ;;
+  envs)
+    if [ "$1" = cpu ]; then tools/setup_envs.sh; else tools/setup_envs.sh --cuda; fi
+    ;;
   inventory)
     "$VENV/bin/quantgate" gpus --expect "$1:$2"
     ;;
@@ -40,6 +50,14 @@ case "$step" in
     mkdir -p out
     "$VENV/bin/pytest" suites -m "$1" --qg-shard "$2" --collect-only -q -p no:randomly \
       --qg-plan "out/plan-$3.json"
+    ;;
+  prefetch)
+    # The cpu kind's plan places no cells (they need no devices): all of its cells are checked.
+    if [ "$1" = cpu ]; then
+      "$VENV/bin/quantgate" prefetch --kind cpu
+    else
+      "$VENV/bin/quantgate" prefetch --kind "$1" --plan "out/plan-$2.json"
+    fi
     ;;
   cells)
     mkdir -p out
@@ -77,7 +95,7 @@ case "$step" in
     exit "$status"
     ;;
   *)
-    sed -n '2,18p' "$0" >&2
+    sed -n '2,27p' "$0" >&2
     exit 2
     ;;
 esac

@@ -267,6 +267,7 @@ def worker_env(plan: PrefetchPlan, scratch: Path, environ: Mapping[str, str] | N
     if plan.offline:
         env.update(OFFLINE_ENV)
         env["HF_DATASETS_CACHE"] = str(scratch / "datasets")
+        env["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # datasets/config.py: a fresh cache draws them
     if plan.task_data is not None:
         env["QUANTGATE_TASK_DATA"] = str(plan.task_data)
     return env
