@@ -59,6 +59,10 @@ def test_the_h100_plan_is_every_runnable_h100_cells_checkpoint_and_task(
     assert plan["task_file"] == str(paths.root() / "fixtures" / "lane" / "builtin_tasks.py")
     cells = {cell for m in plan["models"] for cell in m["cells"]}
     assert cells == {c.cell_id for c in runnable}
+    sizes = {m["repo"]: m["weights_gb"] for m in plan["models"]}
+    for model in catalog.models.values():  # BF16 weights: about 2 bytes per parameter
+        if model.bf16_repo in sizes:
+            assert sizes[model.bf16_repo] == pytest.approx(2 * model.params_b, rel=0.05), model.bf16_repo
 
 
 def test_a_plan_file_narrows_the_prefetch_to_its_cells(
@@ -75,7 +79,7 @@ def test_a_plan_file_narrows_the_prefetch_to_its_cells(
 def test_the_dry_run_prints_what_would_be_fetched(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prefetch", "--kind", "a6000", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("prefetch for a6000: download into the Hugging Face cache: ")
+    assert out[0].startswith("prefetch for a6000: download into the Hugging Face cache (weights about ")
     assert "model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (" in "\n".join(out)
     assert any(
         line.startswith("dataset gpqa_diamond: lighteval task gpqa:diamond of builtin_tasks.py")

@@ -54,12 +54,15 @@ WORKER = Path(__file__).resolve().parent / "prefetch_worker.py"
 
 @dataclass(frozen=True)
 class ModelItem:
-    """A checkpoint the cells serve: a hub ``repo`` (GPU kinds) or a local ``path`` (the cpu kind)."""
+    """A checkpoint the cells serve: a hub ``repo`` (GPU kinds) or a local ``path`` (the cpu kind);
+    ``weights_gb``: its weights' size estimated from the catalog's architecture (GPU kinds), for the disk
+    the cache needs."""
 
     name: str
     repo: str | None
     path: Path | None
     cells: tuple[str, ...]
+    weights_gb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class PrefetchPlan:
                     "repo": m.repo,
                     "path": str(m.path) if m.path else None,
                     "cells": list(m.cells),
+                    "weights_gb": m.weights_gb,
                 }
                 for m in self.models
             ],
@@ -105,12 +109,16 @@ class PrefetchPlan:
     def describe(self) -> str:
         """The plan for people: one line per model and dataset, with the cells that use it."""
         verb = "verify (offline)" if self.offline else "download into the Hugging Face cache"
+        sizes = [m.weights_gb for m in self.models if m.weights_gb is not None]
+        if sizes:
+            verb += f" (weights about {sum(sizes):,.0f} GB)"
         lines = [
             f"prefetch for {self.kind}: {verb}: {len(self.models)} models, {len(self.datasets)} datasets"
         ]
         for m in self.models:
             where = m.repo if m.repo else f"{m.name}: {m.path}"
-            lines.append(f"model {where} ({len(m.cells)} cells)")
+            size = f", about {m.weights_gb:,.1f} GB" if m.weights_gb is not None else ""
+            lines.append(f"model {where} ({len(m.cells)} cells{size})")
         for d in self.datasets:
             source = f"from {self.task_data / d.benchmark}" if self.task_data else "from the hub"
             lines.append(
@@ -190,6 +198,7 @@ def _cpu_plan(kind_file: Path | None) -> PrefetchPlan:
 def _gpu_plan(kind: str, kind_file: Path | None, plan_file: Path | None) -> PrefetchPlan:
     from quantgate import paths
     from quantgate.catalog import load_catalog
+    from quantgate.devices.fit import weight_bytes_per_gpu
     from quantgate.kinds import load_kind
     from quantgate.matrix import expand, gpu_kinds
 
@@ -214,6 +223,13 @@ def _gpu_plan(kind: str, kind_file: Path | None, plan_file: Path | None) -> Pref
         return repo
 
     models = _group((repository(c.model, c.scheme), c.cell_id) for c in cells)
+    sizes = {
+        repository(c.model, c.scheme): weight_bytes_per_gpu(
+            catalog.model(c.model), catalog.scheme(c.scheme), 1
+        )
+        / 1e9
+        for c in cells
+    }
     benchmarks = _group((c.benchmark, c.cell_id) for c in cells if c.benchmark is not None)
     task_file = spec.accuracy.task_file
     return PrefetchPlan(
@@ -221,7 +237,7 @@ def _gpu_plan(kind: str, kind_file: Path | None, plan_file: Path | None) -> Pref
         offline=spec.offline,
         task_file=task_file if task_file.is_absolute() else paths.root() / task_file,
         task_data=None,
-        models=tuple(ModelItem(repo, repo, None, ids) for repo, ids in models.items()),
+        models=tuple(ModelItem(repo, repo, None, ids, round(sizes[repo], 1)) for repo, ids in models.items()),
         datasets=tuple(
             DatasetItem(b, catalog.benchmark(b).lighteval_task or b, ids)
             for b, ids in sorted(benchmarks.items())
