@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +225,27 @@ def test_a_gpu_fetch_names_the_refused_repository_and_never_shows_the_token(
     assert TOKEN not in out
     for path in tmp_path.rglob("*"):
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_task_file_that_does_not_import_names_every_dataset_it_leaves_missing(
+    tmp_path: Path, eval_env: Envs
+) -> None:
+    from quantgate.prefetch import WORKER
+
+    request = tmp_path / "request.json"
+    missing = tmp_path / "no_tasks.py"
+    datasets = [{"benchmark": "aime24", "task": "aime24"}, {"benchmark": "math_500", "task": "math_500"}]
+    request.write_text(json.dumps({"models": [], "datasets": datasets, "task_file": str(missing)}))
+    done = subprocess.run(
+        [str(eval_env.python("eval")), str(WORKER), str(request)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == [
+        f"MISSING dataset {b}: cannot import {missing}: FileNotFoundError: [Errno 2] No such file or "
+        f"directory: '{missing}'"
+        for b in ("aime24", "math_500")
+    ]

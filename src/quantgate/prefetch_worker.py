@@ -123,7 +123,13 @@ def run(request: dict[str, Any]) -> int:
         except Exception as exc:
             report(False, "model", model["name"], _why(exc))
     if request["datasets"]:
-        table = task_table(Path(request["task_file"]))
+        try:
+            table = task_table(Path(request["task_file"]))
+        except Exception as exc:
+            why = f"cannot import {request['task_file']}: {_why(exc)}"
+            for item in request["datasets"]:
+                report(False, "dataset", item["benchmark"], why)
+            return 1
         for item in request["datasets"]:
             name, task = item["benchmark"], item["task"]
             config = table.get(task)
