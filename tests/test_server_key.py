@@ -31,23 +31,6 @@ from quantgate.runners.process import NO_PROXY, ToolError, bearer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real-tools")]
 CPU_KIND = REPO / "suites" / "kinds" / "cpu.yaml"
-# What is tested is the key, not the numbers: the servers run in float32, which keeps vLLM's AMX BF16
-# attention kernel out. On the host of 2026-12-01 (after a VM move) that kernel died of SIGILL at the
-# first request while the CPU still reported AMX; float32 served. The flag goes to the server as any
-# kind's server argument does.
-SERVER_ARGS = "--enforce-eager, --generation-config, vllm, --no-enable-chunked-prefill"
-FLOAT32 = ("--dtype", "float32")
-
-
-def cpu_lane_file(tmp_path: Path) -> Path:
-    """The cpu kind file with the servers in float32 (``FLOAT32``)."""
-    text = CPU_KIND.read_text()
-    assert f"args: [{SERVER_ARGS}]" in text, "the cpu kind's server arguments changed; update SERVER_ARGS"
-    lane_file = tmp_path / "cpu-float32.yaml"
-    lane_file.write_text(
-        text.replace(f"args: [{SERVER_ARGS}]", f"args: [{SERVER_ARGS}, {', '.join(FLOAT32)}]")
-    )
-    return lane_file
 
 
 def status(url: str, api_key: str | None, body: dict[str, object] | None = None) -> int:
@@ -63,7 +46,7 @@ def status(url: str, api_key: str | None, body: dict[str, object] | None = None)
 
 def test_the_server_answers_only_its_key_and_every_client_sends_it(tmp_path: Path) -> None:
     envs = envs_or_skip()
-    spec = load_kind(cpu_lane_file(tmp_path))
+    spec = load_kind(CPU_KIND)
     lane = Pipeline(spec, envs, tmp_path / "work")
     cell = next(
         c
@@ -141,7 +124,7 @@ def test_no_file_a_lane_run_writes_holds_the_hub_token_or_a_server_key(
         pytester,
         "key_spy",
         "tiny-llama-bf16 and (gpqa_diamond or single-stream)",
-        cpu_lane_file(tmp_path),
+        CPU_KIND,
         envs,
         work,
         900,

