@@ -8,6 +8,7 @@ and echoes it back in its error: the command names the repository and never prin
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -249,3 +250,100 @@ def test_a_task_file_that_does_not_import_names_every_dataset_it_leaves_missing(
         f"directory: '{missing}'"
         for b in ("aime24", "math_500")
     ]
+
+
+class _LoopbackHub(http.server.BaseHTTPRequestHandler):
+    """The three hub routes huggingface_hub 1.33.0's ``snapshot_download`` uses
+    (``huggingface_hub/_snapshot_download.py``, ``hf_api.py``, ``file_download.py``): the repository's
+    revision (``/api/models/<repo>/revision/<rev>``: its commit), its file tree
+    (``/api/models/<repo>/tree/<commit>``) and each file (``/<repo>/resolve/<commit>/<file>``, HEAD for
+    its commit, ETag and size, GET for its bytes). Serves ``files`` as repository ``repo``."""
+
+    repo = ""
+    files: dict[str, bytes] = {}  # noqa: RUF012 - set per test on a subclass
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    authorizations: list[str] = []  # noqa: RUF012
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _route(self) -> None:
+        path = self.path.split("?")[0]
+        self.authorizations.append(f"{self.command} {path}: {self.headers.get('Authorization', '')}")
+        api = f"/api/models/{self.repo}/"
+        if path.startswith(api + "revision/"):
+            siblings = [{"rfilename": name} for name in self.files]
+            info = {"id": self.repo, "sha": self.commit, "siblings": siblings}
+            self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+        elif path.startswith(api + "tree/"):
+            tree = [
+                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for name, data in self.files.items()
+            ]
+            self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"})
+        elif path.startswith(f"/{self.repo}/resolve/{self.commit}/"):
+            name = path.removeprefix(f"/{self.repo}/resolve/{self.commit}/")
+            data = self.files.get(name)
+            if data is None:
+                self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"})
+                return
+            etag = f'"{hashlib.sha256(data).hexdigest()}"'
+            self._send(200, data, {"X-Repo-Commit": self.commit, "ETag": etag})
+        else:
+            self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
+
+    do_GET = do_HEAD = _route
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("eval_env")
+def test_a_gpu_fetch_downloads_the_serving_files_into_the_hub_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real snapshot_download against a hub on loopback serving the tiny Llama as the plan's
+    repository: its serving files land in the cache (HF_HOME), other files do not, the token is sent
+    to the hub (gated repositories need it) and printed nowhere."""
+    repo = "RedHatAI/DeepSeek-R1-Distill-Qwen-1.5B-quantized.w4a16"
+    source = paths.root() / "fixtures/tinymodel/models/llama"
+    files = {p.name: p.read_bytes() for p in sorted(source.iterdir()) if p.is_file()}
+    files["original/consolidated.pth"] = b"not a serving file"
+    hub = type("Hub", (_LoopbackHub,), {"repo": repo, "files": files, "authorizations": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.delenv("HF_DATASETS_OFFLINE")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")  # this hub serves plain HTTP files, no Xet storage
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        node = "suites/test_matrix.py::test_speed[Qwen-1.5B-int4-w4a16-h100-single-stream-code-completion]"
+        plan_file = tmp_path / "plan.json"
+        plan_file.write_text(json.dumps({"kind": "quantgate-plan", "entries": [{"node_id": node}]}))
+        status = main(["prefetch", "--kind", "h100", "--plan", str(plan_file)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr().out
+    assert status == 0, out
+    snapshot = tmp_path / "hf" / "hub" / "models--RedHatAI--DeepSeek-R1-Distill-Qwen-1.5B-quantized.w4a16"
+    snapshot = snapshot / "snapshots" / _LoopbackHub.commit
+    assert f"ok model {repo}: {snapshot} ({len(files) - 1} files)" in out
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(n for n in files if "/" not in n)
+    assert (snapshot / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert f"GET /api/models/{repo}/revision/main: Bearer {TOKEN}" in hub.authorizations
+    fetched = [line for line in hub.authorizations if "/resolve/" in line]
+    assert fetched, "files were fetched"
+    assert all(line.endswith(f": Bearer {TOKEN}") for line in fetched), "the token goes with every file"
+    assert not any("consolidated.pth" in line for line in fetched), "only serving files are fetched"
+    assert TOKEN not in out
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path

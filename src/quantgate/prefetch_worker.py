@@ -78,7 +78,7 @@ def hub_model(repo: str) -> str:
     if not (path / "config.json").is_file() or not sorted(path.glob("*.safetensors")):
         raise FileNotFoundError(f"{repo}: the snapshot at {path} has no config.json or *.safetensors weights")
     files = sum(1 for p in path.rglob("*") if p.is_file())
-    return f"{repo} -> {path} ({files} files)"
+    return f"{path} ({files} files)"
 
 
 def task_table(task_file: Path) -> dict[str, Any]:
