@@ -154,6 +154,15 @@ def test_a_cuda_build_refuses_a_cpu_torch_that_find_links_offers(tmp_path: Path)
     assert not (envs / "vllm").exists()
 
 
+def test_a_cuda_build_says_what_pip_said_when_torch_cannot_be_resolved(tmp_path: Path) -> None:
+    (tmp_path / "wheels").mkdir()
+    result = run_setup(tmp_path / "envs", "--cuda", "eval", **_offline_pip(tmp_path / "wheels"))
+    assert result.returncode == 1
+    assert "cuda: pip cannot resolve torch==2.13.0 (PyPI's CUDA 13.0 build)" in result.stderr
+    assert "No matching distribution found for torch==2.13.0" in result.stderr
+    assert not (tmp_path / "envs" / "eval").exists()
+
+
 def test_a_cuda_build_goes_on_when_pip_picks_the_plain_torch(tmp_path: Path) -> None:
     _wheel(tmp_path / "wheels", "2.13.0")
     envs = tmp_path / "envs"

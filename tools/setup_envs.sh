@@ -179,9 +179,12 @@ stamp_of() {
 # and pip prefers it: such an environment imports, then serves on no GPU.
 check_torch_cuda() {
   local report chosen
-  report=$("$PY" -m pip install --dry-run --no-deps --ignore-installed --quiet --report - "$CUDA_TORCH" 2> /dev/null) || {
+  report=$("$PY" -m pip install --dry-run --no-deps --ignore-installed --quiet --report - "$CUDA_TORCH" \
+           2> "$ENVS/torch-check.log") || {
     echo "[setup_envs] cuda: pip cannot resolve $CUDA_TORCH (PyPI's CUDA 13.0 build) with this machine's" \
-         "pip configuration" >&2
+         "pip configuration ($("$PY" -m pip --version | cut -d' ' -f1,2); --dry-run --report needs pip 22.2 or" \
+         "later); pip said:" >&2
+    grep -v "is ignored: it is neither a file nor a directory" "$ENVS/torch-check.log" | tail -n 3 >&2
     exit 1
   }
   chosen=$(printf '%s' "$report" | "$PY" -c '
