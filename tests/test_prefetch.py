@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,3 +348,48 @@ def test_a_gpu_fetch_downloads_the_serving_files_into_the_hub_cache(
     assert TOKEN not in out
     for path in tmp_path.rglob("*"):
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
+
+
+def _shard_plan(tmp_path: Path, shard: str) -> Path:
+    """The plan the nightly's plan step writes for one h100 shard (``tools/nightly.sh plan``), from a
+    declared inventory (this machine has no NVML)."""
+    name = shard.replace("/", "-")
+    plan = tmp_path / f"plan-{name}.json"
+    command = ["pytest", "suites", "-m", "h100", "--qg-gpus", "h100:8", "--qg-shard", shard, "--collect-only"]
+    command += [
+        "-q",
+        "-p",
+        "no:randomly",
+        "--qg-plan",
+        str(plan),
+        "--qg-coverage",
+        str(tmp_path / f"{name}.json"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=paths.root(),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return plan
+
+
+def test_the_shards_plans_split_the_kinds_prefetch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each shard fetches what its own plan places, and the two shards together what the kind needs."""
+    whole = _json_plan(capsys, "--kind", "h100")
+    shards = [
+        _json_plan(capsys, "--kind", "h100", "--plan", str(_shard_plan(tmp_path, s))) for s in ("1/2", "2/2")
+    ]
+    for shard, plan_file in zip(shards, sorted(tmp_path.glob("plan-*.json")), strict=True):
+        placed = {
+            e["node_id"].rsplit("[", 1)[1].rstrip("]") for e in json.loads(plan_file.read_text())["entries"]
+        }
+        assert {c for m in shard["models"] for c in m["cells"]} == placed
+    repos = [{m["repo"] for m in shard["models"]} for shard in shards]
+    assert all(repos), "each shard has models to fetch"
+    assert repos[0] | repos[1] == {m["repo"] for m in whole["models"]}
