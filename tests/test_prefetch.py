@@ -113,6 +113,13 @@ def test_bad_input_is_one_line_naming_the_file_and_field(
     assert message in err
 
 
+def test_json_without_dry_run_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prefetch", "--kind", "cpu", "--json"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "quantgate: --json: prints the plan only: give --dry-run with it"
+    )
+
+
 def test_redact_removes_the_token_however_it_is_held() -> None:
     assert redact(f"Bearer {TOKEN}.", {}) == f"Bearer {REDACTED}."
     assert (

@@ -348,6 +348,8 @@ def run(args: argparse.Namespace) -> int:
     """The ``prefetch`` command (see ``add_parser``)."""
     from quantgate.envs import Envs
 
+    if args.json and not args.dry_run:
+        raise QuantgateError(None, "prints the plan only: give --dry-run with it", "--json")
     plan = plan_for(
         args.kind,
         Path(args.kind_file) if args.kind_file else None,
