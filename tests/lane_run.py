@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,20 @@ def processes_with(marker: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def prepare_lane(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, plugin: str, **env: str
+) -> tuple[Envs, str]:
+    """The tool environments (or a skip), the lane project with the test plugin ``plugin`` in
+    ``pytester``'s dir, and ``env`` plus a unique marker ``QG_<PLUGIN>_RUN=hex`` in this test's
+    environment, which the run's processes inherit (``processes_with`` finds them by it)."""
+    envs = envs_or_skip()
+    copy_lane_project(pytester, plugin)
+    marker = f"QG_{plugin.upper()}_RUN={uuid.uuid4().hex}"
+    for name, value in (*env.items(), tuple(marker.split("=", 1))):
+        monkeypatch.setenv(name, value)
+    return envs, marker
 
 
 def copy_lane_project(pytester: pytest.Pytester, plugin: str) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with, run_lane
+from lane_run import REPO, prepare_lane, processes_with, run_lane
 
 from quantgate.gate import decide
 
@@ -26,12 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real-tools")]
 def test_a_killed_cpu_job_leaves_its_finished_verdicts_and_the_gate_names_the_rest(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    envs = envs_or_skip()
-    copy_lane_project(pytester, "kill_at")
-    marker = f"QG_KILL_RUN={uuid.uuid4().hex}"
-    monkeypatch.setenv(*marker.split("=", 1))
-    monkeypatch.setenv("QG_KILL_AT", "test_speed[")
-    monkeypatch.setenv("QG_KILL_AT_NTH", "2")
+    envs, marker = prepare_lane(
+        pytester, monkeypatch, "kill_at", QG_KILL_AT="test_speed[", QG_KILL_AT_NTH="2"
+    )
     # Goodput limits and cell budgets no loaded machine misses: the cells that end must end green
     # beside the other tests of `./run tests -n 2` (as in tests/test_lane_faults.py).
     kind = yaml.safe_load((REPO / "suites" / "kinds" / "cpu.yaml").read_text())

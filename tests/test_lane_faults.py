@@ -17,19 +17,17 @@ Without them the test is skipped, unless ``QG_REQUIRE_ENVS=1``: then it fails.
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with, run_lane
+from lane_run import REPO, prepare_lane, processes_with, run_lane
 
 
 @pytest.mark.slow
 def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    envs = envs_or_skip()
-    copy_lane_project(pytester, "lane_faults")
+    envs, marker = prepare_lane(pytester, monkeypatch, "lane_faults")
     lane_file = tmp_path / "lane.yaml"
     # Fewer repeats, goodput limits no loaded CI machine misses (the healthy cell must stay healthy), and
     # cell budgets no loaded machine reaches: beside the other tests of `./run tests -n 2` vLLM's CPU
@@ -44,8 +42,6 @@ def test_faults_end_only_their_cells_with_the_reason_and_leave_no_process(
     )
     for edited in ("repeats: 2", "ttft_ms: 60000", "accuracy_s: 100000", "speed_s: 100000"):
         assert edited in lane_file.read_text()
-    marker = f"QG_FAULT_RUN={uuid.uuid4().hex}"
-    monkeypatch.setenv(*marker.split("=", 1))
     run = run_lane(pytester, "lane_faults", "bf16 or int8 or int4", lane_file, envs, tmp_path, 1500)
     assert run.result.ret == pytest.ExitCode.TESTS_FAILED, run.result.stdout.str()[-3000:]
     report = tmp_path / "report"

@@ -12,11 +12,10 @@ process of the run is left. Its wall time is printed (a figure, not a check).
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from lane_run import REPO, copy_lane_project, envs_or_skip, processes_with, run_lane
+from lane_run import REPO, prepare_lane, processes_with, run_lane
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +23,9 @@ pytestmark = pytest.mark.slow
 def test_a_cell_thirty_times_slower_is_cut_to_its_budget_and_the_run_stays_green(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    envs = envs_or_skip()
-    copy_lane_project(pytester, "slow_host")
-    marker = f"QG_SLOW_RUN={uuid.uuid4().hex}"
-    monkeypatch.setenv(*marker.split("=", 1))
-    monkeypatch.setenv("QG_SLOW_CELLS", "tiny-llama__fp8-w8a8")
-    monkeypatch.setenv("QG_SLOW_FACTOR", "30")
+    envs, marker = prepare_lane(
+        pytester, monkeypatch, "slow_host", QG_SLOW_CELLS="tiny-llama__fp8-w8a8", QG_SLOW_FACTOR="30"
+    )
     lane_file = REPO / "suites" / "kinds" / "cpu.yaml"
     run = run_lane(
         pytester,
