@@ -10,18 +10,16 @@ from pathlib import Path
 import pytest
 
 from quantgate import cli_inspect
+from quantgate.cli import build_parser
 
 DATA = Path(__file__).parent / "data" / "results"
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="quantgate")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    cli_inspect.add_parser(subparsers)
-    return parser.parse_args(list(argv))
+    return build_parser().parse_args(list(argv))
 
 
-def test_add_parser_registers_inspect_with_run_as_handler() -> None:
+def test_inspect_is_registered_with_run_as_handler() -> None:
     args = parse("inspect", "a.json", "b.parquet", "--json")
     assert args.command == "inspect"
     assert args.files == ["a.json", "b.parquet"]

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from quantgate.errors import QuantgateError
 
@@ -107,13 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     from quantgate import cli_compare, cli_gate, cli_gpus, cli_inspect, cli_report, prefetch
 
-    cli_compare.add_parser(sub)
-    cli_gate.add_parser(sub)
-    cli_inspect.add_parser(sub)
-    cli_gpus.add_parser(sub)
-    cli_report.add_parser(sub)
-    prefetch.add_parser(sub)
+    for command in (cli_compare, cli_gate, cli_inspect, cli_gpus, cli_report, prefetch):
+        register(sub, command)
     return parser
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: ModuleType) -> None:
+    """A subcommand module's ``NAME``, ``HELP``, optional ``DESCRIPTION``, ``configure(parser)`` for its
+    arguments and ``run(args)`` for its work, registered the same way for every module."""
+    parser = sub.add_parser(
+        command.NAME, help=command.HELP, description=getattr(command, "DESCRIPTION", None)
+    )
+    command.configure(parser)
+    parser.set_defaults(func=command.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 FAIL_WORSE_HELP = "fail when a figure got worse by more than this fraction (default 0.05 = 5 %%)"
 
@@ -25,23 +24,24 @@ def _fraction(text: str) -> float:
     return value
 
 
-def add_parser(sub: Any) -> None:
+NAME = "compare"
+HELP = "compare two pytest-benchmark files; higher-is-better figures handled as such"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``compare`` subcommand's arguments; ``quantgate.cli`` registers it with ``run``."""
     from quantgate.benchcompare import DEFAULT_METRICS, METRICS
 
-    compare = sub.add_parser(
-        "compare", help="compare two pytest-benchmark files; higher-is-better figures handled as such"
-    )
-    compare.add_argument("old", help="the earlier pytest-benchmark JSON file")
-    compare.add_argument("new", help="the later pytest-benchmark JSON file")
-    compare.add_argument(
+    parser.add_argument("old", help="the earlier pytest-benchmark JSON file")
+    parser.add_argument("new", help="the later pytest-benchmark JSON file")
+    parser.add_argument(
         "--metric",
         action="append",
         choices=sorted(METRICS),
         help=f"a figure to compare (repeatable; default {', '.join(DEFAULT_METRICS)})",
     )
-    compare.add_argument("--fail-worse", type=_fraction, default=0.05, help=FAIL_WORSE_HELP)
-    compare.add_argument("--json", action="store_true", help="print the changes as JSON")
-    compare.set_defaults(func=run)
+    parser.add_argument("--fail-worse", type=_fraction, default=0.05, help=FAIL_WORSE_HELP)
+    parser.add_argument("--json", action="store_true", help="print the changes as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,32 +6,33 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+NAME = "gate"
+HELP = "merge GPU jobs' coverage files; fail on any failed or uncovered cell"
 
 
-def add_parser(sub: Any) -> None:
-    gate = sub.add_parser("gate", help="merge GPU jobs' coverage files; fail on any failed or uncovered cell")
-    gate.add_argument("coverage", nargs="+", help="coverage JSON files (quantgate-coverage)")
-    gate.add_argument(
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``gate`` subcommand's arguments; ``quantgate.cli`` registers it with ``run``."""
+    parser.add_argument("coverage", nargs="+", help="coverage JSON files (quantgate-coverage)")
+    parser.add_argument(
         "--kinds",
         required=True,
         help="comma-separated device kinds (h100, cpu, ...) whose every matrix cell must have run",
     )
-    gate.add_argument(
+    parser.add_argument(
         "--history",
         metavar="FILE",
         default=None,
         help="verdict history (quantgate-verdicts): read to judge deferred cells, then updated with this "
         "run's verdicts; a missing file is an empty history. Default: none (a deferred cell is red)",
     )
-    gate.add_argument(
+    parser.add_argument(
         "--max-age",
         metavar="DAYS",
         type=float,
         default=None,
         help="a deferred cell is green while its last green verdict is at most this old (default 7)",
     )
-    gate.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,16 +24,16 @@ EXIT_OK = 0
 EXIT_MISSING = 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Register the ``gpus`` subcommand; its handler is ``run`` (set as ``func``)."""
-    parser = subparsers.add_parser(
-        "gpus",
-        help="show the GPU inventory and which served models fit on it",
-        description=(
-            "List the GPUs NVML reports (honouring CUDA_VISIBLE_DEVICES) or say why there are none; "
-            "with --declare, or when GPUs are found, show the fit of every model x scheme on them."
-        ),
-    )
+NAME = "gpus"
+HELP = "show the GPU inventory and which served models fit on it"
+DESCRIPTION = (
+    "List the GPUs NVML reports (honouring CUDA_VISIBLE_DEVICES) or say why there are none; "
+    "with --declare, or when GPUs are found, show the fit of every model x scheme on them."
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``gpus`` subcommand's arguments; ``quantgate.cli`` registers it with ``run``."""
     parser.add_argument(
         "--declare",
         metavar="SPEC",
@@ -46,8 +46,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(cpu:N: at least N usable CPU cores, the cpu kind's workers)",
     )
     parser.add_argument("--json", action="store_true", help="print the inventory and fit as JSON")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,20 +23,18 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Register the ``inspect`` subcommand; its handler is ``run`` (set as ``func``)."""
-    parser = subparsers.add_parser(
-        "inspect",
-        help="show the kind, tool version and cells/metrics quantgate reads from result files",
-        description=(
-            "Recognise each result file (" + ", ".join(KINDS) + ") and print the tool version and the "
-            "accuracy cells and performance metrics it yields. Exit status 2 if any file cannot be read."
-        ),
-    )
+NAME = "inspect"
+HELP = "show the kind, tool version and cells/metrics quantgate reads from result files"
+DESCRIPTION = (
+    "Recognise each result file (" + ", ".join(KINDS) + ") and print the tool version and the "
+    "accuracy cells and performance metrics it yields. Exit status 2 if any file cannot be read."
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``inspect`` subcommand's arguments; ``quantgate.cli`` registers it with ``run``."""
     parser.add_argument("files", nargs="+", metavar="FILE", help="result file, or a directory of them")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tables")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,11 +20,14 @@ from quantgate.report import REPORT_SCHEMA_VERSION, read_results
 REPORT_KIND = "quantgate-lane-report"
 
 
-def add_parser(sub: Any) -> None:
-    report = sub.add_parser("report", help="draw the charts of a lane report directory (cells.json)")
-    report.add_argument("directory", help="a report directory written by the lane (out/lane)")
-    report.add_argument("--previous", metavar="CELLS_JSON", help="name verdict changes against this run")
-    report.set_defaults(func=run)
+NAME = "report"
+HELP = "draw the charts of a lane report directory (cells.json)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``report`` subcommand's arguments; ``quantgate.cli`` registers it with ``run``."""
+    parser.add_argument("directory", help="a report directory written by the lane (out/lane)")
+    parser.add_argument("--previous", metavar="CELLS_JSON", help="name verdict changes against this run")
 
 
 def load_cells(path: Path) -> tuple[Mapping[str, Any], list[CellResult]]:

@@ -319,18 +319,18 @@ def fetch(plan: PrefetchPlan, python: Path, out: Any = None) -> int:
     return status
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Register the ``prefetch`` subcommand; its handler is ``run``."""
-    parser = subparsers.add_parser(
-        "prefetch",
-        help="download (GPU kinds) or verify (cpu) the models and datasets a kind's cells load",
-        description=(
-            "Before any cell runs: download the selected cells' checkpoints and lighteval datasets into "
-            "the Hugging Face cache (GPU kinds; HF_TOKEN from the environment for gated datasets), or "
-            "verify the cpu kind's local models and datasets offline. Exit 0 when everything is there, "
-            "1 naming what is missing, 2 on bad input."
-        ),
-    )
+NAME = "prefetch"
+HELP = "download (GPU kinds) or verify (cpu) the models and datasets a kind's cells load"
+DESCRIPTION = (
+    "Before any cell runs: download the selected cells' checkpoints and lighteval datasets into "
+    "the Hugging Face cache (GPU kinds; HF_TOKEN from the environment for gated datasets), or "
+    "verify the cpu kind's local models and datasets offline. Exit 0 when everything is there, "
+    "1 naming what is missing, 2 on bad input."
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``prefetch`` subcommand's arguments; ``quantgate.cli`` registers it with ``run``."""
     parser.add_argument("--kind", required=True, help="device kind: cpu, or a GPU kind such as h100")
     parser.add_argument(
         "--plan", metavar="FILE", help="only the cells of this plan (pytest --qg-plan FILE; GPU kinds)"
@@ -340,8 +340,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--dry-run", action="store_true", help="print what would be fetched; fetch nothing")
     parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
