@@ -2,19 +2,20 @@
 
 Each job (kind, GPUs, shard as in ``.github/workflows/nightly.yml``) holds the runnable cells of its
 shard, with estimated durations (``quantgate.matrix.estimate_cell_seconds``: the published tables,
-else the catalog's model; sampled cells at the judge's first looks). BF16 cells pass on their stored
-references while the inputs hold (the GPU kind file's ``reuse_reference``), so they take no GPU time.
-Every night the job skips the cells verified in the last ``--fresh-nights`` (``--qg-fresh``, 6 in the
-workflow), orders the rest as
-``--qg-history`` does (never verdicted first, then the oldest verdict, placement's longest-first within
-a tie) and starts cells in that order until one does not fit in the night's GPU-seconds (budget x GPUs
-x packing); that one and the rest are deferred (``--qg-budget``).
+else the catalog's model; sampled cells at the judge's first looks; an accuracy cell too long or too
+costly on its served model's GPUs served by a wider accuracy-only replica, ``quantgate.matrix.widened``).
+BF16 cells pass on their stored references while the inputs hold (the GPU kind file's
+``reuse_reference``), so they take no GPU time. Every night the job skips the cells verified in the
+last ``--fresh-nights`` (``--qg-fresh``, 6 in the workflow), orders the rest as ``--qg-history`` does
+(never verdicted first, then the oldest verdict, placement's longest-first within a tie) and starts
+cells in that order until one does not fit in the night's GPU-seconds (budget x GPUs x packing); that
+one and the rest are deferred (``--qg-budget``).
 
 Printed per job: the full sweep's planned hours, the longest night, the nights until every cell has a
 verdict and whether that meets the gate's 7-day limit, and the cells longer than the budget by
-themselves. Per kind: GPU-hours of one full sweep before the cheaper first looks and reused references
-(with those of issue 13: H100 516 h), of one sweep now, and of a week under rotation (mean of weeks
-2-4).
+themselves. Per kind: GPU-hours of one full sweep before the cheaper first looks, reused references
+and wider replicas (with those of issue 13: H100 516 h), of one sweep now, and of a week under rotation
+(mean of weeks 2-4).
 
 Targets (exit 0 when met): every cell verdicted within 7 nights (a cell longer than the budget never
 is: it is deferred every night and named), no night over the budget, and a week's GPU-hours at most
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,13 +60,20 @@ PACKING = 0.92
 
 def shard_tasks(catalog: Catalog, kind: str, shard: int, shards: int, before: bool = False) -> list[Task]:
     """The shard's tasks; ``before``: with the estimates before the judge's first looks (every sampled
-    cell at the catalog's samples per item), for the GPU-hours it saves."""
+    cell at the catalog's samples per item) and before wider accuracy-only replicas (every cell on its
+    served model's GPUs), for the GPU-hours they save."""
     saved = matrix.planned_samples
     if before:
         matrix.planned_samples = lambda items, most, *_: float(most)  # type: ignore[assignment]
     try:
         runnable = [c for c in expand(catalog) if c.gpu == kind and c.skip_reason is None]
         mine = matrix.shard(runnable, shard, shards, catalog) if shards > 1 else runnable
+        if before:
+            served = matrix.served_models(catalog)
+            mine = [
+                replace(c, requirement=served[(c.model, c.scheme, c.gpu)].requirement, replica_tp=None)
+                for c in mine
+            ]
         return [task_for_cell(catalog, cell, cell.cell_id, Durations()) for cell in mine]
     finally:
         matrix.planned_samples = saved

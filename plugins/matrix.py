@@ -7,7 +7,9 @@ Each parameter carries the GPU kind's marker (so ``pytest -m h100`` selects exac
 ``--dist loadgroup``; quantgate's own xdist scheduler groups cells by the job of the ``Task`` this
 plugin gives each cell, see ``plugins.scheduling``). A cell's job is its served model, or one replica
 of it when the served model is planned longer than ``quantgate.devices.replicas.REPLICA_LIMIT_S``
-(``Llama-70B/int4-w4a16/h100/tp1/replica-2-of-5``: the same server started again on other devices).
+(``Llama-70B/int4-w4a16/a100/tp1/replica-2-of-3``: the same server started again on other devices),
+or a wider accuracy-only replica (``.../replica-3-of-3-at-tp4``: ``quantgate.matrix.widened``), whose
+``gpu(count=)`` is its larger TP, so that placement and leases hold that many devices.
 Cells that cannot run anywhere (a scheme below its compute capability, a model that fits at no
 tensor-parallel size) are skipped with the reason. The placement of the rest (inventory, devices,
 order) is ``plugins.gpu``'s; this plugin hands it one ``Task`` per cell, with the duration learned

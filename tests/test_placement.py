@@ -83,12 +83,19 @@ class TestMatrix:
         assert 30 < big.requirement.memory_gb <= 72
 
     def test_cells_of_one_served_model_agree(self, catalog: Catalog) -> None:
+        """All cells of a served model share its facts; a wider accuracy-only replica's cells differ
+        only in their requirement (its larger TP), the same for all cells of that replica."""
         by_served: dict[str, set[tuple[object, ...]]] = {}
+        by_job: dict[str, set[object]] = {}
         for c in expand(catalog):
-            facts = (c.model, c.scheme, c.gpu, c.requirement, c.skip_reason)
+            facts = (c.model, c.scheme, c.gpu, c.skip_reason)
             by_served.setdefault(c.served_model, set()).add(facts)
+            if c.replica_tp is None:
+                by_served[c.served_model].add(c.requirement)
+            by_job.setdefault(c.job, set()).add(c.requirement)
         assert len(by_served) == len(served_models(catalog)) == 6 * 4 * 5
-        assert all(len(v) == 1 for v in by_served.values())
+        assert all(len(v) == 2 for v in by_served.values())
+        assert all(len(v) == 1 for v in by_job.values())
 
     def test_only_fp8_below_ada_is_skipped(self, catalog: Catalog) -> None:
         skipped = {(c.scheme, c.gpu) for c in expand(catalog) if c.skip_reason}

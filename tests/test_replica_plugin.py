@@ -1,6 +1,8 @@
 """Replicas and shards through pytest itself (pytester), on the full catalog and a declared inventory:
 ``--qg-shard`` keeps the same cells as ``quantgate.matrix.shard`` (what the benchmarks plan), and the
-plan places a long served model's replicas as separate jobs, its speed cells all in replica 1."""
+plan places a long served model's replicas as separate jobs, its speed cells all in replica 1 on the
+served model's GPU, its reasoning cells on a wider accuracy-only replica that holds as many GPUs as
+its tensor-parallel size (placed and leased so)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ def test_performance(qg_performance_cell):
     pass
 """
 SPLIT = "Llama-70B/int4-w4a16/h100/tp1"
+
+
+def _split_jobs() -> dict[str, int]:
+    """The jobs of ``SPLIT`` in the matrix, with their GPU counts (a wider replica's is its TP)."""
+    return {c.job: c.requirement.count for c in expand(load_catalog()) if c.served_model == SPLIT}
 
 
 @pytest.fixture
@@ -66,15 +73,24 @@ def test_the_plan_places_replicas_as_jobs(full: pytest.Pytester) -> None:
     )
     assert result.ret == 0
     entries = json.loads((full.path / "plan.json").read_text())["entries"]
-    jobs: dict[str, list[str]] = {}
+    jobs: dict[str, list[dict[str, object]]] = {}
     for entry in entries:
-        jobs.setdefault(entry["served_model"], []).append(entry["node_id"])
-    assert sorted(jobs) == [f"{SPLIT}/replica-{r}-of-5" for r in range(1, 6)]
-    speed = [n for n in jobs[f"{SPLIT}/replica-1-of-5"] if "test_performance" in n]
+        jobs.setdefault(entry["served_model"], []).append(entry)
+    expected = _split_jobs()
+    assert sorted(jobs) == sorted(expected)
+    (wide,) = [job for job in expected if "-at-tp" in job]
+    assert expected[wide] > 1
+    count = len(expected)
+    speed = [
+        e["node_id"] for e in jobs[f"{SPLIT}/replica-1-of-{count}"] if "test_performance" in str(e["node_id"])
+    ]
     assert len(speed) == sum(1 for e in entries if "test_performance" in e["node_id"]) > 0
+    for job, members in jobs.items():
+        # each job on as many devices as its server's tensor-parallel size: the wider one on more
+        assert {len(e["devices"]) for e in members} == {expected[job]}, job
     # replica 1 holds its GPU alone (speed), the others share within memory like any accuracy job
-    result.stdout.fnmatch_lines([f"*{SPLIT}/replica-1-of-5*alone*"])
-    result.stdout.fnmatch_lines([f"*{SPLIT}/replica-2-of-5*GiB*"])
+    result.stdout.fnmatch_lines([f"*{SPLIT}/replica-1-of-{count}*alone*"])
+    result.stdout.fnmatch_lines([f"*{wide}*GiB*"])
 
 
 LIVE_SUITE = """
@@ -109,8 +125,13 @@ def test_each_replica_runs_on_one_worker_with_its_own_lease(
     by_job: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_job.setdefault(str(row["job"]), []).append(row)
-    assert sorted(by_job) == [f"{SPLIT}/replica-{r}-of-5" for r in range(1, 6)]
+    expected = _split_jobs()
+    assert sorted(by_job) == sorted(expected)
+    count = len(expected)
     for job, members in by_job.items():
         assert len({str(m["worker"]) for m in members}) == 1, job
         assert len({str(m["devices"]) for m in members}) == 1, job
-        assert all(m["kind"] == "accuracy" for m in members) or job.endswith("replica-1-of-5")
+        # the lease holds the job's count: the wider replica's server gets its larger TP
+        assert {len(m["devices"]) for m in members} == {expected[job]}, job
+        assert all(m["kind"] == "accuracy" for m in members) or job.endswith(f"replica-1-of-{count}")
+    assert max(expected.values()) > 1

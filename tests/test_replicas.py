@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.devices.durations import Durations
+from quantgate.devices.fit import estimate_memory, tp_problem
 from quantgate.devices.inventory import declared_inventory
 from quantgate.devices.placement import build_jobs, make_plan, shard_of_groups
-from quantgate.devices.replicas import REPLICA_LIMIT_S, Piece, replica_count, replica_job, split_replicas
-from quantgate.matrix import expand, planned_cell_seconds, shard, task_for_cell
+from quantgate.devices.replicas import (
+    REPLICA_LIMIT_S,
+    Piece,
+    assign_replicas,
+    replica_count,
+    replica_job,
+    split_replicas,
+)
+from quantgate.matrix import (
+    WIDEN_MIN_GPU_S,
+    WIDEST_REPLICA_TP,
+    expand,
+    planned_cell_seconds,
+    served_models,
+    shard,
+    task_for_cell,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +61,21 @@ def test_no_more_replicas_than_accuracy_cells_plus_the_speed_one() -> None:
 def test_replica_job_names() -> None:
     assert replica_job("M/s/h100/tp1", 1, 1) == "M/s/h100/tp1"
     assert replica_job("M/s/h100/tp1", 2, 5) == "M/s/h100/tp1/replica-2-of-5"
+    assert replica_job("M/s/h100/tp1", 3, 5, 2) == "M/s/h100/tp1/replica-3-of-5-at-tp2"
+
+
+def test_the_wider_replicas_docstring_example() -> None:
+    pieces = [
+        Piece(name="speed", seconds=1.0, exclusive=True),
+        Piece(name="a", seconds=2.0, exclusive=False),
+        Piece(name="w5", seconds=5.0, exclusive=False, tp=2),
+        Piece(name="w3", seconds=3.0, exclusive=False, tp=2),
+    ]
+    assert assign_replicas(pieces, 6.0) == ({"speed": 1, "a": 1, "w5": 2, "w3": 3}, 3)
+    # each wider TP is its own group of replicas, narrowest first, after the served model's own
+    wider = [*pieces, Piece(name="w4", seconds=1.0, exclusive=False, tp=4)]
+    assert assign_replicas(wider, 6.0) == ({"speed": 1, "a": 1, "w5": 2, "w3": 3, "w4": 4}, 4)
+    assert assign_replicas(pieces[:2], 6.0) == ({"speed": 1, "a": 1}, 1)
 
 
 def test_the_matrix_splits_only_long_served_models_and_keeps_speed_in_replica_one(catalog: Catalog) -> None:
@@ -56,7 +88,7 @@ def test_the_matrix_splits_only_long_served_models_and_keeps_speed_in_replica_on
         total = sum(planned_cell_seconds(catalog, c) for c in mine)
         replicas = {c.replicas for c in mine}
         assert len(replicas) == 1, served
-        if total <= REPLICA_LIMIT_S:
+        if total <= REPLICA_LIMIT_S and not any(c.replica_tp for c in mine):
             assert replicas == {1}, served
             assert {c.job for c in mine} == {served}
             continue
@@ -65,18 +97,117 @@ def test_the_matrix_splits_only_long_served_models_and_keeps_speed_in_replica_on
         assert count > 1
         assert {c.replica for c in mine} == set(range(1, count + 1)), served
         assert {c.replica for c in mine if c.kind == "performance"} == {1}
+        # a replica holds one TP: the served model's own, or one wider (accuracy cells only)
+        for replica in range(1, count + 1):
+            assert len({c.requirement.count for c in mine if c.replica == replica}) == 1, (served, replica)
     assert split > 0
     # 70B INT4 on one H100 plans AIME, MATH-500 and GPQA back to back: longer than any night.
-    assert {c.replicas for c in by_served["Llama-70B/int4-w4a16/h100/tp1"]} == {5}
+    assert {c.replicas for c in by_served["Llama-70B/int4-w4a16/h100/tp1"]} != {1}
+
+
+NIGHTLY_KINDS = ("h100", "a100", "a6000")
+NIGHT_S = 8 * 3600.0
+
+
+def test_no_cell_of_a_nightly_kind_is_longer_than_a_night(catalog: Catalog) -> None:
+    """With the published tables' estimates, MATH-500 of a 70B INT4 model on one A100 plans ~23 h: its
+    cells are served wider, and every cell (with its server's start-up) fits the nightly's 8 h."""
+    for cell in expand(catalog):
+        if cell.gpu in NIGHTLY_KINDS and cell.skip_reason is None:
+            task = task_for_cell(catalog, cell, cell.cell_id, Durations())
+            assert task.seconds + task.startup_s <= NIGHT_S, cell.cell_id
+
+
+def test_wider_replicas_serve_accuracy_cells_only_at_a_valid_fitting_tp(catalog: Catalog) -> None:
+    served = served_models(catalog)
+    wide = [c for c in expand(catalog) if c.replica_tp is not None]
+    assert wide
+    for cell in wide:
+        own = served[(cell.model, cell.scheme, cell.gpu)]
+        assert cell.kind == "accuracy"
+        assert own.fit.tp is not None
+        assert own.fit.tp < cell.replica_tp == cell.requirement.count <= WIDEST_REPLICA_TP
+        spec, scheme = catalog.model(cell.model), catalog.scheme(cell.scheme)
+        assert tp_problem(spec, scheme, cell.replica_tp) is None
+        memory = catalog.gpu(cell.gpu).memory_gb
+        assert memory is not None
+        estimate = estimate_memory(spec, scheme, cell.replica_tp, own.fit.kv_tokens, memory)
+        assert estimate.fits
+        assert cell.requirement.memory_gb == round(estimate.need_gb, 2)
+        assert cell.job.endswith(f"-at-tp{cell.replica_tp}")
+        assert cell.served_model == own.key  # the same checkpoint and served name; only its devices differ
+
+
+def test_the_published_tables_long_cells_are_served_wider(catalog: Catalog) -> None:
+    """The cells the brief named, each longer than a night on its served model's GPUs: served wider,
+    within the replica limit; the served model's speed cells keep the catalog's deployment."""
+    cells = {c.cell_id: c for c in expand(catalog)}
+    served = served_models(catalog)
+    for cell_id in (
+        "Llama-70B-int4-w4a16-h100-math_500",
+        "Qwen-32B-int8-w8a8-a100-math_500",
+        "Qwen-32B-int4-w4a16-a100-math_500",
+        "Llama-70B-int4-w4a16-a100-aime24",
+        "Llama-70B-int4-w4a16-a100-math_500",
+        "Llama-70B-int4-w4a16-a100-gpqa_diamond",
+        "Qwen-32B-int4-w4a16-a6000-aime24",
+        "Qwen-32B-int4-w4a16-a6000-math_500",
+        "Qwen-32B-int4-w4a16-a6000-gpqa_diamond",
+        "Llama-70B-int4-w4a16-a6000-math_500",
+    ):
+        cell = cells[cell_id]
+        own = served[(cell.model, cell.scheme, cell.gpu)].requirement.count
+        assert cell.replica_tp is not None, cell_id
+        assert cell.replica_tp > own, cell_id
+        assert planned_cell_seconds(catalog, cell) <= REPLICA_LIMIT_S, cell_id
+        unwidened = replace(cell, requirement=served[(cell.model, cell.scheme, cell.gpu)].requirement)
+        assert planned_cell_seconds(catalog, unwidened) > NIGHT_S, cell_id
+    speed = cells["Qwen-32B-int8-w8a8-a100-single-stream-code-completion"]
+    assert (speed.replica_tp, speed.requirement.count, speed.replica) == (None, 1, 1)
+
+
+def test_short_cheap_cells_stay_on_their_served_model(catalog: Catalog) -> None:
+    """A cell under an hour of GPU time and within the limit never widens (a server start and a job
+    of its own are not worth it)."""
+    served = served_models(catalog)
+    for cell in expand(catalog, "accuracy"):
+        own = served[(cell.model, cell.scheme, cell.gpu)]
+        base = replace(cell, requirement=own.requirement, replica_tp=None)
+        seconds = planned_cell_seconds(catalog, base)
+        if seconds <= REPLICA_LIMIT_S and seconds * own.requirement.count < WIDEN_MIN_GPU_S:
+            assert cell.replica_tp is None, cell.cell_id
+
+
+def test_a_wider_replica_is_a_job_holding_its_larger_count(catalog: Catalog) -> None:
+    cells = [c for c in expand(catalog) if c.served_model == "Qwen-32B/int8-w8a8/a100/tp1"]
+    jobs = {j.key: j for j in build_jobs(task_for_cell(catalog, c, c.cell_id, Durations()) for c in cells)}
+    (wide,) = [j for j in jobs.values() if "-at-tp" in j.key]
+    tp = int(wide.key.rsplit("-at-tp", 1)[1])
+    assert wide.count == tp > 1
+    assert not wide.exclusive
+    assert {j.count for j in jobs.values() if j is not wide} == {1}
+    plan = make_plan(
+        [task_for_cell(catalog, c, c.cell_id, Durations()) for c in cells],
+        declared_inventory("a100:8", catalog),
+        workers=8,
+    )
+    (placed,) = [s for s in plan.scheduled if s.job.key == wide.key]
+    assert len(placed.devices) == tp
+    assert not plan.skipped
 
 
 def test_replica_jobs_share_gpus_like_accuracy_jobs(catalog: Catalog) -> None:
+    """70B INT4 on one H100: speed cells alone in replica 1, the short accuracy cells in replica 2, the
+    reasoning cells (MATH-500 alone 9.5 h on one GPU) on a wider replica; all but replica 1 share."""
     cells = [c for c in expand(catalog) if c.served_model == "Llama-70B/int4-w4a16/h100/tp1"]
     jobs = {j.key: j for j in build_jobs(task_for_cell(catalog, c, c.cell_id, Durations()) for c in cells)}
-    assert len(jobs) == 5
-    assert jobs["Llama-70B/int4-w4a16/h100/tp1/replica-1-of-5"].exclusive
-    assert not any(j.exclusive for k, j in jobs.items() if not k.endswith("replica-1-of-5"))
-    assert all(j.count == 1 for j in jobs.values())
+    (wide,) = [key for key in jobs if "-at-tp" in key]
+    count = len(jobs)
+    assert count >= 3
+    assert jobs[f"Llama-70B/int4-w4a16/h100/tp1/replica-1-of-{count}"].exclusive
+    assert not any(j.exclusive for k, j in jobs.items() if "replica-1-of" not in k)
+    assert all(j.count == 1 for k, j in jobs.items() if k != wide)
+    assert jobs[wide].count > 1
 
 
 @pytest.mark.parametrize("reuse", [True, False])

@@ -40,10 +40,17 @@ from typing import Any, Literal
 
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.devices.durations import Durations, estimate_startup_seconds
-from quantgate.devices.fit import Fit, compute_path_problem, fit_served_model
+from quantgate.devices.fit import (
+    TP_SIZES,
+    Fit,
+    compute_path_problem,
+    estimate_memory,
+    fit_served_model,
+    tp_problem,
+)
 from quantgate.devices.placement import Task, shard_of_groups
 from quantgate.devices.rates import PublishedRates, published_rates
-from quantgate.devices.replicas import Piece, replica_count, replica_job, split_replicas
+from quantgate.devices.replicas import REPLICA_LIMIT_S, Piece, assign_replicas, replica_job
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, nominal_reference, samples_to_detect
 
@@ -102,6 +109,9 @@ class MatrixCell:
     workload: str | None = None
     replica: int = 1
     replicas: int = 1
+    # An accuracy cell too long on its served model's GPUs runs on an accuracy-only replica served at
+    # this larger tensor-parallel size (``requirement.count`` is then this TP); None: the served model's.
+    replica_tp: int | None = None
 
     @property
     def cell_id(self) -> str:
@@ -111,7 +121,7 @@ class MatrixCell:
     def job(self) -> str:
         """The placement job (and xdist unit) of the cell: its served model, or one replica of it
         when the served model is split (``quantgate.devices.replicas``)."""
-        return replica_job(self.served_model, self.replica, self.replicas)
+        return replica_job(self.served_model, self.replica, self.replicas, self.replica_tp)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -226,21 +236,98 @@ def _expand(catalog: Catalog, served: dict[tuple[str, str, str], ServedModel]) -
                 target = f"{scenario}-{workload}"
                 cell = _cell(server, "performance", target, performance[target])
                 mine.append(replace(cell, scenario=scenario, workload=workload))
-        cells += _with_replicas(catalog, mine) if server.skip_reason is None else mine
+        cells += _with_replicas(catalog, server, mine) if server.skip_reason is None else mine
     return tuple(cells)
 
 
-def _with_replicas(catalog: Catalog, cells: Sequence[MatrixCell]) -> list[MatrixCell]:
-    """One served model's cells with their replica (``quantgate.devices.replicas``), from estimates."""
+def _with_replicas(catalog: Catalog, server: ServedModel, cells: Sequence[MatrixCell]) -> list[MatrixCell]:
+    """One served model's cells with their replica (``quantgate.devices.replicas``), from estimates;
+    an accuracy cell too long for its served model's GPUs first widened (``widened``)."""
+    cells = [widened(catalog, server, c) for c in cells]
     pieces = [
-        Piece(name=c.cell_id, seconds=planned_cell_seconds(catalog, c), exclusive=c.kind != "accuracy")
+        Piece(
+            name=c.cell_id,
+            seconds=planned_cell_seconds(catalog, c),
+            exclusive=c.kind != "accuracy",
+            tp=c.replica_tp,
+        )
         for c in cells
     ]
-    replicas = replica_count(pieces)
+    split, replicas = assign_replicas(pieces)
     if replicas == 1:
         return list(cells)
-    split = split_replicas(pieces)
     return [replace(c, replica=split[c.cell_id], replicas=replicas) for c in cells]
+
+
+# The widest tensor-parallel size an accuracy-only replica is served at: the whole of the nightly's
+# smallest runner (A6000: 4 GPUs) and half of the others (8), so a wider replica can always be placed
+# and leaves room for other jobs beside it.
+WIDEST_REPLICA_TP = 4
+
+
+# A cell within the limit is served wider only where that saves GPU-hours worth a server start and a
+# job of its own: it is planned at least this long on its served model's GPUs, and a wider TP saves at
+# least this share of its GPU-seconds. Without it (over-limit cells only) the A6000 job's gating cells
+# took 8 nights to cover (benchmarks/nightly_rotation.py), with it 7 at 1-3 GPU-hours. 3 h keeps it to
+# the 32B and 70B models' reasoning cells, whose wider TPs lie inside the published tables' range of
+# parameters per GPU (the small models' would be extrapolated).
+WIDEN_MIN_GPU_S = 3 * 3600.0
+WIDEN_MIN_SAVING = 0.25
+
+
+def widened(catalog: Catalog, server: ServedModel, cell: MatrixCell) -> MatrixCell:
+    """The accuracy cell on a wider accuracy-only replica where its served model's GPUs would take
+    longer than ``REPLICA_LIMIT_S`` or cost clearly more GPU-hours, else the cell as it is.
+
+    Candidates: each larger TP up to ``WIDEST_REPLICA_TP`` that vLLM can shard the model over
+    (``tp_problem``) and that fits memory with the served model's KV budget. A cell over the limit takes
+    the candidate with the fewest GPU-seconds among those within the limit (else the shortest, if
+    shorter than on its own GPUs). A cell within the limit and of at least ``WIDEN_MIN_GPU_S`` takes
+    the cheapest candidate when it saves ``WIDEN_MIN_SAVING`` of its GPU-seconds.
+
+    Why a wider server and not a longer night: the published tables give a 32B model on one A100 a
+    KV cache of a few sequences and on two a full batch (Qwen-32B INT8 MATH-500: 9.9 h on one GPU,
+    1.1 h on two), so the wider replica is shorter and cheaper. Accuracy is judged per item against
+    the stored BF16 reference, so the candidate server's TP does not change what is measured; speed
+    cells never widen (they measure the catalog's deployment).
+    """
+    if cell.kind != "accuracy" or server.fit.tp is None:
+        return cell
+    own_s = planned_cell_seconds(catalog, cell)
+    own_gpu_s = own_s * server.fit.tp
+    if own_s <= REPLICA_LIMIT_S and own_gpu_s < WIDEN_MIN_GPU_S:
+        return cell
+    wide = [(w, s, s * w.requirement.count) for w, s in _wider_candidates(catalog, server, cell)]
+    if own_s > REPLICA_LIMIT_S:
+        within = [w for w in wide if w[1] <= REPLICA_LIMIT_S]
+        if within:
+            return min(within, key=lambda w: (w[2], w[0].requirement.count))[0]
+        shortest = min(wide, key=lambda w: w[1], default=None)
+        return shortest[0] if shortest is not None and shortest[1] < own_s else cell
+    cheaper = [w for w in wide if w[2] <= own_gpu_s * (1 - WIDEN_MIN_SAVING)]
+    return min(cheaper, key=lambda w: (w[2], w[0].requirement.count))[0] if cheaper else cell
+
+
+def _wider_candidates(
+    catalog: Catalog, server: ServedModel, cell: MatrixCell
+) -> list[tuple[MatrixCell, float]]:
+    """The cell at each larger valid TP that fits memory, with its planned seconds there."""
+    assert server.fit.tp is not None
+    spec, scheme, memory = (
+        catalog.model(cell.model),
+        catalog.scheme(cell.scheme),
+        catalog.gpu(cell.gpu).memory_gb,
+    )
+    assert memory is not None
+    out: list[tuple[MatrixCell, float]] = []
+    for tp in (t for t in TP_SIZES if server.fit.tp < t <= WIDEST_REPLICA_TP):
+        if tp_problem(spec, scheme, tp) is not None:
+            continue
+        estimate = estimate_memory(spec, scheme, tp, server.fit.kv_tokens, memory)
+        if estimate.fits:
+            wide = replace(cell, requirement=Requirement(tp, round(estimate.need_gb, 2)), replica_tp=tp)
+            out.append((wide, planned_cell_seconds(catalog, wide)))
+    return out
 
 
 def expand(catalog: Catalog | None = None, kind: CellKind | None = None) -> list[MatrixCell]:
@@ -257,7 +344,8 @@ def task_for_cell(catalog: Catalog, cell: MatrixCell, node_id: str, durations: D
     """
     estimate = planned_cell_seconds(catalog, cell)
     served = served_models(catalog)[(cell.model, cell.scheme, cell.gpu)]
-    weights = served.fit.estimate.weights_gb * cell.requirement.count if served.fit.estimate else 0.0
+    # the whole checkpoint (per GPU at the served model's TP, times that TP), whatever TP serves it
+    weights = served.fit.estimate.weights_gb * served.requirement.count if served.fit.estimate else 0.0
     return Task(
         node_id=node_id,
         job=cell.job,

@@ -10,6 +10,14 @@ unit. Speed cells all stay in replica 1, which needs its GPUs alone (speed is me
 otherwise idle GPU, as without replicas), and the other replicas hold accuracy cells only, so that
 they may share GPUs within memory like any accuracy job.
 
+**Wider replicas.** An accuracy cell that alone is planned over the limit on its served model's GPUs
+(a 70B INT4 model's MATH-500 on one A100, ~23 h) would be longer than any night whatever the split.
+Such a cell is served by an accuracy-only replica at a larger tensor-parallel size (``Piece.tp``, chosen
+by ``quantgate.matrix``): accuracy is judged per item against the stored BF16 reference, so the TP of
+the candidate's server does not change what is measured, while the speed cells keep the catalog's
+deployment in replica 1. Cells of one wider TP are split among themselves (``split_replicas``), after
+the served model's own replicas, each wider replica its own job (``replica_job`` names its TP).
+
 The split is a function of the cells' estimates alone (``quantgate.matrix.estimate_cell_seconds``, from
 committed files), never of learned durations or of what a run selects: a cell's job is the same on
 every runner and in every shard, as its id and its served model are.
@@ -35,6 +43,7 @@ class Piece:
     name: str
     seconds: float
     exclusive: bool
+    tp: int | None = None  # the larger tensor-parallel size of an accuracy-only replica; None: its own
 
 
 def replica_count(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) -> int:
@@ -67,6 +76,29 @@ def split_replicas(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) ->
     return out
 
 
-def replica_job(served_model: str, replica: int, replicas: int) -> str:
-    """The placement job of one replica: the served model's key itself when it is not split."""
-    return served_model if replicas <= 1 else f"{served_model}/replica-{replica}-of-{replicas}"
+def assign_replicas(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) -> tuple[dict[str, int], int]:
+    """The replica (1-based) of each piece and the number of replicas: the pieces at the served model's
+    own TP split as ``split_replicas`` does (replicas 1..n), then each wider TP's pieces (narrowest
+    first) split among themselves into the replicas after them (they hold accuracy cells only).
+
+    Example: speed cells of 1 h and an accuracy cell of 2 h at the own TP, accuracy cells of 5 h and
+    3 h at tp2, with a 6 h limit: {speed, 2 h} in replica 1, {5 h, 3 h} in ceil(8 / 6) = 2 replicas
+    (2 and 3): 3 replicas.
+    """
+    own = [p for p in pieces if p.tp is None]
+    out = split_replicas(own, limit_s) if own else {}
+    count = max(out.values(), default=0)
+    for tp in sorted({p.tp for p in pieces if p.tp is not None}):
+        wider = [Piece(name=p.name, seconds=p.seconds, exclusive=False) for p in pieces if p.tp == tp]
+        split = split_replicas(wider, limit_s)
+        out.update({name: count + replica for name, replica in split.items()})
+        count += max(split.values())
+    return out, count
+
+
+def replica_job(served_model: str, replica: int, replicas: int, tp: int | None = None) -> str:
+    """The placement job of one replica: the served model's key itself when it is not split; a wider
+    replica's name ends with its TP (``Llama-70B/int4-w4a16/a100/tp1/replica-4-of-6-at-tp2``)."""
+    if replicas <= 1:
+        return served_model
+    return f"{served_model}/replica-{replica}-of-{replicas}" + (f"-at-tp{tp}" if tp is not None else "")
