@@ -133,6 +133,12 @@ class PipelineCore:
     def served_name(cell: MatrixCell) -> str:
         return cell.served_model.replace("/", "__")
 
+    @staticmethod
+    def job_name(cell: MatrixCell) -> str:
+        """The cell's job as a file name: its server's log is named by it (two replicas of one served
+        model may run at once on workers sharing the work directory)."""
+        return cell.job.replace("/", "__")
+
     def local(self, model: str) -> LocalModel | None:
         return self.spec.models.get(model)
 
@@ -256,6 +262,7 @@ class PipelineCore:
         args = list(settings.args)
         devices = ""
         if lease is not None:
+            # the cell's own count: a wider accuracy-only replica is served at its larger TP
             args += ["--tensor-parallel-size", str(cell.requirement.count)]
             args += ["--gpu-memory-utilization", f"{lease.gpu_memory_utilization:.2f}"]
             devices = ",".join(str(d) for d in lease.devices)
@@ -269,35 +276,39 @@ class PipelineCore:
             extra_args=tuple(args),
             env={**self.tool_env(), **settings.env, "CUDA_VISIBLE_DEVICES": devices},
             ready_timeout=settings.ready_timeout_s,
+            log_name=self.job_name(cell),
         )
         return VllmServer(spec)
 
     def serve(self, cell: MatrixCell, lease: Lease | None = None) -> VllmServer:
-        """The running server of the cell's served model, started by its first cell. With a lease it is
-        stopped when the lease is released (before the devices go to another worker); without one,
-        starting it stops the kind's other servers (a CPU host holds one at a time). Neither a start
-        that failed nor a server that died is retried: each later cell of the served model fails
-        with that error (a crash is a finding, not noise to restart past)."""
-        if cell.served_model in self._start_failed:
-            raise self._start_failed[cell.served_model]
-        server = self._servers.get(cell.served_model)
+        """The running server of the cell's job (its served model, or one replica of it), started by
+        its first cell. With a lease it is stopped when the lease is released (before the devices go to
+        another worker); without one, starting it stops the kind's other servers (a CPU host holds one
+        at a time). Neither a start that failed nor a server that died is retried: each later cell of
+        the job fails with that error (a crash is a finding, not noise to restart past). Servers and
+        failed starts are kept per job: another replica of the served model on this worker has its
+        own devices and TP, and starts its own server."""
+        job = cell.job
+        if job in self._start_failed:
+            raise self._start_failed[job]
+        server = self._servers.get(job)
         if server is None:
             if lease is None:
-                for other in [s for s in self._servers if s != cell.served_model]:
+                for other in [s for s in self._servers if s != job]:
                     self.stop(other)
             server = self.server(cell, lease)
-            self._servers[cell.served_model] = server
-            self.progress(f"{self.served_name(cell)}: starting the vLLM server")
+            self._servers[job] = server
+            self.progress(f"{self.job_name(cell)}: starting the vLLM server")
             try:
                 server.start()
             except Exception as error:
-                self._servers.pop(cell.served_model, None)
-                self._start_failed[cell.served_model] = error
+                self._servers.pop(job, None)
+                self._start_failed[job] = error
                 raise
-            self.progress(f"{self.served_name(cell)}: server ready in {server.start_s or 0.0:.0f} s")
+            self.progress(f"{self.job_name(cell)}: server ready in {server.start_s or 0.0:.0f} s")
             self._starts.append((cell.served_model, float(server.start_s or 0.0)))
             if lease is not None:
-                lease.on_release(lambda: self.stop(cell.served_model))
+                lease.on_release(lambda: self.stop(job))
         return server
 
     def take_starts(self) -> list[tuple[str, float]]:
@@ -305,8 +316,9 @@ class PipelineCore:
         starts, self._starts = self._starts, []
         return starts
 
-    def stop(self, served_model: str) -> None:
-        server = self._servers.pop(served_model, None)
+    def stop(self, job: str) -> None:
+        """Stop the server of a job (``MatrixCell.job``), if one runs."""
+        server = self._servers.pop(job, None)
         if server is not None:
             server.stop()
 

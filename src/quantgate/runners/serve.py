@@ -64,6 +64,9 @@ class ServerSpec:
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 300.0
+    # The log's name (``serve-<log_name>.log``); empty: the served name. Replicas of one served model
+    # share its served name and may run at once on workers sharing ``log_dir``: each names its job.
+    log_name: str = ""
 
     def command(self, port: int) -> list[str]:
         entry = (
@@ -106,7 +109,7 @@ class VllmServer:
 
     @property
     def log_path(self) -> Path:
-        return self.spec.log_dir / f"serve-{self.spec.served_name}.log"
+        return self.spec.log_dir / f"serve-{self.spec.log_name or self.spec.served_name}.log"
 
     def environment(self, api_key: str = "") -> dict[str, str]:
         """The server's environment: ours, the kind's, its key, and on its PYTHONPATH the guard's folder
