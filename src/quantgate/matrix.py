@@ -285,11 +285,13 @@ def widened(catalog: Catalog, server: ServedModel, cell: MatrixCell) -> MatrixCe
     shorter than on its own GPUs). A cell within the limit and of at least ``WIDEN_MIN_GPU_S`` takes
     the cheapest candidate when it saves ``WIDEN_MIN_SAVING`` of its GPU-seconds.
 
-    Why a wider server and not a longer night: the published tables give a 32B model on one A100 a
-    KV cache of a few sequences and on two a full batch (Qwen-32B INT8 MATH-500: 9.9 h on one GPU,
-    1.1 h on two), so the wider replica is shorter and cheaper. Accuracy is judged per item against
-    the stored BF16 reference, so the candidate server's TP does not change what is measured; speed
-    cells never widen (they measure the catalog's deployment).
+    Why a wider server and not a longer night: the cards measured 7.6-17.6B parameters per GPU (32B
+    on two GPUs, 70B on four); a 32B or 70B model on one GPU, as the fit serves it, is extrapolated
+    from there with per-GPU throughput falling at most in proportion (``quantgate.devices.rates``),
+    and its one GPU leaves little KV cache (Qwen-32B INT8 MATH-500 on A100: 9.9 h on one GPU, 1.1 h on
+    two). The wider replica lands on a configuration the cards measured, shorter and cheaper. Accuracy
+    is judged per item against the stored BF16 reference, so the candidate server's TP does not
+    change what is measured; speed cells never widen (they measure the catalog's deployment).
     """
     if cell.kind != "accuracy" or server.fit.tp is None:
         return cell
