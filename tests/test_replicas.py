@@ -233,3 +233,15 @@ def test_references_and_candidates_are_balanced_each_on_their_own() -> None:
             load[k] += groups[key]
     assert sorted(load.values()) == [10.0, 10.0]
     assert {assignment["ref-a"], assignment["ref-b"]} == {1, 2}
+
+
+def test_the_widest_replicas_fit_the_smallest_nightly_runner(catalog: Catalog) -> None:
+    """A6000's nightly runner has 4 GPUs, ``WIDEST_REPLICA_TP``: its tp4 replicas are placed on all of
+    them, and nothing of the kind is left unplaced."""
+    cells = [c for c in expand(catalog) if c.gpu == "a6000" and c.skip_reason is None]
+    tasks = [task_for_cell(catalog, c, c.cell_id, Durations()) for c in cells]
+    plan = make_plan(tasks, declared_inventory("a6000:4", catalog), workers=4)
+    assert not plan.skipped
+    wide = [s for s in plan.scheduled if "-at-tp" in s.job.key]
+    assert wide
+    assert {len(s.devices) for s in wide} == {WIDEST_REPLICA_TP}
