@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"targets: every cell that fits the budget verdicted within {MAX_AGE_NIGHTS} nights, no night over "
         "the budget, a week's GPU-hours (mean of weeks 2-4) at most half of a full sweep before the cheaper "
-        "first looks and reused BF16 references (issue 13 measured H100 at 516 h)"
+        "first looks, reused BF16 references and wider replicas (issue 13 measured H100 at 516 h)"
     )
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
