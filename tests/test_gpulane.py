@@ -71,6 +71,7 @@ class Server:
     """Stand-in for a running GPU server (it is never asked anything: the bench is recorded)."""
 
     base_url = "http://127.0.0.1:1"
+    api_key = "stand-in-key"
 
     def in_use(self, during: str) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()
