@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stand_in_server import SERVE_UNTIL_STOPPED
 
 from quantgate import paths
 from quantgate.devices.leases import Lease
@@ -28,7 +29,8 @@ from quantgate.runners.process import ToolError
 
 SERVED = "Llama-70B/int4-w4a16/h100/tp1"
 
-STAND_IN = """
+STAND_IN = (
+    """
     import argparse, http.server, json, os, sys
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
@@ -42,15 +44,9 @@ STAND_IN = """
     if devices.split(",")[0] == "0":
         print("RuntimeError: CUDA error: an illegal memory access was encountered"); sys.exit(1)
     key = os.environ.get("VLLM_API_KEY", "")
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if key and self.path != "/health" and self.headers.get("Authorization") != "Bearer " + key:
-                self.send_response(401); self.end_headers(); return
-            self.send_response(200); self.end_headers(); self.wfile.write(args.served_model_name.encode())
-        def log_message(self, *a):
-            pass
-    http.server.HTTPServer((args.host, int(args.port)), Handler).serve_forever()
 """
+    + SERVE_UNTIL_STOPPED
+)
 
 
 def _replicas() -> tuple[MatrixCell, MatrixCell, MatrixCell]:

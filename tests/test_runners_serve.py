@@ -15,11 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from stand_in_server import SERVE_UNTIL_STOPPED
 
 from quantgate.runners.process import ToolError, bearer
 from quantgate.runners.serve import ServerSpec, VllmServer
 
-STAND_IN = """
+STAND_IN = (
+    """
     import argparse, http.server, os, sys
     parser = argparse.ArgumentParser()
     for flag in ("--model", "--host", "--port", "--served-model-name", "--max-model-len"):
@@ -33,15 +35,9 @@ STAND_IN = """
     if behaviour == "port-taken-once" and not os.path.exists(marker):
         open(marker, "w").close()
         print("OSError: [Errno 98] Address already in use"); sys.exit(1)
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if key and self.path != "/health" and self.headers.get("Authorization") != "Bearer " + key:
-                self.send_response(401); self.end_headers(); return
-            self.send_response(200); self.end_headers(); self.wfile.write(args.served_model_name.encode())
-        def log_message(self, *a):
-            pass
-    http.server.HTTPServer((args.host, int(args.port)), Handler).serve_forever()
 """
+    + SERVE_UNTIL_STOPPED
+)
 
 
 @pytest.fixture
