@@ -144,8 +144,10 @@ def _sample(value: object, source: str | Path | None, where: str) -> float:
 
 
 def run_id(result: BenchResult) -> str:
-    """The parameter id of a run, as pytest would print it: ``random-64x32-r0``."""
-    return f"{result.run.workload}-r{result.run.repeat}"
+    """The parameter id of a run, as pytest would print it: ``random-64x32-r0`` (a capacity search's
+    step: ``random-64x32-r0-s2``)."""
+    step = "" if result.run.step is None else f"-s{result.run.step}"
+    return f"{result.run.workload}-r{result.run.repeat}{step}"
 
 
 def benchmark_entry(
@@ -189,6 +191,7 @@ def benchmark_entry(
         "burstiness": run.burstiness,
         "seed": run.seed,
         "repeat": run.repeat,
+        "search_step": run.step,
         "goodput_slo_ms": dict(run.goodput),
         "prompt_tokens": result.prompt_tokens,
         "output_tokens": result.output_tokens,

@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from quantgate import paths
 from quantgate.catalog import Catalog, load_catalog
@@ -86,8 +86,34 @@ class Goodput(Strict):
     tpot_ms: float = Field(gt=0)
 
 
+class CapacitySearch(Strict):
+    """The server scenario as a capacity search (``quantgate.runners.capacity``): the highest Poisson
+    rate at which ``attainment`` of the requests meet the goodput limits. ``start_rate`` ``None``: the
+    probed batched generation rate over the output length; ``resolution``: the bracket (hi / lo) the
+    search stops at; ``min_rate``/``max_rate``: the rates it stays within; ``max_steps``: its steps;
+    ``step_s``: seconds of arrivals per step (a step offers ``rate x step_s`` prompts, at least the load's
+    ``num_prompts``): with a fixed count, a rate high enough sends them all at once, and every rate
+    above it offers the same load."""
+
+    start_rate: float | None = Field(default=None, gt=0)
+    factor: float = Field(default=2.0, gt=1)
+    resolution: float = Field(default=1.25, gt=1)
+    attainment: float = Field(default=0.9, gt=0, le=1)
+    min_rate: float = Field(default=0.25, gt=0)
+    max_rate: float = Field(default=1024.0, gt=0)
+    max_steps: int = Field(default=10, ge=2)
+    step_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> CapacitySearch:
+        if self.min_rate >= self.max_rate:
+            raise ValueError(f"min_rate {self.min_rate} must be below max_rate {self.max_rate}")
+        return self
+
+
 class ScenarioLoad(Strict):
-    """One scenario's load; ``input_len``/``output_len`` ``None``: the cell's catalog workload."""
+    """One scenario's load; ``input_len``/``output_len`` ``None``: the cell's catalog workload.
+    ``search`` (server only, with ``goodput`` and without ``request_rate``): a capacity search."""
 
     input_len: int | None = Field(default=None, ge=1)
     output_len: int | None = Field(default=None, ge=1)
@@ -95,6 +121,13 @@ class ScenarioLoad(Strict):
     max_concurrency: int | None = Field(default=None, ge=1)
     request_rate: float | None = Field(default=None, gt=0)
     goodput: Goodput | None = None
+    search: CapacitySearch | None = None
+
+    @model_validator(mode="after")
+    def _search_has_limits(self) -> ScenarioLoad:
+        if self.search is not None and (self.goodput is None or self.request_rate is not None):
+            raise ValueError("search needs goodput limits and no request_rate (the search sets the rate)")
+        return self
 
 
 class SpeedSettings(Strict):

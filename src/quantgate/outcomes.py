@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantgate import benchjson
-from quantgate.budget import Cut
+from quantgate.budget import Cut, OverBudget
 from quantgate.cellresult import CellResult
 from quantgate.confirm import CONFIRMATION_CONFIDENCE, confirmed, needs_confirmation
 from quantgate.envs import Envs, git_commit, machine
@@ -25,6 +25,7 @@ from quantgate.judge import DEFAULT_CAP, DEFAULT_CONFIDENCE, Verdict, judge_reco
 from quantgate.matrix import MatrixCell
 from quantgate.rules import Decision
 from quantgate.runners.bench import BenchResult
+from quantgate.runners.capacity import capacities, searches
 from quantgate.runners.evaluate import Evaluation, answers_and_cuts
 from quantgate.speedjudge import DEFAULT_SPEED_CONFIDENCE, SpeedVerdict, judge_speedup
 
@@ -175,11 +176,16 @@ class AccuracyOutcome:
 def scenario_figures(
     results: Sequence[BenchResult], scenario: str, metric: str, allow_zero: bool = False
 ) -> list[float]:
-    """One figure per repeat: mean request latency (s), request throughput or goodput (requests/s).
+    """One figure per repeat: mean request latency (s), request throughput or goodput (requests/s); for a
+    server scenario benched as capacity searches, each finished search's capacity (``runners.capacity``:
+    the highest rate whose requests met the limits; a cut search gives none, and fewer than two
+    searches is ``OverBudget``, never a verdict).
 
     A goodput of 0 (no request met the limits) is a figure of a quantized cell (``allow_zero``); for
     BF16, the reference, it is an error naming the run: the limits are too tight for the machine.
     """
+    if any(r.run.scenario == scenario and r.run.search is not None for r in results):
+        return _capacity_figures(results, scenario, allow_zero)
     figures = []
     for result in results:
         if result.run.scenario != scenario:
@@ -200,6 +206,21 @@ def scenario_figures(
             )
     if not figures:
         raise QuantgateError(None, f"no bench run for scenario {scenario!r}", "scenario")
+    return figures
+
+
+def _capacity_figures(results: Sequence[BenchResult], scenario: str, allow_zero: bool) -> list[float]:
+    figures, dropped = capacities(results, scenario)
+    if len(figures) < 2:
+        why = "; ".join(dropped) or "no search finished"
+        raise OverBudget(Cut(f"{scenario} capacity not judged", f"{len(figures)} searches finished ({why})"))
+    if min(figures) <= 0.0 and not allow_zero:
+        last = searches(results, scenario)[0][-1]
+        raise QuantgateError(
+            last.result_path,
+            "capacity is 0: the lowest rate failed the limits (too tight for this machine?)",
+            "request_goodput",
+        )
     return figures
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +25,7 @@ from quantgate.outcomes import (
 )
 from quantgate.rules import Decision, SpeedCellKey
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
+from quantgate.runners.capacity import SearchSettings, search_capacity, search_state, searches, step_of
 from quantgate.runners.probe import Rate
 from quantgate.runners.serve import VllmServer
 from quantgate.store import (
@@ -38,6 +41,25 @@ from quantgate.pipeline.core import SPEED_MUST_MATCH, SPEED_REFERENCE_SCHEMA_VER
 
 # A confirmation's repeats (and the seeds of their prompts) are numbered apart from the series'.
 CONFIRMATION_FIRST_REPEAT = 1000
+
+
+def search_prompts(load: ScenarioLoad, rate: float | None) -> int:
+    """Prompts of a capacity search's step at ``rate``: ``step_s`` seconds of arrivals, at least the
+    load's ``num_prompts`` (a fixed count would send them all at once at a high enough rate)."""
+    step_s = load.search.step_s if load.search is not None else 0.0
+    return max(load.num_prompts, math.ceil((rate or 0.0) * step_s))
+
+
+def warm_start(settings: SearchSettings, results: list[BenchResult], scenario: str) -> SearchSettings:
+    """Start the next search at the last finished search's capacity (when above 0): it then needs ~3
+    steps (that rate, one up or down, one bisection) instead of a ladder from the probe's rate. Each
+    repeat stays a whole search on fresh prompts; only its first rate is informed by the last one,
+    for BF16 and quantized schemes alike."""
+    finished = [s for s in searches(results, scenario) if search_state(s).converged]
+    capacity = search_state(finished[-1]).capacity if finished else None
+    if not capacity:
+        return settings
+    return dataclasses.replace(settings, start_rate=min(max(capacity, settings.min_rate), settings.max_rate))
 
 
 class SpeedReference(Strict):
@@ -92,30 +114,52 @@ class SpeedStage(_Core):
     def bench_runs(
         self, cell: MatrixCell, repeats: int | None = None, warm_up: bool = True, first: int = 0
     ) -> list[BenchRun]:
-        """Every scenario's runs on the cell's workload, repeats interleaved (r0 of each scenario, then
-        r1, ...) to spread drift. With ``warm_up`` the plan opens with a discarded run (scenario
-        ``warm-up``, the first scenario's load): the first measured run of a fresh server was up to 10x
-        slower than the next ones. Repeats (and their seeds) are numbered from ``first``."""
-        loads = self.loads(cell)
+        """Every fixed-load scenario's runs on the cell's workload (a capacity search's steps are chosen
+        as it goes: ``search_runs``), repeats interleaved (r0 of each scenario, then r1, ...) to spread
+        drift. With ``warm_up`` the plan opens with a discarded run (scenario ``warm-up``, the first
+        scenario's load): the first measured run of a fresh server was up to 10x slower than the next
+        ones. Repeats (and their seeds) are numbered from ``first``."""
+        loads = [entry for entry in self.loads(cell) if entry[1].search is None]
+        if not loads:
+            return []
         plan = [("warm-up", *loads[0][1:], first)] if warm_up else []
         for repeat in range(first, first + (self.spec.speed.repeats if repeats is None else repeats)):
             plan += [(*entry, repeat) for entry in loads]
         return [
-            BenchRun(
-                scenario,
-                workload=workload,
-                input_len=input_len,
-                output_len=output_len,
-                num_prompts=load.num_prompts,
-                max_concurrency=load.max_concurrency,
-                request_rate=load.request_rate or math.inf,
-                goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms} if load.goodput else {},
-                repeat=repeat,
-                num_warmups=self.spec.speed.warmups,
-                seed=repeat,
-            )
+            self.load_run(scenario, load, workload, input_len, output_len, repeat=repeat)
             for scenario, load, workload, input_len, output_len, repeat in plan
         ]
+
+    def load_run(
+        self,
+        scenario: str,
+        load: ScenarioLoad,
+        workload: str,
+        input_len: int,
+        output_len: int,
+        *,
+        repeat: int,
+        rate: float | None = None,
+        step: int | None = None,
+        search: SearchSettings | None = None,
+    ) -> BenchRun:
+        """One run of a scenario's load; a search step's ``rate``, ``step`` and settings (its seed is
+        the repeat's and the step's, so every step offers fresh prompts and arrivals)."""
+        return BenchRun(
+            scenario,
+            workload=workload,
+            input_len=input_len,
+            output_len=output_len,
+            num_prompts=search_prompts(load, rate) if step is not None else load.num_prompts,
+            max_concurrency=load.max_concurrency,
+            request_rate=rate or load.request_rate or math.inf,
+            goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms} if load.goodput else {},
+            repeat=repeat,
+            num_warmups=self.spec.speed.warmups if step in (None, 0) else 0,
+            seed=repeat if step is None else repeat * 100 + step,
+            step=step,
+            search=search,
+        )
 
     def run_seconds(self, run: BenchRun, rate: Rate) -> float:
         """A run's expected seconds at the probed rates, the tool's warm-up requests included."""
@@ -149,25 +193,49 @@ class SpeedStage(_Core):
         first: int = 0,
         label: str = "",
     ) -> list[BenchResult]:
-        """The plan of the cell's served model and workload: with a speed budget, as many repeats as fit
-        (``OverBudget``: none); without one, the asked repeats (BF16: the reference's) with a timeout
-        from the estimate. ``label`` names a top-up or a confirmation: its own folder, repeats (and
-        seeds) numbered from ``first``, no warm-up run (the server is warm)."""
-        name = self.served_name(cell)
+        """The plan of the cell's served model and workload: its fixed-load scenarios, then a capacity
+        search per repeat of each searched scenario. With a speed budget the fixed runs get as many
+        repeats as fit in it (``OverBudget``: none) and each searched scenario, a cell of its own, gets
+        the budget again, spent by the clock (a search that runs out is cut and recorded); without one,
+        the asked repeats (BF16: the reference's) with a timeout from the estimate. ``label`` names a
+        top-up or a confirmation: its own folder, repeats (and seeds) numbered from ``first``, no
+        warm-up run (the server is warm)."""
         speed = self.spec.speed
         asked = repeats or (
             speed.reference_repeats or speed.repeats if cell.scheme == "bf16" else speed.repeats
         )
         out = self.bench_dir(cell) / label if label else self.bench_dir(cell)
+        results = self.bench_fixed(server, cell, asked, first, label, out)
+        for entry in self.loads(cell):
+            if entry[1].search is not None:  # its own cell, its own budget
+                deadline = time.monotonic() + self.spec.budget.speed_s
+                results += self.search_repeats(server, cell, entry, asked, first, out, deadline)
+        return results
+
+    def bench_fixed(
+        self,
+        server: VllmServer,
+        cell: MatrixCell,
+        asked: int,
+        first: int,
+        label: str,
+        out: Path,
+    ) -> list[BenchResult]:
+        """The fixed-load scenarios' runs, sized to the speed budget (``bench``)."""
+        name = self.served_name(cell)
+        speed = self.spec.speed
         runs = self.bench_runs(cell, asked, warm_up=not label, first=first)
-        if not math.isfinite(self.spec.budget.speed_s):
+        if not runs:
+            return []
+        budget_s = self.spec.budget.speed_s
+        if not math.isfinite(budget_s):
             timeout = self.timeout(cell, len(runs) / speed.repeats)
         else:
             rate = self.rate(server, cell)
             plan = self.bench_runs(cell, repeats=1)
             warm_s = 0.0 if label else self.run_seconds(plan[0], rate)
             repeat_s = sum(self.run_seconds(run, rate) for run in plan[1:])
-            size = size_bench(asked, repeat_s, warm_s, self.spec.budget.speed_s, rate.detail)
+            size = size_bench(asked, repeat_s, warm_s, budget_s, rate.detail)
             if size.cut is not None and not label:
                 self.speed_cuts[name] = size.cut
             if size.repeats == 0:
@@ -179,8 +247,8 @@ class SpeedStage(_Core):
             what = f" ({label})" if label else ""
             after = "" if label else " after a warm-up run"
             self.progress(
-                f"{name}: vllm bench serve{what}, {size.repeats} repeats x {len(speed.scenarios)} "
-                f"scenarios{after} (~{planned:.0f} s)"
+                f"{name}: vllm bench serve{what}, {size.repeats} repeats x {len(plan) - 1} "
+                f"fixed-load scenarios{after} (~{planned:.0f} s)"
             )
         with server.in_use("vllm bench serve"):
             return self.bench_worker().run(
@@ -193,6 +261,108 @@ class SpeedStage(_Core):
                 api_key=server.api_key,
             )
 
+    def search_settings(
+        self, server: VllmServer, cell: MatrixCell, load: ScenarioLoad, output_len: int
+    ) -> tuple[SearchSettings, Rate | None]:
+        """The kind's search settings with its start rate: the kind's, else the probed batched
+        generation rate over the output length (the rate that generation alone could keep up with);
+        and the probed rates where a budget or the start needs them (``None``: not probed)."""
+        search = load.search
+        assert search is not None
+        probe = search.start_rate is None or math.isfinite(self.spec.budget.speed_s)
+        rate = self.rate(server, cell) if probe else None
+        start = search.start_rate or (rate.batch_tps / output_len if rate else search.min_rate)
+        settings = SearchSettings(
+            start_rate=min(max(start, search.min_rate), search.max_rate),
+            factor=search.factor,
+            resolution=search.resolution,
+            attainment=search.attainment,
+            min_rate=search.min_rate,
+            max_rate=search.max_rate,
+            max_steps=search.max_steps,
+        )
+        return settings, rate
+
+    def search_repeats(
+        self,
+        server: VllmServer,
+        cell: MatrixCell,
+        entry: tuple[str, ScenarioLoad, str, int, int],
+        asked: int,
+        first: int,
+        out: Path,
+        deadline: float,
+    ) -> list[BenchResult]:
+        """``asked`` capacity searches of one scenario (one per repeat, ``runners.capacity``), each step
+        a one-run plan on the bench worker; a search whose next step does not fit before ``deadline`` is
+        cut, recorded in ``speed_cuts``, and no later search starts."""
+        scenario, load, workload, input_len, output_len = entry
+        name = self.served_name(cell)
+        settings, rate = self.search_settings(server, cell, load, output_len)
+        earlier = list(self._measured.get((cell.model, cell.scheme, cell.workload or ""), []))
+        results: list[BenchResult] = []
+        for repeat in range(first, first + asked):
+            settings = warm_start(settings, [*earlier, *results], scenario)
+
+            def run_at(
+                offered: float, step: int, repeat: int = repeat, settings: SearchSettings = settings
+            ) -> BenchRun:
+                return self.load_run(
+                    scenario,
+                    load,
+                    workload,
+                    input_len,
+                    output_len,
+                    repeat=repeat,
+                    rate=offered,
+                    step=step,
+                    search=settings,
+                )
+
+            def seconds(offered: float, repeat: int = repeat) -> float:
+                return self.run_seconds(run_at(offered, 1, repeat), rate) if rate else 0.0
+
+            def run_step(offered: float, step: int, repeat: int = repeat) -> BenchResult:
+                run = run_at(offered, step, repeat)
+                timeout = self.sized_timeout(seconds(offered, repeat), self.spec.speed.timeout_s)
+                with server.in_use("vllm bench serve"):
+                    return self.bench_worker().run(
+                        server.base_url,
+                        name,
+                        self.checkpoint(cell).path,
+                        [run],
+                        out,
+                        timeout=timeout,
+                        api_key=server.api_key,
+                    )[0]
+
+            search = search_capacity(run_step, settings, step_seconds=seconds, deadline=deadline)
+            results += search.results
+            rates = ", ".join(
+                f"{r.run.request_rate:.3g}{'+' if step_of(r, settings).passed else '-'}"
+                for r in search.results
+            )
+            self.progress(
+                f"{name}: {scenario} capacity search r{repeat}: {search.cut or search.state.reason} "
+                f"({len(search.results)} steps [{rates}] in {search.seconds:.1f} s)"
+            )
+            if search.cut is not None:
+                later = first + asked - repeat - 1
+                self.note_speed_cut(
+                    name,
+                    Cut(
+                        f"{scenario} capacity",
+                        f"search r{repeat} {search.cut}; {later} later searches not run",
+                    ),
+                )
+                break
+        return results
+
+    def note_speed_cut(self, name: str, cut: Cut) -> None:
+        """Record a cut of the served model's speed work beside any earlier one (the report shows both)."""
+        earlier = self.speed_cuts.get(name)
+        self.speed_cuts[name] = cut if earlier is None else Cut(earlier.what, f"{earlier.reason}; {cut}")
+
     def top_up(self, server: VllmServer, cell: MatrixCell, total: int, metric: str) -> list[float] | str:
         """The scenario's figures once its served model and workload have ``total`` repeats (benching the
         missing ones; another scenario's top-up may have run them), or why no more were run."""
@@ -202,13 +372,17 @@ class SpeedStage(_Core):
             self.progress(
                 f"{self.served_name(cell)}: the speed judge is undecided; {total - have} more repeats"
             )
+            label = f"top-up-{have}"  # a cut search's top-up leaves ``have``: its folder is taken
+            label += f"-{total}" if (self.bench_dir(cell) / label).exists() else ""
             try:
-                self._measured[key] += self.bench(
-                    server, cell, total - have, first=have, label=f"top-up-{have}"
-                )
+                self._measured[key] += self.bench(server, cell, total - have, first=have, label=label)
             except Exception as error:
                 return f"no more repeats were run ({error})"
-        return scenario_figures(self._measured[key], cell.scenario or "", metric, allow_zero=True)
+        figures = scenario_figures(self._measured[key], cell.scenario or "", metric, allow_zero=True)
+        if len(figures) < total:  # a capacity search the budget cut: the verdict stands, undecided
+            cut = self.speed_cuts.get(self.served_name(cell))
+            return f"the top-up gave {len(figures) - have} of {total - have} more repeats ({cut})"
+        return figures
 
     def confirming_figures(
         self, server: VllmServer, cell: MatrixCell, repeats: int, metric: str
@@ -227,7 +401,10 @@ class SpeedStage(_Core):
         fresh = self._confirming[key]
         if isinstance(fresh, Exception):
             return f"the confirming bench did not run ({fresh})"
-        return scenario_figures(fresh, cell.scenario or "", metric, allow_zero=True)
+        try:
+            return scenario_figures(fresh, cell.scenario or "", metric, allow_zero=True)
+        except OverBudget as cut:  # capacity searches the budget cut: no confirmation, no verdict
+            return f"the confirming bench was cut ({cut.cut})"
 
     def speed_reference_path(self, cell: MatrixCell) -> Path:
         return self.baselines / cell.gpu / cell.model / "speed" / f"{cell.target}.json"

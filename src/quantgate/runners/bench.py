@@ -18,9 +18,10 @@ The three scenarios of ``suites/catalog/scenarios.yaml`` (``single_stream``, ``m
 ``server``) map onto the tool's options as follows: single stream is ``--max-concurrency 1`` at
 ``--request-rate inf`` (the next request leaves when the previous one is done); multi stream sends every
 prompt at once (``--request-rate inf``, no concurrency cap); server sends Poisson arrivals
-(``--burstiness 1``) at a fixed ``--request-rate`` and reports goodput against ``--goodput ttft:X
-tpot:Y`` (milliseconds). The defaults, 64 prompt and 32 output tokens with ``--ignore-eos``, fit the
-tiny CPU models and FP8's slow CPU kernels.
+(``--burstiness 1``) at a ``--request-rate`` with ``--goodput ttft:X tpot:Y`` (milliseconds): one run at
+a fixed rate, or the steps of a capacity search (``runners.capacity``; each step one run, named
+``.s<step>``, carrying the search's settings). The defaults, 64 prompt and 32 output tokens with
+``--ignore-eos``, fit the tiny CPU models and FP8's slow CPU kernels.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any, Final
 from quantgate.datafile import atomic_write_text
 from quantgate.errors import QuantgateError
 from quantgate.results import PerfResult, read_result
+from quantgate.runners.capacity import SearchSettings
 from quantgate.runners.process import CLIENT_KEY_ENV, JobWorker, ToolError, run_tool
 
 DRIVER: Final = Path(__file__).resolve().parent / "drivers" / "bench_serve.py"
@@ -90,6 +92,8 @@ class BenchRun:
     num_warmups: int = 0
     dataset: str = "random"
     extra_args: tuple[str, ...] = ()
+    step: int | None = None
+    search: SearchSettings | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.scenario):
@@ -112,6 +116,8 @@ class BenchRun:
             raise ValueError(f"request_rate must be > 0 (inf: all at once), got {self.request_rate!r}")
         if not math.isfinite(self.burstiness) or self.burstiness <= 0:
             raise ValueError(f"burstiness must be a finite number > 0, got {self.burstiness!r}")
+        if self.step is not None and (self.search is None or self.step < 0):
+            raise ValueError(f"step {self.step!r} needs search settings and must be >= 0")
         for name in ("repeat", "num_warmups"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -127,8 +133,11 @@ class BenchRun:
 
     @property
     def name(self) -> str:
-        """Unique within a plan when scenario, workload and repeat are: ``single-stream.random-64x32.r0``."""
-        return f"{self.scenario}.{self.workload}.r{self.repeat}"
+        """Unique within a plan when scenario, workload, repeat and step are:
+        ``single-stream.random-64x32.r0``; a capacity search's step adds ``.s<step>``
+        (``server.random-64x32.r0.s2``)."""
+        step = "" if self.step is None else f".s{self.step}"
+        return f"{self.scenario}.{self.workload}.r{self.repeat}{step}"
 
 
 def single_stream(num_prompts: int = 8, **kwargs: Any) -> BenchRun:
@@ -217,6 +226,7 @@ def serve_args(
         f"scenario={run.scenario}",
         f"workload={run.workload}",
         f"repeat={run.repeat}",
+        *([] if run.step is None else [f"step={run.step}"]),
         *run.extra_args,
     ]
     return args

