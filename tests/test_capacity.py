@@ -21,6 +21,7 @@ from quantgate.budget import OverBudget
 from quantgate.errors import QuantgateError
 from quantgate.kinds import load_kind
 from quantgate.outcomes import scenario_figures
+from quantgate.pipeline.speed import warm_start
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result, serve_args
 from quantgate.runners.capacity import (
     SearchSettings,
@@ -29,6 +30,7 @@ from quantgate.runners.capacity import (
     capacities,
     next_rate,
     search_capacity,
+    search_state,
     step_of,
 )
 
@@ -278,3 +280,27 @@ def test_a_search_needs_limits_and_no_fixed_rate(tmp_path: Path) -> None:
     )
     with pytest.raises(QuantgateError, match="no request_rate"):
         load_kind(path)
+
+
+def test_each_search_starts_at_the_last_capacity_offset_by_a_fraction_of_a_step() -> None:
+    """Repeats walk different grids (else they came out identical and the judge saw no spread), all
+    within one resolution step around the last finished capacity; before any, around the probe's."""
+    settings = recorded_settings()
+    finished = recorded_search(repeat=0)  # capacity 119
+    capacity = search_state(finished).capacity
+    assert capacity is not None
+    starts = [warm_start(settings, finished, "server", repeat, 168.0).start_rate for repeat in range(6)]
+    assert len(set(starts)) == 6
+    assert all(capacity / 1.5**0.5 <= start <= capacity * 1.5**0.5 for start in starts)
+    first = warm_start(settings, [], "server", 1, 168.0).start_rate
+    assert 168.0 / 1.5**0.5 <= first <= 168.0 * 1.5**0.5
+    cut = search_capacity(
+        lambda rate, step: recorded_step(rate, step, repeat=1),
+        settings,
+        step_seconds=lambda _: 1.0,
+        deadline=0.0,
+        clock=lambda: 0.0,
+    )
+    assert cut.results == ()
+    after_cut = warm_start(settings, [*finished, *cut.results], "server", 2, 168.0)
+    assert after_cut == warm_start(settings, finished, "server", 2, 168.0)

@@ -39,6 +39,9 @@ else:
 
 from quantgate.pipeline.core import SPEED_MUST_MATCH, SPEED_REFERENCE_SCHEMA_VERSION
 
+# Spreads the searches' first rates over one resolution step (``warm_start``).
+GOLDEN = (5**0.5 - 1) / 2
+
 # A confirmation's repeats (and the seeds of their prompts) are numbered apart from the series'.
 CONFIRMATION_FIRST_REPEAT = 1000
 
@@ -50,16 +53,23 @@ def search_prompts(load: ScenarioLoad, rate: float | None) -> int:
     return max(load.num_prompts, math.ceil((rate or 0.0) * step_s))
 
 
-def warm_start(settings: SearchSettings, results: list[BenchResult], scenario: str) -> SearchSettings:
-    """Start the next search at the last finished search's capacity (when above 0): it then needs ~3
-    steps (that rate, one up or down, one bisection) instead of a ladder from the probe's rate. Each
-    repeat stays a whole search on fresh prompts; only its first rate is informed by the last one,
-    for BF16 and quantized schemes alike."""
+def warm_start(
+    settings: SearchSettings, results: list[BenchResult], scenario: str, repeat: int, probed: float
+) -> SearchSettings:
+    """The next search's first rate: the last finished search's capacity (when above 0), else the
+    probed start, offset by a fraction of the ``resolution`` that differs per repeat.
+
+    Why the last capacity: the search then needs ~3 steps (that rate, one up or down, one bisection)
+    instead of a ladder from the probe's rate. Why the offset (dither): a search reports a rate of its
+    grid, and searches started on the same rate walk the same grid, so repeats came out identical
+    (135, 135, 135 req/s) and the speed judge saw no spread at all; with starts spread over one
+    resolution step (golden-ratio sequence by repeat) each figure is a fresh draw of where the limit
+    lies within a step, so the repeats' spread covers the grid's error. Same rule for every scheme."""
     finished = [s for s in searches(results, scenario) if search_state(s).converged]
     capacity = search_state(finished[-1]).capacity if finished else None
-    if not capacity:
-        return settings
-    return dataclasses.replace(settings, start_rate=min(max(capacity, settings.min_rate), settings.max_rate))
+    offset = settings.resolution ** (((repeat * GOLDEN) % 1.0) - 0.5)
+    start = (capacity or probed) * offset
+    return dataclasses.replace(settings, start_rate=min(max(start, settings.min_rate), settings.max_rate))
 
 
 class SpeedReference(Strict):
@@ -301,8 +311,9 @@ class SpeedStage(_Core):
         settings, rate = self.search_settings(server, cell, load, output_len)
         earlier = list(self._measured.get((cell.model, cell.scheme, cell.workload or ""), []))
         results: list[BenchResult] = []
+        probed = settings.start_rate
         for repeat in range(first, first + asked):
-            settings = warm_start(settings, [*earlier, *results], scenario)
+            settings = warm_start(settings, [*earlier, *results], scenario, repeat, probed)
 
             def run_at(
                 offered: float, step: int, repeat: int = repeat, settings: SearchSettings = settings
