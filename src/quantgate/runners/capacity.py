@@ -13,7 +13,13 @@ Why each repeat is one whole search: the speed judge (``quantgate.speedjudge``) 
 figures per side drawn the same way. A search's capacity is such a draw (fresh prompts and arrivals per
 repeat, seeds numbered by repeat and step), so a top-up or a confirmation is simply more searches, and
 BF16 and the quantized scheme are searched alike. Repeating only the final rates instead would give
-pass/fail counts at rates that differ per side, which the judge cannot compare as a ratio.
+pass/fail counts at rates that differ per side, which the judge cannot compare as a ratio. A search
+reports a rate of its grid, so the caller spreads each repeat's first rate over one resolution step
+(``pipeline.speed.warm_start``): searches started alike walked one grid and came out identical.
+
+Why bounded by the clock, not by a step count alone: ``search_capacity`` starts a step only when its
+estimate fits before the deadline (the cell's speed budget), so a host 20x slower ends its search cut,
+recorded, and without a figure, not late; a step may overrun its estimate by at most its timeout.
 
 Why figures are derived from the recorded steps: ``capacities`` replays each repeat's steps through the
 same ``next_rate`` rule, so a figure is a pure function of the tool's result files and the settings
