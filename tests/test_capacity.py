@@ -8,6 +8,7 @@ through the same rule must ask the same rates in the same order and end where th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -304,3 +305,13 @@ def test_each_search_starts_at_the_last_capacity_offset_by_a_fraction_of_a_step(
     assert cut.results == ()
     after_cut = warm_start(settings, [*finished, *cut.results], "server", 2, 168.0)
     assert after_cut == warm_start(settings, finished, "server", 2, 168.0)
+
+
+def test_the_kind_files_search_block_is_the_searchs_settings() -> None:
+    """The pipeline passes the kind's search block (less its start and step length) to the search."""
+    search = load_kind().speed.scenarios["server"].search
+    assert search is not None
+    walk = search.model_dump(exclude={"start_rate", "step_s"})
+    settings = SearchSettings(start_rate=search.min_rate, **walk)
+    assert {f.name for f in dataclasses.fields(SearchSettings)} == {"start_rate", *walk}
+    assert (settings.max_steps, settings.resolution) == (search.max_steps, search.resolution)

@@ -282,15 +282,8 @@ class SpeedStage(_Core):
         probe = search.start_rate is None or math.isfinite(self.spec.budget.speed_s)
         rate = self.rate(server, cell) if probe else None
         start = search.start_rate or (rate.batch_tps / output_len if rate else search.min_rate)
-        settings = SearchSettings(
-            start_rate=min(max(start, search.min_rate), search.max_rate),
-            factor=search.factor,
-            resolution=search.resolution,
-            attainment=search.attainment,
-            min_rate=search.min_rate,
-            max_rate=search.max_rate,
-            max_steps=search.max_steps,
-        )
+        walk = search.model_dump(exclude={"start_rate", "step_s"})
+        settings = SearchSettings(start_rate=min(max(start, search.min_rate), search.max_rate), **walk)
         return settings, rate
 
     def search_repeats(
