@@ -256,6 +256,7 @@ def test_gpu_marked_test_gets_its_devices_and_the_environment_is_restored(
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "sentinel"
 
 
+@pytest.mark.slow
 def test_eight_h100_under_xdist(gate: pytest.Pytester) -> None:
     """-n 3: every served model on one worker; sets disjoint while held; multi-GPU sets contiguous."""
     os.environ["TOY_SLEEP"] = "0.01"
@@ -287,6 +288,7 @@ def test_eight_h100_under_xdist(gate: pytest.Pytester) -> None:
     assert set(durations["served_models"]) == set(sizes)
 
 
+@pytest.mark.slow
 def test_mixed_inventory_under_xdist(gate: pytest.Pytester) -> None:
     result = gate.runpytest_subprocess("-n", "2", "-m", "h100 or a6000", "--qg-gpus", "h100:2,a6000:4", "-rs")
     # h100: 70B bf16 needs 4 of 2; a6000: fp8 is not the compute path (Qwen-1.5B and Llama-70B)
@@ -451,6 +453,7 @@ def _cells_by_status(pytester: pytest.Pytester) -> dict[str, list[dict[str, Any]
     return out
 
 
+@pytest.mark.slow
 def test_a_job_budget_defers_what_does_not_fit_and_a_gate_reads_it(gate: pytest.Pytester) -> None:
     """Learned 0.05 s per cell, a 1 s budget for 64 cells of 0.05 s: some run, the rest are deferred."""
     from quantgate.gate import decide
@@ -512,6 +515,7 @@ def test_a_killed_job_leaves_the_verdicts_it_finished(gate: pytest.Pytester) -> 
     assert verdict.counts["passed"] == 20
 
 
+@pytest.mark.slow
 def test_with_a_history_changed_then_stalest_served_models_run_first(
     gate: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, reduced_catalog: Path, tmp_path: Path
 ) -> None:
@@ -553,6 +557,7 @@ def test_with_a_history_changed_then_stalest_served_models_run_first(
     assert [line.split("[")[1].rstrip("]") for line in _collected(without)] != order
 
 
+@pytest.mark.slow
 def test_fresh_verdicts_are_not_run_again(gate: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """--qg-fresh 3: cells verified green a day ago on the same inputs are deferred with the reason, the
     rest run; with a changed checkpoint or a verdict older than the limit a cell runs; the gate accepts

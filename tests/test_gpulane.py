@@ -210,6 +210,7 @@ def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_p
     assert "0 in 3 of 3 runs" in outcome.verdict.detail
 
 
+@pytest.mark.slow
 def test_a_served_model_starts_with_the_context_its_longest_cell_needs(tmp_path: Path) -> None:
     """Whichever cell starts a served model (a speed cell needs a few hundred tokens), the server gets
     the served model's context, so a later reasoning cell's prompts and answers fit."""

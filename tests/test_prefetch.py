@@ -384,6 +384,7 @@ def _shard_plan(tmp_path: Path, shard: str) -> Path:
     return plan
 
 
+@pytest.mark.slow
 def test_the_shards_plans_split_the_kinds_prefetch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -113,6 +113,7 @@ def test_performance(qg_performance_cell, qg_lease):
 """
 
 
+@pytest.mark.slow
 def test_each_replica_runs_on_one_worker_with_its_own_lease(
     full: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

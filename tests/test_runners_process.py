@@ -51,6 +51,7 @@ def test_failure_carries_the_log_tail(tmp_path: Path) -> None:
     assert "line 10\n" not in error.log_tail
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     code = f"""

@@ -163,6 +163,7 @@ def test_a_cuda_build_says_what_pip_said_when_torch_cannot_be_resolved(tmp_path:
     assert not (tmp_path / "envs" / "eval").exists()
 
 
+@pytest.mark.slow
 def test_a_cuda_build_goes_on_when_pip_picks_the_plain_torch(tmp_path: Path) -> None:
     _wheel(tmp_path / "wheels", "2.13.0")
     envs = tmp_path / "envs"
