@@ -32,12 +32,23 @@ assumption it states in the verdict: a number of items and samples per item, and
 added to the interval. Deterministic scoring (log-likelihood, greedy) has no sampling noise, so only
 rounding is left.
 
+Deterministic scoring judged per item (``judge_recovery_items``: log-likelihood acc / acc_norm,
+TruthfulQA's mc2 fraction, greedy exact match) gives one score per item, so more samples change
+nothing and there is nothing to top up. What is uncertain is which items the benchmark (or a
+budget-cut subset of it) happens to hold, and a few items that flip between runs on GPU kernels. So
+the variance is the spread over items of the paired differences: ``Var(D(f))`` is the sample variance
+of ``c_i - f r_i`` over ``N``, and Fieller's interval is solved exactly with it (the covariance of the
+two means included). One look, final: ``margin = 2 z SE(D(R)) / (m_r (1 - g))``,
+``g = z^2 Var(m_r) / m_r^2``, is never narrower than the interval, so every verdict is pass or fail.
+
 Everything here is pure standard-library code; ``benchmarks/judge_power.py`` measures the error rates.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -56,6 +67,7 @@ PASS_SHAPE = 1.25
 FAIL_SHAPE = 1.5
 
 ItemCounts = Mapping[str, "tuple[int, int] | Sequence[int]"]
+ItemScores = Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,11 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(confidence)
 
 
+def _check_floor(floor: float) -> None:
+    if not (_finite(floor) and 0.0 < floor <= 2.0):
+        raise QuantgateError(None, f"floor must be a ratio in (0, 2], got {floor!r}", "floor")
+
+
 def _check_counts(name: str, counts: ItemCounts) -> dict[str, tuple[int, int]]:
     if not isinstance(counts, Mapping) or not counts:
         raise QuantgateError(None, "needs at least one item", name)
@@ -163,6 +180,18 @@ def _check_counts(name: str, counts: ItemCounts) -> dict[str, tuple[int, int]]:
             raise QuantgateError(None, f"correct must be in [0, samples={samples}], got {correct}", where)
         out[str(item)] = (samples, correct)
     return out
+
+
+def _check_same_items(reference: Mapping[str, object], candidate: Mapping[str, object]) -> None:
+    if reference.keys() != candidate.keys():
+        only_ref = sorted(reference.keys() - candidate.keys())
+        only_cand = sorted(candidate.keys() - reference.keys())
+        pieces = []
+        if only_ref:
+            pieces.append(f"{len(only_ref)} only in reference (e.g. {', '.join(only_ref[:3])})")
+        if only_cand:
+            pieces.append(f"{len(only_cand)} only in candidate (e.g. {', '.join(only_cand[:3])})")
+        raise QuantgateError(None, "item sets differ: " + "; ".join(pieces), "items")
 
 
 def _summarise(
@@ -223,8 +252,7 @@ def _decide(
     assumption: str | None = None,
     can_sample: bool = True,
 ) -> Verdict:
-    if not (_finite(floor) and 0.0 < floor <= 2.0):
-        raise QuantgateError(None, f"floor must be a ratio in (0, 2], got {floor!r}", "floor")
+    _check_floor(floor)
     if cap < 1:
         raise QuantgateError(None, f"cap must be at least 1, got {cap}", "cap")
     if ref.mean - resolution <= 0.0:
@@ -302,15 +330,7 @@ def judge_recovery(
     """
     ref = _check_counts("reference", reference)
     cand = _check_counts("candidate", candidate)
-    if ref.keys() != cand.keys():
-        only_ref = sorted(ref.keys() - cand.keys())
-        only_cand = sorted(cand.keys() - ref.keys())
-        pieces = []
-        if only_ref:
-            pieces.append(f"{len(only_ref)} only in reference (e.g. {', '.join(only_ref[:3])})")
-        if only_cand:
-            pieces.append(f"{len(only_cand)} only in candidate (e.g. {', '.join(only_cand[:3])})")
-        raise QuantgateError(None, "item sets differ: " + "; ".join(pieces), "items")
+    _check_same_items(ref, cand)
     rates = _pooled_rates(ref, cand)
     ref_summary = _summarise(ref, rates)
     cap_variance = _summarise(ref, rates, samples_override=cap).variance
@@ -380,6 +400,113 @@ def judge_recovery_aggregate(
         assumption="; ".join(pieces),
         can_sample=can_sample and bool(sampled),
     )
+
+
+ITEMS_ASSUMPTION = "deterministic scoring (one run per model, no sampling noise), item-paired"
+
+
+def _check_scores(name: str, scores: ItemScores) -> dict[str, float]:
+    if not isinstance(scores, Mapping) or not scores:
+        raise QuantgateError(None, "needs at least one item", name)
+    out: dict[str, float] = {}
+    for item, score in scores.items():
+        # bools and ints are scores too (True: solved), numpy's numbers as well; NaN and +-inf fail the
+        # range test. The plain types first: the abstract check alone is slow on 14042 MMLU items.
+        if not (isinstance(score, (float, int, numbers.Real)) and 0 <= score <= 1):
+            raise QuantgateError(
+                None, f"score must be a finite number in [0, 1], got {score!r}", f"{name}[{item!r}]"
+            )
+        out[str(item)] = float(score)
+    return out
+
+
+def judge_recovery_items(
+    reference: ItemScores,
+    candidate: ItemScores,
+    floor: float,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Verdict:
+    """Judge deterministic scores: ``reference`` and ``candidate`` map item id -> score in [0, 1].
+
+    A score is 0/1 for log-likelihood accuracy (acc, acc_norm) and greedy exact match, a fraction for
+    TruthfulQA's mc2. Both must cover the same items. One look, final: the verdict is ``pass`` or
+    ``fail``, ``inconclusive`` only when the items cannot say (one item, a reference scoring 0, or a
+    reference mean not clear of zero at ``confidence``); ``more_samples`` is always 0.
+    """
+    ref = _check_scores("reference", reference)
+    cand = _check_scores("candidate", candidate)
+    _check_same_items(ref, cand)
+    _check_floor(floor)
+    z = _z(confidence)
+    n = len(ref)
+    r = list(ref.values())
+    c = [cand[item] for item in ref]
+    m_r = math.fsum(r) / n
+    m_c = math.fsum(c) / n
+
+    def verdict_of(
+        verdict: VerdictName, recovery: float, low: float, high: float, margin: float, why: str
+    ) -> Verdict:
+        if math.isinf(margin):  # no interval to print
+            shown = "undefined" if math.isnan(recovery) else f"{recovery:.3f}"
+            head = f"{verdict}: recovery {shown} vs floor {floor:.3f}"
+        else:
+            head = (
+                f"{verdict}: recovery {recovery:.3f} [{low:.3f}, {high:.3f}] vs floor {floor:.3f}"
+                f" (pass at >= {floor - margin:.3f})"
+            )
+        parts = [head, f"{n} item{'s' * (n != 1)} paired, mean {m_c:.4f} vs reference {m_r:.4f}", why]
+        return Verdict(
+            verdict=verdict,
+            recovery=recovery,
+            low=low,
+            high=high,
+            floor=floor,
+            margin=margin,
+            more_samples=0,
+            items=n,
+            candidate_samples=1,
+            reference_samples=1,
+            assumption=ITEMS_ASSUMPTION,
+            detail="; ".join(p for p in [*parts, f"assumes {ITEMS_ASSUMPTION}"] if p),
+        )
+
+    if m_r == 0.0:
+        why = "the reference scores 0 on every item: recovery is undefined"
+        return verdict_of("inconclusive", math.nan, -math.inf, math.inf, math.inf, why)
+    recovery = m_c / m_r
+    if n < 2:
+        why = "one item has no spread across items to judge by (needs at least 2)"
+        return verdict_of("inconclusive", recovery, -math.inf, math.inf, math.inf, why)
+    # Variances of the two means and their covariance, from the spread over items (n - 1 denominator).
+    dr = [x - m_r for x in r]
+    dc = [y - m_c for y in c]
+    v_rr = math.fsum(map(operator.mul, dr, dr)) / (n - 1) / n
+    v_cc = math.fsum(map(operator.mul, dc, dc)) / (n - 1) / n
+    v_cr = math.fsum(map(operator.mul, dc, dr)) / (n - 1) / n
+    # Var(D(R)) straight from the per-item differences at R: no cancellation when they are all equal.
+    d_at = [y - recovery * x for x, y in zip(dr, dc, strict=True)]
+    v_at = math.fsum(map(operator.mul, d_at, d_at)) / (n - 1) / n
+    # Fieller: the f with (m_c - f m_r)^2 <= z^2 Var(D(f)), a quadratic a f^2 - 2 b f + c <= 0.
+    a = m_r * m_r - z * z * v_rr
+    if a <= 0.0:
+        why = (
+            f"the reference's mean is not clear of zero at confidence {confidence:g}: "
+            "the interval is unbounded"
+        )
+        return verdict_of("inconclusive", recovery, -math.inf, math.inf, math.inf, why)
+    b = m_c * m_r - z * z * v_cr
+    # b^2 - a c = z^2 m_r^2 Var(D(R)) - z^4 (v_rr v_cc - v_cr^2), the second term >= 0: the interval
+    # is never wider than 2 z m_r SE(D(R)) / a, which is the margin.
+    spread = z * m_r * math.sqrt(v_at)
+    determinant = max(v_rr * v_cc - v_cr * v_cr, 0.0)
+    root = min(math.sqrt(max(spread * spread - z**4 * determinant, 0.0)), spread)
+    low, high = (b - root) / a, (b + root) / a
+    margin = 2.0 * spread / a
+    # Not below the floor is within the margin of it (high - low <= margin): pass and fail meet.
+    verdict: VerdictName = "fail" if high < floor else "pass"
+    return verdict_of(verdict, recovery, low, high, margin, "")
 
 
 def minimum_detectable_drop(
