@@ -13,7 +13,15 @@ per item can resolve at all, and they hold only when rates are as spread as on r
 Targets (issue 2): AIME-like false-fail <= 1 % at R = 1.00, detection >= 95 % at R = 0.90, mean
 samples <= 32 at R = 1.00; MATH-500-like false-fail <= 1 % at 1.00, detection >= 95 % at 0.95.
 
-    python benchmarks/judge_power.py [--runs 4000] [--seed 7] [--json FILE]
+Deterministic scoring (Open LLM v1: log-likelihood accuracy, greedy exact match) has one 0/1 score per
+item and is judged by ``judge_recovery_items`` in one look. Its profiles (ARC-like 1172 items at 0.55,
+MMLU-like 14042 at 0.65, GSM8K-like 1319 at 0.75) draw a reference per run; the candidate is a rerun in
+which 2 % of the items flip (as many gained as lost: "nothing changed"), then, for a true recovery
+``R < 1``, loses ``1 - R`` of its solved items at random. Printed per floor: the judge's fail rate at
+``R`` = 1.00 (false fails), 0.97 and 0.90 (detection), beside the fixed ``recovery >= floor`` rule's.
+No targets: the issue sets none for deterministic scoring.
+
+    python benchmarks/judge_power.py [--runs 4000] [--seed 7] [--deterministic-runs 1000] [--json FILE]
 
 Exit status 0 when every target is met, 1 otherwise.
 """
@@ -29,7 +37,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantgate.judge import judge_recovery, minimum_detectable_drop, samples_to_detect
+from quantgate.judge import (
+    DEFAULT_CONFIDENCE,
+    judge_recovery,
+    judge_recovery_items,
+    minimum_detectable_drop,
+    samples_to_detect,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,23 @@ PROFILES = (
 )
 
 
+@dataclass(frozen=True)
+class DeterministicProfile:
+    name: str
+    items: int
+    score: float
+    flips: float = 0.02
+    recoveries: tuple[float, ...] = (1.0, 0.97, 0.9)
+    floors: tuple[float, ...] = (0.99, 0.97)
+
+
+DETERMINISTIC_PROFILES = (
+    DeterministicProfile("ARC-like", items=1172, score=0.55),
+    DeterministicProfile("MMLU-like", items=14042, score=0.65),
+    DeterministicProfile("GSM8K-like", items=1319, score=0.75),
+)
+
+
 def item_rates(profile: Profile, rng: np.random.Generator) -> np.ndarray:
     """Per-item solve rates from a U-shaped Beta(a, b) with ``a + b = 2 * spread`` and the profile's mean.
 
@@ -142,6 +173,60 @@ def simulate(profile: Profile, recovery: float, runs: int, rng: np.random.Genera
     }
 
 
+def simulate_items(
+    profile: DeterministicProfile, recovery: float, runs: int, rng: np.random.Generator
+) -> dict[str, float]:
+    """Fail rates of ``judge_recovery_items`` and of the fixed rule per floor, at a true ``recovery``."""
+    names = [f"item-{i}" for i in range(profile.items)]
+    lose = profile.flips / 2 / profile.score
+    gain = profile.flips / 2 / (1 - profile.score)
+    fails = dict.fromkeys(profile.floors, 0)
+    naive = dict.fromkeys(profile.floors, 0)
+    inconclusive = 0
+    for _ in range(runs):
+        ref = rng.random(profile.items) < profile.score
+        flip = rng.random(profile.items) < np.where(ref, lose, gain)
+        cand = (ref ^ flip) & (rng.random(profile.items) >= 1 - recovery)
+        reference = dict(zip(names, ref.tolist(), strict=True))
+        candidate = dict(zip(names, cand.tolist(), strict=True))
+        observed = cand.sum() / max(ref.sum(), 1)
+        for floor in profile.floors:
+            verdict = judge_recovery_items(reference, candidate, floor)
+            fails[floor] += verdict.verdict == "fail"
+            inconclusive += verdict.verdict == "inconclusive"
+            naive[floor] += observed < floor
+    row: dict[str, float] = {"recovery": recovery, "inconclusive": inconclusive / runs}
+    for floor in profile.floors:
+        row[f"fail@{floor}"] = fails[floor] / runs
+        row[f"naive_fixed_fail@{floor}"] = naive[floor] / runs
+    return row
+
+
+def report_deterministic(runs: int, seed: int, report: dict[str, object]) -> None:
+    """Print the deterministic profiles' fail rates (own random stream: the rows above stay as they are)."""
+    rng = np.random.default_rng([seed, 1])
+    print(
+        f"\n## Deterministic scoring, judge_recovery_items (one look, confidence {DEFAULT_CONFIDENCE}): "
+        f"{runs} runs per row; a rerun flips 2 % of the items, as many gained as lost"
+    )
+    header = [f"fail at R={r:.2f}" for r in DETERMINISTIC_PROFILES[0].recoveries]
+    print("| profile | floor | " + " | ".join(header) + " | fixed >=floor fail at the same R |")
+    print("|---|---|" + "---|" * len(header) + "---|")
+    rows_out = []
+    started = time.perf_counter()
+    for profile in DETERMINISTIC_PROFILES:
+        rows = [simulate_items(profile, r, runs, rng) for r in profile.recoveries]
+        assert all(row["inconclusive"] == 0 for row in rows), "one look over many items always decides"
+        for floor in profile.floors:
+            judged = [f"{row[f'fail@{floor}']:.4f}" for row in rows]
+            naive = " / ".join(f"{row[f'naive_fixed_fail@{floor}']:.4f}" for row in rows)
+            label = f"{profile.name}, {profile.items} items at {profile.score}"
+            print(f"| {label} | {floor} | " + " | ".join(judged) + f" | {naive} |")
+        rows_out.append({"name": profile.name, "items": profile.items, "score": profile.score, "rows": rows})
+    print(f"({time.perf_counter() - started:.1f} s)")
+    report["deterministic"] = {"runs": runs, "profiles": rows_out}
+
+
 def expected_reference(profile: Profile) -> dict[str, tuple[int, int]]:
     rates = item_rates(profile, np.random.default_rng(12345))
     n = profile.reference_samples
@@ -178,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=4000, help="simulated runs per row. Default: %(default)r")
     parser.add_argument("--seed", type=int, default=7, help="random seed. Default: %(default)r")
+    parser.add_argument(
+        "--deterministic-runs",
+        type=int,
+        default=1000,
+        help="simulated runs per row of the deterministic profiles. Default: %(default)r",
+    )
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -192,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append((after, label))
         for profile, label in runs:
             all_ok &= report_profile(profile, label, args.runs, rng, report)
+    if args.deterministic_runs > 0:
+        report_deterministic(args.deterministic_runs, args.seed, report)
     print("\nall targets met" if all_ok else "\nSOME TARGETS MISSED")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -26,7 +26,18 @@ under its floor, per scenario; the accuracy cell of lowest BF16 score, the harde
 it is red within two nights (target >= 95 %); the GPU-hours
 confirmations and top-ups cost a night beside the night's planned GPU-hours.
 
+The Open LLM v1 per-task cells (deterministic scoring) are informational in ``baselines/rules.yaml``, so
+they never make a night red and are not in the figures above. What they would do if they gated is
+printed after them, without targets: each judged by ``quantgate.judge.judge_recovery_items`` on 0/1
+scores per item (TruthfulQA's mc2 fraction drawn 0/1 too, which only widens its interval) at the
+published BF16 mean; with nothing changed a night's run flips 2 % of the stored reference's items, as
+many gained as lost; a cell truly 10 % worse has lost 10 % of its solved items at random, and flips
+as well. Printed: the nights on which one of them fails (over ``--deterministic-nights``, with the
+gating cells' red nights of the same nights), and per benchmark and floor how often the cell of lowest
+BF16 score fails within two nights (``--deterministic-runs`` stretches).
+
     python benchmarks/nightly_noise.py [--kind h100] [--nights 400] [--detect-runs 400] [--spread 0.05]
+        [--deterministic-nights 100] [--deterministic-runs 100]
 
 Exit status 0 when every target is met.
 """
@@ -48,7 +59,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 from quantgate import paths  # noqa: E402
 from quantgate.catalog import Catalog, load_catalog  # noqa: E402
 from quantgate.confirm import CONFIRMATION_CONFIDENCE  # noqa: E402
-from quantgate.judge import DEFAULT_CAP, samples_to_detect  # noqa: E402
+from quantgate.judge import DEFAULT_CAP, judge_recovery_items, samples_to_detect  # noqa: E402
 from quantgate.kinds import KindSpec, load_kind  # noqa: E402
 from quantgate.matrix import MatrixCell, estimate_cell_seconds, expand, planned_samples  # noqa: E402
 from quantgate.outcomes import judge_sequentially, judge_speed_sequentially, speed_judge  # noqa: E402
@@ -68,6 +79,8 @@ RESOLVED = 0.02
 REFERENCE_NIGHTS = 10
 TARGET_RED = 0.05
 TARGET_DETECT = 0.95
+# A rerun of a deterministic task flips this share of the items, as many gained as lost.
+FLIPS = 0.02
 
 
 @dataclass
@@ -85,6 +98,17 @@ class AccuracyCell:
 
 
 @dataclass
+class ItemsCell:
+    """A deterministic (Open LLM v1) accuracy cell: one 0/1 score per item, judged in one look."""
+
+    cell: MatrixCell
+    floor: float
+    mean: float
+    gating: bool
+    names: list[str]
+
+
+@dataclass
 class SpeedCell:
     cell: MatrixCell
     floor: float
@@ -98,6 +122,7 @@ class Cost:
     confirm_s: float = 0.0
     top_up_s: float = 0.0
     outcomes: dict[str, int] = field(default_factory=dict)
+    red_nights: set[int] = field(default_factory=set)
 
 
 def item_rates(mean: float, spread: float, items: int, rng: random.Random) -> list[float]:
@@ -109,11 +134,15 @@ def item_rates(mean: float, spread: float, items: int, rng: random.Random) -> li
     return [min(1.0, r * scale) for r in raw]
 
 
-def accuracy_cells(catalog: Catalog, rules: Rules, kind: str, rng: random.Random) -> list[AccuracyCell]:
+def bf16_means() -> dict[tuple[str, str], float]:
     published = load_published(PUBLISHED)
-    bf16_mean = {
+    return {
         (e.model, e.benchmark): e.reference / 100.0 for e in published.accuracy if e.reference is not None
     }
+
+
+def accuracy_cells(catalog: Catalog, rules: Rules, kind: str, rng: random.Random) -> list[AccuracyCell]:
+    bf16_mean = bf16_means()
     out = []
     for cell in expand(catalog, "accuracy"):
         if cell.gpu != kind or cell.skip_reason is not None or cell.benchmark not in SPREAD_BY_BENCHMARK:
@@ -136,6 +165,26 @@ def accuracy_cells(catalog: Catalog, rules: Rules, kind: str, rng: random.Random
                 cell, decision.floor, rates, sampling.samples, sampling.detect_drop, planned, seconds
             )
         )
+    return out
+
+
+def items_cells(catalog: Catalog, rules: Rules, kind: str) -> list[ItemsCell]:
+    """The kind's deterministic task cells, gating or not, with the published BF16 mean (0.5 if none)."""
+    bf16_mean = bf16_means()
+    out = []
+    for cell in expand(catalog, "accuracy"):
+        benchmark = cell.benchmark or ""
+        bench = catalog.benchmarks[benchmark]
+        if cell.gpu != kind or cell.skip_reason is not None or bench.scoring != "deterministic":
+            continue
+        assert bench.items is not None
+        model = catalog.models[cell.model]
+        decision = rules.recovery_for(
+            AccuracyCellKey(cell.model, model.params_b, cell.scheme, benchmark, bench.family)
+        )
+        mean = bf16_mean.get((cell.model, benchmark), 0.5)
+        names = [f"item-{i}" for i in range(bench.items)]
+        out.append(ItemsCell(cell, decision.floor, mean, decision.gating, names))
     return out
 
 
@@ -254,6 +303,55 @@ def accuracy_reference(cell: AccuracyCell, rng: random.Random) -> dict[str, tupl
     }
 
 
+def item_scores(cell: ItemsCell, rng: random.Random) -> list[float]:
+    """A stored BF16 reference: each item solved with the cell's published mean."""
+    return [1.0 if rng.random() < cell.mean else 0.0 for _ in cell.names]
+
+
+def rerun(scores: Sequence[float], mean: float, rng: random.Random) -> list[float]:
+    """The same model run again: ``FLIPS`` of the items change, as many gained as lost on average."""
+    lose, gain = FLIPS / 2 / mean, FLIPS / 2 / (1 - mean)
+    return [1.0 - s if rng.random() < (lose if s else gain) else s for s in scores]
+
+
+def night_items(
+    cell: ItemsCell, reference: Sequence[float], model: Sequence[float], rng: random.Random
+) -> str:
+    """One night's verdict of a deterministic cell whose model scores ``model`` before kernel flips."""
+    candidate = rerun(model, cell.mean, rng)
+    return judge_recovery_items(
+        dict(zip(cell.names, reference, strict=True)),
+        dict(zip(cell.names, candidate, strict=True)),
+        cell.floor,
+    ).verdict
+
+
+def simulate_items_nights(
+    cells: Sequence[ItemsCell], nights: int, rng: random.Random
+) -> tuple[set[int], dict[str, int]]:
+    """Nights on which a deterministic cell fails with nothing changed, and failing cells by id."""
+    red: set[int] = set()
+    red_cells: dict[str, int] = {}
+    for night in range(nights):
+        if night % REFERENCE_NIGHTS == 0:
+            refs = [item_scores(c, rng) for c in cells]
+        for c, ref in zip(cells, refs, strict=True):
+            if night_items(c, ref, ref, rng) != "pass":
+                red.add(night)
+                red_cells[c.cell.cell_id] = red_cells.get(c.cell.cell_id, 0) + 1
+    return red, red_cells
+
+
+def detect_items(cell: ItemsCell, runs: int, rng: random.Random) -> float:
+    """Fraction of two-night stretches in which a deterministic cell truly ``WORSE`` fails."""
+    caught = 0
+    for _ in range(runs):
+        reference = item_scores(cell, rng)
+        model = [0.0 if s and rng.random() < 1 - WORSE else s for s in reference]
+        caught += any(night_items(cell, reference, model, rng) != "pass" for _ in range(2))
+    return caught / runs
+
+
 def simulate_nights(
     acc: Sequence[AccuracyCell],
     speed: Sequence[SpeedCell],
@@ -293,6 +391,8 @@ def simulate_nights(
                 red = True
                 red_cells[f"{cell_id} ({outcome})"] = red_cells.get(f"{cell_id} ({outcome})", 0) + 1
         red_nights += red
+        if red:
+            cost.red_nights.add(night)
     return red_nights / nights, cost, red_cells
 
 
@@ -317,6 +417,47 @@ def detect_speed(cell: SpeedCell, runs: int, spread: float, spec: KindSpec, rng:
     return caught / runs
 
 
+def report_items(
+    catalog: Catalog,
+    rules: Rules,
+    spec: KindSpec,
+    args: argparse.Namespace,
+    gating_red: set[int],
+    rng: random.Random,
+) -> None:
+    """Print what the deterministic cells would do if they gated (no targets: they are informational)."""
+    cells = [
+        c
+        for c in items_cells(catalog, rules, args.kind)
+        if not (c.cell.scheme == "bf16" and spec.accuracy.reuse_reference)
+    ]
+    if not cells:
+        return
+    nights = args.deterministic_nights
+    gating = sum(c.gating for c in cells)
+    print(
+        f"deterministic (Open LLM v1) cells: {len(cells)}, {gating} gating by rules.yaml; judged by "
+        f"judge_recovery_items, a night's rerun flipping {FLIPS:.0%} of the items; {nights} nights:"
+    )
+    red, red_cells = simulate_items_nights(cells, nights, rng)
+    before = {n for n in gating_red if n < nights}
+    print(
+        f"  nights one of them fails with nothing changed: {len(red) / nights:.1%}; were they gating, "
+        f"nights red {len(red | before) / nights:.1%} (the gating cells alone: {len(before) / nights:.1%})"
+    )
+    worst = sorted(red_cells.items(), key=lambda kv: -kv[1])[:5]
+    print("  cells most often failing: " + (", ".join(f"{c} x{n}" for c, n in worst) or "none"))
+    print(f"  one cell truly {1 - WORSE:.0%} worse, failing within two nights:")
+    for benchmark in sorted({c.cell.benchmark or "" for c in cells}):
+        chosen = [c for c in cells if c.cell.benchmark == benchmark]
+        shares = []
+        for floor in sorted({c.floor for c in chosen}, reverse=True):
+            cell = min((x for x in chosen if x.floor == floor), key=lambda x: x.mean)
+            share = detect_items(cell, args.deterministic_runs, rng)
+            shares.append(f"floor {floor} {share:.1%} ({cell.cell.model}, BF16 {cell.mean:.3f})")
+        print(f"    {benchmark}: " + ", ".join(shares))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="h100")
@@ -324,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--detect-runs", type=int, default=400)
     parser.add_argument("--spread", type=float, default=0.05, help="sd of log speed figures (0.05: 5 %%)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--deterministic-nights", type=int, default=100, help="0: leave them out")
+    parser.add_argument("--deterministic-runs", type=int, default=100)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     catalog, rules, spec = load_catalog(), load_rules(), load_kind(paths.kind_file("gpu"))
@@ -372,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok &= met
         status = "met" if met else "MISSED"
         print(f"  speed {found.cell.cell_id} at {WORSE:.2f} x its floor: {share:.1%} {status}")
+    if args.deterministic_nights > 0:
+        report_items(catalog, rules, spec, args, cost.red_nights, rng)
     print(f"({time.perf_counter() - started:.0f} s) {'all targets met' if ok else 'SOME TARGETS MISSED'}")
     return 0 if ok else 1
 
