@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 
 from quantgate import paths
 from quantgate.budget import OverBudget
+from quantgate.catalog import load_catalog
 from quantgate.errors import QuantgateError
 from quantgate.kinds import load_kind
 from quantgate.outcomes import scenario_figures
 from quantgate.pipeline.speed import warm_start
+from quantgate.published import load_published
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result, serve_args
 from quantgate.runners.capacity import (
     SearchSettings,
@@ -30,6 +32,8 @@ from quantgate.runners.capacity import (
     attainment_of,
     capacities,
     next_rate,
+    planned_searches,
+    planned_walk,
     search_capacity,
     search_state,
     step_of,
@@ -307,11 +311,77 @@ def test_each_search_starts_at_the_last_capacity_offset_by_a_fraction_of_a_step(
     assert after_cut == warm_start(settings, finished, "server", 2, 168.0)
 
 
-def test_the_kind_files_search_block_is_the_searchs_settings() -> None:
-    """The pipeline passes the kind's search block (less its start and step length) to the search."""
-    search = load_kind().speed.scenarios["server"].search
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_the_kind_files_search_block_is_the_searchs_settings(kind: str) -> None:
+    """The pipeline passes the kind's search block (less its start and step length) to the search; both
+    kinds' server scenarios are searches (a fixed rate caps the goodput at the rate offered)."""
+    load = load_kind(paths.kind_file(kind)).speed.scenarios["server"]
+    search = load.search
     assert search is not None
+    assert load.request_rate is None
+    assert load.goodput is not None
     walk = search.model_dump(exclude={"start_rate", "step_s"})
     settings = SearchSettings(start_rate=search.min_rate, **walk)
     assert {f.name for f in dataclasses.fields(SearchSettings)} == {"start_rate", *walk}
     assert (settings.max_steps, settings.resolution) == (search.max_steps, search.resolution)
+
+
+def test_the_gpu_search_spans_the_cards_rates_in_steps_of_tens_of_seconds() -> None:
+    """gpu.yaml's search can bracket every max QPS the cards published (70B BF16 large-rag on 4x A6000,
+    0.05 req/s, to 7B-8B instruction-following on one H100, 63 req/s), and each step offers tens of
+    seconds of arrivals, at least enough requests that one miss in ten is what the attainment allows."""
+    catalog = load_catalog()
+    load = load_kind(paths.kind_file("gpu"), catalog).speed.scenarios["server"]
+    search = load.search
+    assert search is not None
+    published = load_published(paths.published_dir() / "cards-2025-02.json", catalog)
+    qps = [e.value for e in published.performance if e.metric == "max_qps"]
+    assert search.min_rate <= min(qps)
+    assert search.max_rate >= 4 * max(qps)
+    assert search.step_s >= 10
+    assert load.num_prompts * (1 - search.attainment) >= 1.0 - 1e-9
+    # A warm search (from the last capacity) ends in 3 steps: start, one rung, one bisection.
+    settings = SearchSettings(start_rate=10.0, **search.model_dump(exclude={"start_rate", "step_s"}))
+    for capacity in (9.0, 10.0, 11.5):
+        rates, state = planned_walk(settings, capacity)
+        assert state.converged, (capacity, rates)
+        assert len(rates) == 3, (capacity, rates)
+
+
+@pytest.mark.parametrize(("capacity", "probed"), [(40.0, 6.0), (0.3, 2.0), (120.0, 118.0)])
+def test_a_planned_search_walks_the_rates_the_pipeline_offers(capacity: float, probed: float) -> None:
+    """``planned_searches`` (what plans time) asks the rates the pipeline's searches ask of a server of
+    that capacity: the first from the probe, each later one from the last capacity, starts dithered."""
+    settings = dataclasses.replace(SETTINGS, factor=1.44, resolution=1.2, min_rate=0.05, max_steps=16)
+    asked: list[list[float]] = []
+    results: list[BenchResult] = []
+    for repeat in range(4):
+        started = warm_start(settings, results, "server", repeat, probed)
+        steps: list[float] = []
+
+        def run_step(
+            rate: float,
+            step: int,
+            repeat: int = repeat,
+            walk: SearchSettings = started,
+            steps: list[float] = steps,
+        ) -> BenchResult:
+            steps.append(rate)
+            return stand_in_step(rate, step, repeat, walk, capacity)
+
+        results += search_capacity(run_step, started, step_seconds=lambda _: 0.0, deadline=math.inf).results
+        asked.append(steps)
+    planned = planned_searches(settings, capacity, probed, 4)
+    assert [list(walk) for walk in planned] == asked
+    if not 0.5 < probed / capacity < 2:
+        assert len(planned[0]) > len(planned[1]), "the first search ladders from the probe's rate"
+
+
+def stand_in_step(
+    rate: float, step: int, repeat: int, settings: SearchSettings, capacity: float
+) -> BenchResult:
+    """A step on a server whose requests all meet the limits up to ``capacity`` and none above it."""
+    recorded = recorded_step(recorded_search()[0].run.request_rate, 0, repeat)
+    run = dataclasses.replace(recorded.run, request_rate=rate, step=step, search=settings)
+    figures = {**recorded.figures, "request_throughput": rate, "request_goodput": rate * (rate <= capacity)}
+    return dataclasses.replace(recorded, run=run, figures=figures)

@@ -2,8 +2,10 @@
 
 No GPU is reachable here, so ``RecordedGpuBench`` stands in for ``vllm bench serve`` on a GPU server: it
 answers each requested run with a real recorded result of the tool (``tests/data/bench``), its
-throughput scaled by a factor the test chooses. Everything after the tool (figures per repeat, the
-stored BF16 speed reference, the judge with per-GPU figures, the record and the report) is the real code.
+throughput scaled by a factor the test chooses; a capacity search's step (the kind file's server
+scenario) passes while its rate is at most ``CAPACITY`` x that factor. Everything after the tool
+(figures per repeat, the searches, the stored BF16 speed reference, the judge with per-GPU figures, the
+record and the report) is the real code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import geometric_mean
@@ -27,17 +31,24 @@ from quantgate.matrix import MatrixCell, expand
 from quantgate.pipeline import Pipeline
 from quantgate.report import write_report
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result
+from quantgate.runners.probe import Rate
 
 RECORDED = Path(__file__).parent / "data" / "bench"
+# The stand-in server's capacity (req/s) at factor 1: a search step at a higher rate fails its limits.
+CAPACITY = 6.0
+# The stand-in server's probed rates: 8 streams of 256 tokens at 40 tokens/s each (start: 1.25 req/s).
+PROBED = Rate(single_tps=40.0, batch_tps=320.0, streams=8, seconds=1.0)
 
 
 class RecordedGpuBench:
-    """Stand-in for the bench worker on a GPU machine: recorded real results, throughput x ``factor``."""
+    """Stand-in for the bench worker on a GPU machine: recorded real results, throughput x ``factor``;
+    ``folders`` the plans of fixed-load runs it was asked for, ``steps`` the search steps."""
 
     def __init__(self, factor: float, confirming_factor: float | None = None) -> None:
         self.factor = factor
         self.confirming_factor = factor if confirming_factor is None else confirming_factor
         self.folders: list[str] = []
+        self.steps: list[BenchRun] = []
 
     def run(
         self,
@@ -49,8 +60,11 @@ class RecordedGpuBench:
         **_: Any,
     ) -> list[BenchResult]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.folders.append(out_dir.name)
         factor = self.confirming_factor if out_dir.name == "confirm" else self.factor
+        if all(run.step is not None for run in runs):
+            self.steps += runs
+            return [self.step(run, out_dir, CAPACITY * factor) for run in runs]
+        self.folders.append(out_dir.name)
         results = []
         for run in runs:
             recorded = "single-stream" if run.scenario == "warm-up" else run.scenario
@@ -62,6 +76,20 @@ class RecordedGpuBench:
             }
             results.append(dataclasses.replace(result, run=run, figures=figures))
         return results
+
+    @staticmethod
+    def step(run: BenchRun, out_dir: Path, capacity: float) -> BenchResult:
+        """A search step: every request meets the limits up to ``capacity``, half of them above it."""
+        source = RECORDED / f"server.random-64x32.r{run.repeat % 2}.json"
+        result = read_bench_result(source, run)
+        share = 1.0 if run.request_rate <= capacity else 0.5
+        figures = {
+            **result.figures,
+            "request_throughput": run.request_rate,
+            "request_goodput": run.request_rate * share,
+        }
+        path = out_dir / f"{run.name}.json"
+        return dataclasses.replace(result, figures=figures, result_path=path)
 
     def stop(self) -> None:
         pass
@@ -95,6 +123,7 @@ def lane(tmp_path: Path, factor: float, update: bool = False, confirming: float 
         update_baselines=update,
     )
     gpu_lane._bench_worker = RecordedGpuBench(factor, confirming)  # type: ignore[assignment]
+    gpu_lane.rate = lambda server, cell: PROBED  # type: ignore[method-assign]
     return gpu_lane
 
 
@@ -198,16 +227,53 @@ def server_cell(scheme: str) -> MatrixCell:
 
 
 def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_path: Path) -> None:
-    with pytest.raises(QuantgateError) as caught:
+    """A server that meets the limits at no rate: its searches walk down to the kind's lowest rate and
+    find capacity 0, a figure of a quantized cell and an error for BF16 naming its last step."""
+    with pytest.raises(QuantgateError, match="capacity is 0") as caught:
         lane(tmp_path, 0.0).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
     assert caught.value.where == "request_goodput"
     assert caught.value.source is not None
-    assert caught.value.source.endswith("server.random-64x32.r0.json")
+    assert re.search(r"/server\.multi-turn-chat\.r0\.s\d+\.json$", caught.value.source)
     lane(tmp_path, 1.0, update=True).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
     outcome = lane(tmp_path, 0.0).judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
     assert outcome.verdict is not None
     assert outcome.verdict.verdict == "fail"
     assert "0 in 3 of 3 runs" in outcome.verdict.detail
+
+
+def test_a_gpu_server_cell_is_judged_by_the_kind_files_capacity_searches(tmp_path: Path) -> None:
+    """gpu.yaml's server scenario is a capacity search the pipeline runs: one search per repeat, each
+    step ``step_s`` seconds of Poisson arrivals (at least ``num_prompts``) under the kind's limits, the
+    first from the probe's rate and the others from the last capacity; the figures are the capacities
+    found (within one resolution step below the server's), judged like any other speed figure."""
+    load = load_kind(paths.kind_file("gpu")).speed.scenarios["server"]
+    search = load.search
+    assert search is not None
+    assert load.goodput is not None
+    assert load.request_rate is None
+    reference = lane(tmp_path, 1.0, update=True).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
+    assert len(reference.figures) == 24
+    assert all(CAPACITY / search.resolution < f <= CAPACITY for f in reference.figures), reference.figures
+    assert len(set(reference.figures)) > 1, "dithered starts: the figures spread over the grid"
+
+    candidate = lane(tmp_path, 0.8)
+    outcome = candidate.judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
+    bench = candidate._bench_worker
+    assert isinstance(bench, RecordedGpuBench)
+    capacity = 0.8 * CAPACITY
+    assert all(capacity / search.resolution < f <= capacity for f in outcome.figures), outcome.figures
+    assert outcome.verdict is not None
+    assert outcome.verdict.speedup == pytest.approx(0.8, rel=search.resolution - 1)
+    first = [r for r in bench.steps if r.repeat == 0]
+    probed = PROBED.batch_tps / 256  # the probe's rate over multi-turn-chat's output tokens
+    assert probed / search.resolution**0.5 <= first[0].request_rate <= probed * search.resolution**0.5
+    assert all(len([r for r in bench.steps if r.repeat == n]) <= 4 for n in (1, 2)), "warm: ~3 steps"
+    for run in bench.steps:
+        assert run.search is not None
+        assert run.search.factor == search.factor
+        assert run.goodput == {"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms}
+        assert run.num_prompts == max(load.num_prompts, math.ceil(run.request_rate * search.step_s))
+        assert run.num_warmups == (candidate.spec.speed.warmups if run.step == 0 else 0)
 
 
 @pytest.mark.slow
@@ -324,8 +390,8 @@ def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
     gpu_lane = lane(tmp_path, 1.0)
     runs = gpu_lane.bench_runs(cell("int4-w4a16"))
     assert runs[0].scenario == "warm-up"
-    assert [r.scenario for r in runs[1:4]] == ["single-stream", "multi-stream", "server"]
-    assert len(runs) == 1 + 3 * 3
+    assert [r.scenario for r in runs[1:3]] == ["single-stream", "multi-stream"]
+    assert len(runs) == 1 + 3 * 2, "the server scenario is a capacity search, chosen as it goes"
     assert {(r.workload, r.input_len, r.output_len) for r in runs} == {("multi-turn-chat", 512, 256)}
     outcome = lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
     assert [r.run.scenario for r in outcome.runs] == ["multi-stream"] * 24, "BF16: reference_repeats"

@@ -244,10 +244,13 @@ def test_plan_json_shape(catalog: Catalog) -> None:
     assert {"entries", "makespan_s", "lower_bound_s", "skipped", "workers"} <= set(doc)
     assert set(doc["entries"][0]) >= {"node_id", "served_model", "devices", "start_s", "end_s"}
     assert doc["makespan_s"] >= doc["lower_bound_s"] > 0
-    four = [e for e in doc["entries"] if e["served_model"] == "Llama-70B/bf16/h100/tp4"]
+    # 70B BF16 is planned over the replica limit (its server cells are capacity searches): replica jobs
+    four = [e for e in doc["entries"] if e["served_model"].startswith("Llama-70B/bf16/h100/tp4")]
     assert len(four) == 33
-    assert len({tuple(e["devices"]) for e in four}) == 1
-    assert four[0]["devices"] in ([0, 1, 2, 3], [4, 5, 6, 7])
+    for job in {e["served_model"] for e in four}:
+        devices = {tuple(e["devices"]) for e in four if e["served_model"] == job}
+        assert len(devices) == 1, job
+        assert next(iter(devices)) in ((0, 1, 2, 3), (4, 5, 6, 7))
 
 
 def test_a_job_that_fits_nowhere_is_explained(catalog: Catalog) -> None:

@@ -38,8 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from quantgate import paths
 from quantgate.catalog import Catalog, load_catalog
-from quantgate.devices.durations import Durations, estimate_startup_seconds
+from quantgate.devices.durations import Durations, estimate_search_seconds, estimate_startup_seconds
 from quantgate.devices.fit import (
     TP_SIZES,
     Fit,
@@ -53,6 +54,7 @@ from quantgate.devices.rates import PublishedRates, published_rates
 from quantgate.devices.replicas import REPLICA_LIMIT_S, Piece, assign_replicas, replica_job
 from quantgate.errors import QuantgateError
 from quantgate.judge import DEFAULT_CAP, nominal_reference, samples_to_detect
+from quantgate.kinds import KindSpec, ScenarioLoad, load_kind
 
 CellKind = Literal["accuracy", "performance"]
 
@@ -426,8 +428,9 @@ def published_cell_seconds(
 
     The same work as ``catalog_cell_seconds``, timed with the cards' figures: accuracy cells generate
     at the batched throughput of ``ACCURACY_WORKLOAD`` (short prompts, long answers, as reasoning
-    benchmarks), single-stream cells take 64 times the workload's published latency, and the
-    multi-stream and server sweeps keep their fixed length.
+    benchmarks), single-stream cells take 64 times the workload's published latency, a capacity
+    search's steps are timed on a server of the workload's published max QPS (``search_cell_seconds``),
+    and the other multi-stream and server sweeps keep their fixed length.
     """
     rates = rates if rates is not None else published_rates(catalog)
     if not rates.has(cell.gpu, cell.scheme):
@@ -438,9 +441,15 @@ def published_cell_seconds(
         return None if tps is None else _accuracy_tokens(catalog, cell) / tps
     assert cell.scenario is not None
     assert cell.workload is not None
-    if catalog.scenario(cell.scenario).metric != "latency_s":
+    searched = searched_load(catalog, cell)
+    if catalog.scenario(cell.scenario).metric != "latency_s" and searched is None:
         return SWEEP_SECONDS
     latency = rates.latency_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+    if searched is not None:
+        tps = rates.tokens_per_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+        if tps is None or latency is None:
+            return None
+        return search_cell_seconds(catalog, cell, *searched, tps, latency)
     return None if latency is None else SINGLE_STREAM_REQUESTS * latency
 
 
@@ -473,7 +482,9 @@ def catalog_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
       generated tokens per item for generative metrics (GSM8K exact match);
     * single-stream performance: 64 requests one after another, each ``output_tokens x
       (4 ms + 0.4 ms x params_b / gpus)``;
-    * multi-stream and server performance: a sweep of 10 request rates x 60 s = 600 s.
+    * a capacity-searched scenario (the GPU kind file's ``search``): its searches' steps on a server
+      whose capacity is the decode rate above over the output tokens (``search_cell_seconds``);
+    * other multi-stream and server performance: a sweep of 10 request rates x 60 s = 600 s.
     """
     model = catalog.model(cell.model)
     gpus = max(1, cell.requirement.count)
@@ -482,10 +493,69 @@ def catalog_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
         return _accuracy_tokens(catalog, cell) * per_token
     assert cell.scenario is not None
     assert cell.workload is not None
+    output = catalog.workload(cell.workload).output_tokens
+    latency = output * (ITL_BASE_S + ITL_PER_B_S * model.params_b / gpus)
     if catalog.scenario(cell.scenario).metric == "latency_s":
-        output = catalog.workload(cell.workload).output_tokens
-        return SINGLE_STREAM_REQUESTS * output * (ITL_BASE_S + ITL_PER_B_S * model.params_b / gpus)
+        return SINGLE_STREAM_REQUESTS * latency
+    searched = searched_load(catalog, cell)
+    if searched is not None:
+        return search_cell_seconds(catalog, cell, *searched, 1 / per_token, latency)
     return SWEEP_SECONDS
+
+
+_KINDS: dict[int, tuple[Catalog, KindSpec | None]] = {}
+
+
+def gpu_kind(catalog: Catalog) -> KindSpec | None:
+    """The data root's GPU kind file (``suites/kinds/gpu.yaml``), read once per catalog and process;
+    ``None`` where it is missing or not ``catalog``'s (a test's toy catalog): plans then time every
+    scenario as if it had no search. The file itself is checked by its loader and tests, not here."""
+    entry = _KINDS.get(id(catalog))
+    if entry is None or entry[0] is not catalog:
+        path = paths.kind_file("gpu")
+        try:
+            spec = load_kind(path, catalog) if path.exists() else None
+        except QuantgateError:
+            spec = None
+        if len(_KINDS) >= 8:
+            _KINDS.clear()
+        entry = _KINDS[id(catalog)] = (catalog, spec)
+    return entry[1]
+
+
+def searched_load(catalog: Catalog, cell: MatrixCell) -> tuple[KindSpec, ScenarioLoad] | None:
+    """The GPU kind file and the cell's scenario load where that scenario is a capacity search on the
+    cell's GPU kind (``kinds.CapacitySearch``), else ``None``."""
+    spec = gpu_kind(catalog)
+    if spec is None or cell.gpu not in spec.kinds or cell.scenario is None:
+        return None
+    load = next((load for name, load in spec.speed.scenarios.items() if name == cell.scenario), None)
+    return (spec, load) if load is not None and load.search is not None else None
+
+
+def search_cell_seconds(
+    catalog: Catalog,
+    cell: MatrixCell,
+    spec: KindSpec,
+    load: ScenarioLoad,
+    tokens_per_s: float,
+    latency_s: float,
+) -> float:
+    """A capacity-searched cell's first look: the kind's ``repeats`` searches
+    (``devices.durations.estimate_search_seconds``) on a server whose capacity is ``tokens_per_s``
+    (batched decode, all its GPUs) over the workload's output tokens, the first search started where
+    the pipeline's probe starts it: the probe's streams (the kind's accuracy concurrency x first
+    samples, ``pipeline.core.rate``) each at one request's pace alone (``latency_s``), over the output
+    tokens. Top-ups are more searches of the same cost (``planned_cell_seconds``)."""
+    output = catalog.workload(cell.workload or "").output_tokens
+    streams = spec.accuracy.concurrency * (spec.accuracy.first_samples or 1)
+    return estimate_search_seconds(
+        load,
+        capacity=tokens_per_s / output,
+        probed=streams / max(latency_s, 1e-9),
+        output_tokens=output,
+        repeats=spec.speed.repeats,
+    )
 
 
 def shard(cells: Sequence[MatrixCell], k: int, n: int, catalog: Catalog) -> list[MatrixCell]:

@@ -2,11 +2,13 @@
 
 ``.quantgate/durations.json`` (``quantgate-durations``) holds each cell's measured seconds (the sum of its
 tests' calls) and each served model's start-up; placement plans with them, and a cell never run falls
-back to ``quantgate.matrix.estimate_cell_seconds``.
+back to ``quantgate.matrix.estimate_cell_seconds``, which times a capacity-searched scenario with
+``estimate_search_seconds`` here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from quantgate.datafile import Strict, atomic_write_text, load_model
+from quantgate.kinds import ScenarioLoad
+from quantgate.runners.capacity import SearchSettings, planned_searches, step_prompts
 
 DURATIONS_SCHEMA_VERSION = 1
 DURATIONS_KIND = "quantgate-durations"
@@ -25,6 +29,9 @@ STARTUP_BASE_S = 90.0
 LOAD_GIB_PER_S = 1.0
 
 NonNegative = Annotated[float, Field(ge=0)]
+
+# A capacity search's step besides its requests: the bench worker starts the run and writes its file.
+SEARCH_STEP_OVERHEAD_S = 5.0
 
 
 class _DurationsFile(Strict):
@@ -67,3 +74,39 @@ def save_durations(path: str | Path, durations: Durations) -> None:
 def estimate_startup_seconds(weights_gb: float) -> float:
     """Start-up of a served model: 90 s (engine, CUDA graphs, compilation) + 1 s per GiB of weights."""
     return STARTUP_BASE_S + weights_gb / LOAD_GIB_PER_S
+
+
+@functools.lru_cache(maxsize=4096)  # plans ask again for every cell; the rule's walk is the cost
+def estimate_search_seconds(
+    load: ScenarioLoad, capacity: float, probed: float, output_tokens: int, repeats: int
+) -> float:
+    """Seconds of ``repeats`` capacity searches of ``load`` (its ``search`` block) on a server whose
+    capacity is ``capacity`` req/s, the first started at ``probed`` req/s (the pipeline's probe), for
+    requests of ``output_tokens``: the steps the rule walks (``runners.capacity.planned_searches``),
+    each timed by ``search_step_seconds``.
+
+    Why walk the rule instead of a fixed cost per scenario: a search's cost is its number of steps times
+    their length, and both follow from the settings and the server (steps of ``step_s`` seconds of
+    arrivals on a fast server; ``num_prompts`` requests spread over minutes on a slow one; a ladder from
+    the probe's rate for the first search, ~3 steps from the last capacity for the others)."""
+    search = load.search
+    if search is None or load.goodput is None:
+        raise ValueError("estimate_search_seconds needs a load with a search block and goodput limits")
+    settings = SearchSettings(
+        start_rate=search.start_rate or probed, **search.model_dump(exclude={"start_rate", "step_s"})
+    )
+    drain_s = (load.goodput.ttft_ms + output_tokens * load.goodput.tpot_ms) / 1000
+    return sum(
+        search_step_seconds(rate, capacity, step_prompts(load.num_prompts, search.step_s, rate), drain_s)
+        for walk in planned_searches(settings, capacity, search.start_rate or probed, repeats)
+        for rate in walk
+    )
+
+
+def search_step_seconds(rate: float, capacity: float, prompts: int, drain_s: float) -> float:
+    """One search step: ``prompts`` Poisson arrivals at ``rate`` req/s (above ``capacity`` the server
+    serves the backlog at its capacity instead), then the last request's own duration ``drain_s`` (the
+    tool waits for every request; at the limits, TTFT + output tokens x TPOT), plus the run's overhead."""
+    if not (rate > 0 and capacity > 0):
+        raise ValueError(f"rate and capacity must be > 0 req/s, got {rate!r} and {capacity!r}")
+    return SEARCH_STEP_OVERHEAD_S + max(prompts / rate, prompts / capacity) + drain_s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -25,7 +24,15 @@ from quantgate.outcomes import (
 )
 from quantgate.rules import Decision, SpeedCellKey
 from quantgate.runners.bench import BenchResult, BenchRun, BenchWorker
-from quantgate.runners.capacity import SearchSettings, search_capacity, search_state, searches, step_of
+from quantgate.runners.capacity import (
+    SearchSettings,
+    dithered_start,
+    search_capacity,
+    search_state,
+    searches,
+    step_of,
+    step_prompts,
+)
 from quantgate.runners.probe import Rate
 from quantgate.runners.serve import VllmServer
 from quantgate.store import (
@@ -39,9 +46,6 @@ else:
 
 from quantgate.pipeline.core import SPEED_MUST_MATCH, SPEED_REFERENCE_SCHEMA_VERSION
 
-# Spreads the searches' first rates over one resolution step (``warm_start``).
-GOLDEN = (5**0.5 - 1) / 2
-
 # A confirmation's repeats (and the seeds of their prompts) are numbered apart from the series'.
 CONFIRMATION_FIRST_REPEAT = 1000
 
@@ -50,7 +54,7 @@ def search_prompts(load: ScenarioLoad, rate: float | None) -> int:
     """Prompts of a capacity search's step at ``rate``: ``step_s`` seconds of arrivals, at least the
     load's ``num_prompts`` (a fixed count would send them all at once at a high enough rate)."""
     step_s = load.search.step_s if load.search is not None else 0.0
-    return max(load.num_prompts, math.ceil((rate or 0.0) * step_s))
+    return step_prompts(load.num_prompts, step_s, rate or 0.0)
 
 
 def warm_start(
@@ -64,12 +68,11 @@ def warm_start(
     grid, and searches started on the same rate walk the same grid, so repeats came out identical
     (135, 135, 135 req/s) and the speed judge saw no spread at all; with starts spread over one
     resolution step (golden-ratio sequence by repeat) each figure is a fresh draw of where the limit
-    lies within a step, so the repeats' spread covers the grid's error. Same rule for every scheme."""
+    lies within a step, so the repeats' spread covers the grid's error. Same rule for every scheme, and
+    the plans walk it too (``runners.capacity.planned_searches``)."""
     finished = [s for s in searches(results, scenario) if search_state(s).converged]
     capacity = search_state(finished[-1]).capacity if finished else None
-    offset = settings.resolution ** (((repeat * GOLDEN) % 1.0) - 0.5)
-    start = (capacity or probed) * offset
-    return dataclasses.replace(settings, start_rate=min(max(start, settings.min_rate), settings.max_rate))
+    return dithered_start(settings, capacity or probed, repeat)
 
 
 class SpeedReference(Strict):

@@ -15,7 +15,8 @@ repeat, seeds numbered by repeat and step), so a top-up or a confirmation is sim
 BF16 and the quantized scheme are searched alike. Repeating only the final rates instead would give
 pass/fail counts at rates that differ per side, which the judge cannot compare as a ratio. A search
 reports a rate of its grid, so the caller spreads each repeat's first rate over one resolution step
-(``pipeline.speed.warm_start``): searches started alike walked one grid and came out identical.
+(``dithered_start``, from ``pipeline.speed.warm_start``): searches started alike walked one grid and came
+out identical.
 
 Why bounded by the clock, not by a step count alone: ``search_capacity`` starts a step only when its
 estimate fits before the deadline (the cell's speed budget), so a host 20x slower ends its search cut,
@@ -25,10 +26,16 @@ Why figures are derived from the recorded steps: ``capacities`` replays each rep
 same ``next_rate`` rule, so a figure is a pure function of the tool's result files and the settings
 carried by each run; a repeat whose search did not end (time, step limit, or a capacity above
 ``max_rate``) yields no figure and says why (``search_state``): a cut search is never passed on.
+
+Why a planned walk (``planned_searches``): plans need a search's cost before any run, so the same rule
+is walked against a server whose capacity is known (every rate up to it passes), with the pipeline's
+starts (the probe's rate, then the last capacity, dithered); ``quantgate.devices.durations`` times its
+steps (``estimate_search_seconds``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +44,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from quantgate.runners.bench import BenchResult
+
+# Spreads the searches' first rates over one resolution step (``dithered_start``).
+GOLDEN = (5**0.5 - 1) / 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +140,49 @@ def next_rate(steps: Sequence[Step], settings: SearchSettings) -> SearchState:
 
 def _done(capacity: float | None, converged: bool, reason: str) -> SearchState:
     return SearchState(next_rate=None, capacity=capacity, converged=converged, reason=reason)
+
+
+def step_prompts(num_prompts: int, step_s: float, rate: float) -> int:
+    """Prompts of a step at ``rate``: ``step_s`` seconds of arrivals, at least ``num_prompts`` (a fixed
+    count would send them all at once at a high enough rate, and every rate above it offer one load)."""
+    return max(num_prompts, math.ceil(rate * step_s))
+
+
+def dithered_start(settings: SearchSettings, anchor: float, repeat: int) -> SearchSettings:
+    """``settings`` starting at ``anchor`` offset by a fraction of one ``resolution`` step that differs
+    per repeat (golden-ratio sequence), within ``min_rate`` and ``max_rate`` (``pipeline.speed.warm_start``
+    says why)."""
+    offset = settings.resolution ** (((repeat * GOLDEN) % 1.0) - 0.5)
+    start = min(max(anchor * offset, settings.min_rate), settings.max_rate)
+    return dataclasses.replace(settings, start_rate=start)
+
+
+def planned_walk(settings: SearchSettings, capacity: float) -> tuple[tuple[float, ...], SearchState]:
+    """The rates one search offers a server whose capacity is ``capacity`` (every rate up to it passes,
+    every rate above it fails), and how that search ends: the rule itself, no run."""
+    steps: list[Step] = []
+    while True:
+        state = next_rate(steps, settings)
+        if state.next_rate is None:
+            return tuple(s.rate for s in steps), state
+        passed = state.next_rate <= capacity
+        steps.append(Step(rate=state.next_rate, passed=passed, attainment=1.0 if passed else 0.0))
+
+
+def planned_searches(
+    settings: SearchSettings, capacity: float, probed: float, repeats: int, first: int = 0
+) -> list[tuple[float, ...]]:
+    """The rates of ``repeats`` searches (repeats numbered from ``first``) on a server of ``capacity``,
+    started as the pipeline starts them: the first at ``probed`` (the probe's rate), each later one at
+    the last capacity found above 0, every start dithered (``dithered_start``)."""
+    walks: list[tuple[float, ...]] = []
+    anchor: float | None = None
+    for repeat in range(first, first + repeats):
+        rates, state = planned_walk(dithered_start(settings, anchor or probed, repeat), capacity)
+        walks.append(rates)
+        if state.converged and state.capacity:
+            anchor = state.capacity
+    return walks
 
 
 @dataclass(frozen=True, kw_only=True)
