@@ -348,15 +348,39 @@ def test_the_gpu_search_spans_the_cards_rates_in_steps_of_tens_of_seconds() -> N
         assert len(rates) == 3, (capacity, rates)
 
 
-@pytest.mark.parametrize(("capacity", "probed"), [(40.0, 6.0), (0.3, 2.0), (120.0, 118.0)])
-def test_a_planned_search_walks_the_rates_the_pipeline_offers(capacity: float, probed: float) -> None:
+def test_from_any_start_a_server_that_meets_the_limits_at_no_rate_finds_capacity_0() -> None:
+    """gpu.yaml's ``max_steps`` lets the rule end from any start within its rates, whatever the server:
+    a quantized cell's first search starts at BF16's capacity (up to 63 req/s on the cards, 512 the
+    kind's highest), and a server that meets the limits at no rate must still walk down to the lowest
+    rate and find 0 (a fail), not stop figureless (an undecided cell)."""
+    load = load_kind(paths.kind_file("gpu")).speed.scenarios["server"]
+    search = load.search
+    assert search is not None
+    walk = search.model_dump(exclude={"start_rate", "step_s"})
+    longest = 0
+    for n in range(61):
+        start = search.min_rate * (search.max_rate / search.min_rate) ** (n / 60)
+        settings = SearchSettings(start_rate=start, **walk)
+        rates, state = planned_walk(settings, 0.0)
+        assert (state.converged, state.capacity) == (True, 0.0), (start, rates, state.reason)
+        for k in range(41):  # and every capacity within the rates ends bracketed
+            capacity = search.min_rate * (search.max_rate / search.min_rate) ** (k / 40) * 0.999
+            rates, state = planned_walk(settings, capacity)
+            assert state.converged, (start, capacity, state.reason)
+            longest = max(longest, len(rates))
+    assert longest <= search.max_steps
+
+
+@pytest.mark.parametrize(("capacity", "start"), [(40.0, 6.0), (0.3, 2.0), (120.0, 118.0), (2.0, 63.0)])
+def test_a_planned_search_walks_the_rates_the_pipeline_offers(capacity: float, start: float) -> None:
     """``planned_searches`` (what plans time) asks the rates the pipeline's searches ask of a server of
-    that capacity: the first from the probe, each later one from the last capacity, starts dithered."""
-    settings = dataclasses.replace(SETTINGS, factor=1.44, resolution=1.2, min_rate=0.05, max_steps=16)
+    that capacity: the first from what is known before any search (the probe's rate, or BF16's stored
+    capacity: ``SpeedStage.first_anchor``), each later one from the last capacity, starts dithered."""
+    settings = dataclasses.replace(SETTINGS, factor=1.44, resolution=1.2, min_rate=0.05, max_steps=28)
     asked: list[list[float]] = []
     results: list[BenchResult] = []
     for repeat in range(4):
-        started = warm_start(settings, results, "server", repeat, probed)
+        started = warm_start(settings, results, "server", repeat, start)
         steps: list[float] = []
 
         def run_step(
@@ -371,10 +395,10 @@ def test_a_planned_search_walks_the_rates_the_pipeline_offers(capacity: float, p
 
         results += search_capacity(run_step, started, step_seconds=lambda _: 0.0, deadline=math.inf).results
         asked.append(steps)
-    planned = planned_searches(settings, capacity, probed, 4)
+    planned = planned_searches(settings, capacity, start, 4)
     assert [list(walk) for walk in planned] == asked
-    if not 0.5 < probed / capacity < 2:
-        assert len(planned[0]) > len(planned[1]), "the first search ladders from the probe's rate"
+    if not 0.5 < start / capacity < 2:
+        assert len(planned[0]) > len(planned[1]), "the first search ladders from its start"
 
 
 def stand_in_step(

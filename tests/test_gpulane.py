@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import re
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import geometric_mean
@@ -31,6 +32,7 @@ from quantgate.matrix import MatrixCell, expand
 from quantgate.pipeline import Pipeline
 from quantgate.report import write_report
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result
+from quantgate.runners.capacity import SearchSettings, planned_searches
 from quantgate.runners.probe import Rate
 
 RECORDED = Path(__file__).parent / "data" / "bench"
@@ -220,10 +222,21 @@ def test_without_an_accuracy_reference_the_cell_fails_naming_the_command(tmp_pat
     assert 'pytest suites -m h100 -k "Qwen-7B-bf16-" --qg-update-baselines' in str(caught.value)
 
 
-def server_cell(scheme: str) -> MatrixCell:
+def server_cell(scheme: str, model: str = "Qwen-32B") -> MatrixCell:
     target = "server-multi-turn-chat"
-    (found,) = [c for c in expand(kind="performance") if c.cell_id == f"Qwen-32B-{scheme}-h100-{target}"]
+    (found,) = [c for c in expand(kind="performance") if c.cell_id == f"{model}-{scheme}-h100-{target}"]
     return found
+
+
+def within_dither(rate: float, anchor: float, resolution: float) -> bool:
+    """Whether ``rate`` is ``anchor`` offset by at most half a ``resolution`` step (``dithered_start``)."""
+    return abs(math.log(rate / anchor)) <= math.log(resolution) / 2 * (1 + 1e-9)
+
+
+def search_steps(bench: Any, repeats: Sequence[int]) -> list[list[float]]:
+    """The rates the stand-in bench was asked for, per search of the given repeats."""
+    assert isinstance(bench, RecordedGpuBench)
+    return [[r.request_rate for r in bench.steps if r.repeat == n] for n in repeats]
 
 
 def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_path: Path) -> None:
@@ -243,18 +256,22 @@ def test_a_goodput_of_zero_fails_a_quantized_cell_and_is_an_error_for_bf16(tmp_p
 
 def test_a_gpu_server_cell_is_judged_by_the_kind_files_capacity_searches(tmp_path: Path) -> None:
     """gpu.yaml's server scenario is a capacity search the pipeline runs: one search per repeat, each
-    step ``step_s`` seconds of Poisson arrivals (at least ``num_prompts``) under the kind's limits, the
-    first from the probe's rate and the others from the last capacity; the figures are the capacities
-    found (within one resolution step below the server's), judged like any other speed figure."""
+    step ``step_s`` seconds of Poisson arrivals (at least ``num_prompts``) under the kind's limits; BF16's
+    first search from the probe's rate, the others from the last capacity; the figures are the
+    capacities found (within one resolution step below the server's), judged like any other figure."""
     load = load_kind(paths.kind_file("gpu")).speed.scenarios["server"]
     search = load.search
     assert search is not None
     assert load.goodput is not None
     assert load.request_rate is None
-    reference = lane(tmp_path, 1.0, update=True).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
+    writer = lane(tmp_path, 1.0, update=True)
+    reference = writer.judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
     assert len(reference.figures) == 24
     assert all(CAPACITY / search.resolution < f <= CAPACITY for f in reference.figures), reference.figures
     assert len(set(reference.figures)) > 1, "dithered starts: the figures spread over the grid"
+    (first_bf16,) = search_steps(writer._bench_worker, [0])
+    probed = PROBED.batch_tps / 256  # the probe's rate over multi-turn-chat's output tokens
+    assert within_dither(first_bf16[0], probed, search.resolution)
 
     candidate = lane(tmp_path, 0.8)
     outcome = candidate.judge_speed(Server(), server_cell("int4-w4a16"))  # type: ignore[arg-type]
@@ -264,16 +281,69 @@ def test_a_gpu_server_cell_is_judged_by_the_kind_files_capacity_searches(tmp_pat
     assert all(capacity / search.resolution < f <= capacity for f in outcome.figures), outcome.figures
     assert outcome.verdict is not None
     assert outcome.verdict.speedup == pytest.approx(0.8, rel=search.resolution - 1)
-    first = [r for r in bench.steps if r.repeat == 0]
-    probed = PROBED.batch_tps / 256  # the probe's rate over multi-turn-chat's output tokens
-    assert probed / search.resolution**0.5 <= first[0].request_rate <= probed * search.resolution**0.5
-    assert all(len([r for r in bench.steps if r.repeat == n]) <= 4 for n in (1, 2)), "warm: ~3 steps"
+    assert all(len(steps) <= 4 for steps in search_steps(bench, [1, 2])), "warm: ~3 steps"
     for run in bench.steps:
         assert run.search is not None
         assert run.search.factor == search.factor
         assert run.goodput == {"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms}
         assert run.num_prompts == max(load.num_prompts, math.ceil(run.request_rate * search.step_s))
         assert run.num_warmups == (candidate.spec.speed.warmups if run.step == 0 else 0)
+
+
+@pytest.mark.parametrize(("model", "gpus"), [("Qwen-7B", (1, 1)), ("Qwen-32B", (2, 1))])
+def test_a_quantized_cells_first_search_starts_at_bf16s_stored_capacity(
+    tmp_path: Path, model: str, gpus: tuple[int, int]
+) -> None:
+    """With BF16's capacity stored, a quantized cell's first search starts there (the median of its
+    figures, per GPU: x the cell's GPUs over BF16's), dithered per repeat like every later one, and asks
+    exactly the rates the plans walk for it (``runners.capacity.planned_searches``, the estimate's walk):
+    ~3 steps a search, where the probe's rate laddered up."""
+    search = load_kind(paths.kind_file("gpu")).speed.scenarios["server"].search
+    assert search is not None
+    bf16, int8 = server_cell("bf16", model), server_cell("int8-w8a8", model)
+    assert (bf16.requirement.count, int8.requirement.count) == gpus
+    reference = lane(tmp_path, 1.0, update=True).judge_speed(Server(), bf16)  # type: ignore[arg-type]
+    start = statistics.median(reference.figures) * gpus[1] / gpus[0]
+
+    candidate = lane(tmp_path, 1.1)
+    outcome = candidate.judge_speed(Server(), int8)  # type: ignore[arg-type]
+    assert outcome.verdict is not None
+    asked = search_steps(candidate._bench_worker, range(3))
+    assert within_dither(asked[0][0], start, search.resolution)
+    assert len({round(steps[0], 9) for steps in asked}) == 3, "each repeat's start dithered apart"
+    walk = search.model_dump(exclude={"start_rate", "step_s"})
+    planned = planned_searches(SearchSettings(start_rate=start, **walk), 1.1 * CAPACITY, start, 3)
+    assert [list(steps) for steps in planned] == asked
+    assert all(len(steps) <= 5 for steps in asked), asked
+    from_probe = planned_searches(
+        SearchSettings(start_rate=PROBED.batch_tps / 256, **walk), 1.1 * CAPACITY, PROBED.batch_tps / 256, 1
+    )
+    assert len(from_probe[0]) > len(asked[0]) + 1
+
+
+def test_without_a_bf16_capacity_that_holds_the_first_search_starts_at_the_probes_rate(
+    tmp_path: Path,
+) -> None:
+    """No stored reference, or one of another vLLM (the judge then refuses it, naming the field): the
+    first search starts from the probe's rate, as before anything is known."""
+    search = load_kind(paths.kind_file("gpu")).speed.scenarios["server"].search
+    assert search is not None
+    probed = PROBED.batch_tps / 256
+    lane(tmp_path, 1.0, update=True).judge_speed(Server(), server_cell("bf16"))  # type: ignore[arg-type]
+    path = tmp_path / "baselines" / "h100" / "Qwen-32B" / "speed" / "server-multi-turn-chat.json"
+    stored = json.loads(path.read_text())
+    stored["provenance"]["vllm"] = "0.31.0"
+    path.write_text(json.dumps(stored))
+    candidate = lane(tmp_path, 1.0)
+    with pytest.raises(QuantgateError, match="vllm"):
+        candidate.judge_speed(Server(), server_cell("int8-w8a8"))  # type: ignore[arg-type]
+    (first,) = search_steps(candidate._bench_worker, [0])
+    assert within_dither(first[0], probed, search.resolution)
+    fresh = lane(tmp_path / "fresh", 1.0)  # no reference at all
+    with pytest.raises(QuantgateError, match="BF16 speed reference"):
+        fresh.judge_speed(Server(), server_cell("int8-w8a8"))  # type: ignore[arg-type]
+    (first,) = search_steps(fresh._bench_worker, [0])
+    assert within_dither(first[0], probed, search.resolution)
 
 
 @pytest.mark.slow

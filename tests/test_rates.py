@@ -24,12 +24,15 @@ from quantgate.matrix import (
     SINGLE_STREAM_REQUESTS,
     SPEED_TOP_UP_FACTORS,
     SWEEP_SECONDS,
+    MatrixCell,
     catalog_cell_seconds,
     estimate_cell_seconds,
     expand,
     gpu_kind,
     planned_cell_seconds,
     published_cell_seconds,
+    reference_capacity,
+    searched_capacity,
 )
 from quantgate.published import load_published
 from quantgate.runners.capacity import SearchSettings, planned_searches, step_prompts
@@ -159,40 +162,121 @@ def searched_estimates(catalog: Catalog) -> list[float]:
     return [estimate_cell_seconds(catalog, cells[cell_id]) for cell_id in SEARCHED]
 
 
-def test_a_searched_server_cell_is_planned_as_its_searches_steps() -> None:
-    """The first look of a server cell is the kind's repeats of searches on a server of the cards' max
-    QPS, the first started at the probe's rate, each step its arrivals (or backlog) and its drain."""
-    catalog = load_catalog()
-    spec = gpu_kind(catalog)
-    assert spec is not None
+def walked_seconds(spec: KindSpec, capacity: float, start: float, output: int) -> tuple[float, list[int]]:
+    """Seconds of the kind's first-look searches on a server of ``capacity`` req/s, the first started at
+    ``start`` (each step its arrivals or backlog and its drain at the limits), and their step counts."""
     load = spec.speed.scenarios["server"]
     search, goodput = load.search, load.goodput
     assert search is not None
     assert goodput is not None
-    (cell,) = [c for c in expand(catalog) if c.cell_id == SEARCHED[0]]
-    rates = published_rates(catalog)
-    tps = rates.tokens_per_s("h100", "int4-w4a16", "multi-turn-chat", 7.62, 1)
-    latency = rates.latency_s("h100", "int4-w4a16", "multi-turn-chat", 7.62, 1)
-    assert tps is not None
-    assert latency is not None
-    capacity, probed = tps / 256, spec.accuracy.concurrency / latency
     walks = planned_searches(
-        SearchSettings(start_rate=probed, **search.model_dump(exclude={"start_rate", "step_s"})),
+        SearchSettings(start_rate=start, **search.model_dump(exclude={"start_rate", "step_s"})),
         capacity,
-        probed,
+        start,
         spec.speed.repeats,
     )
-    drain = (goodput.ttft_ms + 256 * goodput.tpot_ms) / 1000
-    expected = sum(
+    drain = (goodput.ttft_ms + output * goodput.tpot_ms) / 1000
+    seconds = sum(
         search_step_seconds(rate, capacity, step_prompts(load.num_prompts, search.step_s, rate), drain)
         for walk in walks
         for rate in walk
     )
-    assert len(walks) == spec.speed.repeats == 3
-    assert sum(len(walk) for walk in walks) >= 3 * 3, "at least 3 steps a search"
+    return seconds, [len(walk) for walk in walks]
+
+
+def searched_cell(catalog: Catalog, cell_id: str) -> MatrixCell:
+    (cell,) = [c for c in expand(catalog) if c.cell_id == cell_id]
+    return cell
+
+
+def test_a_searched_server_cell_is_planned_as_its_searches_steps() -> None:
+    """The first look of a quantized server cell is the kind's repeats of searches on a server of the
+    cards' max QPS, the first started where the pipeline starts it, at BF16's capacity (the kind stores
+    BF16's figures; Qwen-7B is served on one H100 in both), each step its arrivals (or backlog) and its
+    drain: ~3 steps a search, where the probe's rate (8 streams alone) laddered up 6."""
+    catalog = load_catalog()
+    spec = gpu_kind(catalog)
+    assert spec is not None
+    assert spec.speed.reference == "stored"
+    cell = searched_cell(catalog, SEARCHED[0])
+    rates = published_rates(catalog)
+    tps = rates.tokens_per_s("h100", "int4-w4a16", "multi-turn-chat", 7.62, 1)
+    bf16_tps = rates.tokens_per_s("h100", "bf16", "multi-turn-chat", 7.62, 1)
+    latency = rates.latency_s("h100", "int4-w4a16", "multi-turn-chat", 7.62, 1)
+    assert tps is not None
+    assert bf16_tps is not None
+    assert latency is not None
+    capacity, bf16_capacity, probed = tps / 256, bf16_tps / 256, spec.accuracy.concurrency / latency
+    assert reference_capacity(catalog, cell, spec) == pytest.approx(bf16_capacity)
+    expected, steps = walked_seconds(spec, capacity, bf16_capacity, 256)
+    assert len(steps) == spec.speed.repeats == 3
+    assert steps == [3, 3, 3], "from BF16's capacity, as from the last one: that rate, a rung, a bisection"
     assert estimate_cell_seconds(catalog, cell) == pytest.approx(expected)
-    assert expected > SWEEP_SECONDS, "a search costs more than the fixed sweep the plans assumed"
     assert planned_cell_seconds(catalog, cell) == pytest.approx(SPEED_TOP_UP_FACTORS["h100"] * expected)
+    from_probe, probe_steps = walked_seconds(spec, capacity, probed, 256)
+    assert probe_steps[0] > steps[0] + 2
+    assert from_probe > expected
+
+
+def test_a_bf16_server_cell_starts_its_first_search_at_the_probes_rate() -> None:
+    """BF16 is the reference, measured before anything is known of its server: its first search starts
+    at the probe's rate (the kind's accuracy streams, each at one request's pace alone)."""
+    catalog = load_catalog()
+    spec = gpu_kind(catalog)
+    assert spec is not None
+    cell = searched_cell(catalog, SEARCHED[1])
+    rates = published_rates(catalog)
+    gpus = cell.requirement.count
+    tps = rates.tokens_per_s("a6000", "bf16", "large-rag", 70.6, gpus)
+    latency = rates.latency_s("a6000", "bf16", "large-rag", 70.6, gpus)
+    assert tps is not None
+    assert latency is not None
+    assert reference_capacity(catalog, cell, spec) is None
+    streams = spec.accuracy.concurrency * (spec.accuracy.first_samples or 1)
+    assert searched_capacity(catalog, cell) == pytest.approx(tps / 1536)
+    expected, _ = walked_seconds(spec, tps / 1536, streams / latency, 1536)
+    assert estimate_cell_seconds(catalog, cell) == pytest.approx(expected)
+
+
+def test_a_quantized_cell_on_fewer_gpus_starts_at_bf16s_capacity_per_gpu() -> None:
+    """BF16's figure is its whole server's: 70B BF16 on four H100, 70B INT4 on one. The first search
+    starts at BF16's planned capacity (the one BF16's own cell is planned on) times 1/4, the same
+    throughput per GPU, as the pipeline starts it from the stored figures and their GPUs."""
+    catalog = load_catalog()
+    spec = gpu_kind(catalog)
+    assert spec is not None
+    int4 = searched_cell(catalog, "Llama-70B-int4-w4a16-h100-server-rag")
+    bf16 = searched_cell(catalog, "Llama-70B-bf16-h100-server-rag")
+    assert (int4.requirement.count, bf16.requirement.count) == (1, 4)
+    start = reference_capacity(catalog, int4, spec)
+    assert start == pytest.approx(searched_capacity(catalog, bf16) / 4)
+    output = catalog.workload("rag").output_tokens
+    expected, _ = walked_seconds(spec, searched_capacity(catalog, int4), start, output)
+    assert estimate_cell_seconds(catalog, int4) == pytest.approx(expected)
+    whole, _ = walked_seconds(spec, searched_capacity(catalog, int4), 4 * start, output)
+    assert whole > expected, "whole-server parity would start 4x higher, through overloaded steps"
+
+
+def test_without_stored_bf16_figures_a_quantized_cell_plans_its_first_search_from_the_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kind that measures BF16 in the session (``reference: session``, as the cpu kind) has no stored
+    capacity before the cell's searches: the plans start them at the probe's rate, as the pipeline."""
+    catalog = load_catalog()
+    spec = gpu_kind(catalog)
+    assert spec is not None
+    cell = searched_cell(catalog, SEARCHED[0])
+    stored = estimate_cell_seconds(catalog, cell)
+    session = spec.model_copy(update={"speed": spec.speed.model_copy(update={"reference": "session"})})
+    monkeypatch.setattr(matrix, "gpu_kind", lambda _: session)
+    assert reference_capacity(catalog, cell, session) is None
+    rates = published_rates(catalog)
+    latency = rates.latency_s("h100", "int4-w4a16", "multi-turn-chat", 7.62, 1)
+    assert latency is not None
+    streams = session.accuracy.concurrency * (session.accuracy.first_samples or 1)
+    expected, _ = walked_seconds(session, searched_capacity(catalog, cell), streams / latency, 256)
+    assert estimate_cell_seconds(catalog, cell) == pytest.approx(expected)
+    assert expected > stored
 
 
 @pytest.mark.parametrize(

@@ -175,9 +175,18 @@ def _budgets(catalog: Catalog) -> tuple[dict[str, tuple[int, int]], dict[str, tu
 _CACHE: dict[int, tuple[Catalog, dict[tuple[str, str, str], ServedModel], tuple[MatrixCell, ...]]] = {}
 
 
+_SERVED: dict[int, tuple[Catalog, dict[tuple[str, str, str], ServedModel]]] = {}
+
+
 def served_models(catalog: Catalog) -> dict[tuple[str, str, str], ServedModel]:
-    """The served model of every (model, scheme, GPU kind) of the matrix."""
-    return _cached(catalog)[1]
+    """The served model of every (model, scheme, GPU kind) of the matrix. Cached apart from the cells:
+    a cell's estimate asks for its BF16 server's (``reference_capacity``) while the cells are made."""
+    entry = _SERVED.get(id(catalog))
+    if entry is None or entry[0] is not catalog:
+        if len(_SERVED) >= 8:
+            _SERVED.clear()
+        entry = _SERVED[id(catalog)] = (catalog, _served_models(catalog))
+    return entry[1]
 
 
 def _cached(
@@ -185,7 +194,7 @@ def _cached(
 ) -> tuple[Catalog, dict[tuple[str, str, str], ServedModel], tuple[MatrixCell, ...]]:
     entry = _CACHE.get(id(catalog))
     if entry is None or entry[0] is not catalog:
-        served = _served_models(catalog)
+        served = served_models(catalog)
         entry = (catalog, served, _expand(catalog, served))
         if len(_CACHE) >= 8:
             _CACHE.clear()
@@ -449,7 +458,7 @@ def published_cell_seconds(
         tps = rates.tokens_per_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
         if tps is None or latency is None:
             return None
-        return search_cell_seconds(catalog, cell, *searched, tps, latency)
+        return search_cell_seconds(catalog, cell, *searched, tps, latency, rates)
     return None if latency is None else SINGLE_STREAM_REQUESTS * latency
 
 
@@ -540,11 +549,14 @@ def search_cell_seconds(
     load: ScenarioLoad,
     tokens_per_s: float,
     latency_s: float,
+    rates: PublishedRates | None = None,
 ) -> float:
     """A capacity-searched cell's first look: the kind's ``repeats`` searches
     (``devices.durations.estimate_search_seconds``) on a server whose capacity is ``tokens_per_s``
     (batched decode, all its GPUs) over the workload's output tokens, the first search started where
-    the pipeline's probe starts it: the probe's streams (the kind's accuracy concurrency x first
+    the pipeline starts it (``pipeline.speed.SpeedStage.first_anchor``): for a quantized cell of a kind
+    that stores BF16's speed figures, at BF16's planned capacity (``reference_capacity``, from
+    ``rates``); else at the probe's rate: the probe's streams (the kind's accuracy concurrency x first
     samples, ``pipeline.core.rate``) each at one request's pace alone (``latency_s``), over the output
     tokens. Top-ups are more searches of the same cost (``planned_cell_seconds``)."""
     output = catalog.workload(cell.workload or "").output_tokens
@@ -555,7 +567,52 @@ def search_cell_seconds(
         probed=streams / max(latency_s, 1e-9),
         output_tokens=output,
         repeats=spec.speed.repeats,
+        reference=reference_capacity(catalog, cell, spec, rates),
     )
+
+
+def reference_capacity(
+    catalog: Catalog, cell: MatrixCell, spec: KindSpec, rates: PublishedRates | None = None
+) -> float | None:
+    """Where the pipeline starts a quantized searched cell's first search, planned: BF16's planned
+    capacity (req/s) for the cell's target times the cell's GPUs over BF16's
+    (``pipeline.speed.SpeedStage.first_anchor``), where the kind stores BF16's speed figures (``speed.
+    reference: stored``) and the model's BF16 server runs on the cell's GPU kind (else there is no
+    reference to start from); else ``None``. BF16's capacity is the one its own searched cell is
+    planned on (``searched_capacity``, on BF16's GPUs)."""
+    if is_reference(catalog, cell) or spec.speed.reference != "stored" or cell.workload is None:
+        return None
+    server = served_models(catalog).get((cell.model, "bf16", cell.gpu))
+    if server is None or server.skip_reason is not None:
+        return None
+    bf16 = replace(
+        cell,
+        scheme="bf16",
+        served_model=server.key,
+        requirement=server.requirement,
+        replica=1,
+        replicas=1,
+        replica_tp=None,
+    )
+    gpus = max(1, server.requirement.count)
+    return searched_capacity(catalog, bf16, rates) * max(1, cell.requirement.count) / gpus
+
+
+def searched_capacity(catalog: Catalog, cell: MatrixCell, rates: PublishedRates | None = None) -> float:
+    """The capacity (req/s) a searched performance cell's server is planned with: the published batched
+    decode throughput of its GPU kind, scheme, workload and GPU count where the cards measured them
+    (``published_cell_seconds``), else the catalog's decode rate (``catalog_cell_seconds``), over the
+    workload's output tokens."""
+    assert cell.workload is not None
+    rates = rates if rates is not None else published_rates(catalog)
+    params, gpus = catalog.model(cell.model).params_b, max(1, cell.requirement.count)
+    output = catalog.workload(cell.workload).output_tokens
+    if rates.has(cell.gpu, cell.scheme):
+        tps = rates.tokens_per_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+        latency = rates.latency_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+        if tps is not None and latency is not None:
+            return tps / output
+    return gpus / (params * SECONDS_PER_TOKEN_PER_B) / output
 
 
 def shard(cells: Sequence[MatrixCell], k: int, n: int, catalog: Catalog) -> list[MatrixCell]:

@@ -78,27 +78,33 @@ def estimate_startup_seconds(weights_gb: float) -> float:
 
 @functools.lru_cache(maxsize=4096)  # plans ask again for every cell; the rule's walk is the cost
 def estimate_search_seconds(
-    load: ScenarioLoad, capacity: float, probed: float, output_tokens: int, repeats: int
+    load: ScenarioLoad,
+    capacity: float,
+    probed: float,
+    output_tokens: int,
+    repeats: int,
+    reference: float | None = None,
 ) -> float:
     """Seconds of ``repeats`` capacity searches of ``load`` (its ``search`` block) on a server whose
-    capacity is ``capacity`` req/s, the first started at ``probed`` req/s (the pipeline's probe), for
-    requests of ``output_tokens``: the steps the rule walks (``runners.capacity.planned_searches``),
-    each timed by ``search_step_seconds``.
+    capacity is ``capacity`` req/s, for requests of ``output_tokens``: the steps the rule walks
+    (``runners.capacity.planned_searches``), each timed by ``search_step_seconds``. The first search
+    starts where the pipeline starts it (``pipeline.speed.SpeedStage.first_anchor``): at ``reference``
+    req/s where given (BF16's capacity, which a quantized cell of a kind storing BF16's speed figures
+    starts from), else at the kind's ``start_rate``, else at ``probed`` req/s (the pipeline's probe).
 
     Why walk the rule instead of a fixed cost per scenario: a search's cost is its number of steps times
     their length, and both follow from the settings and the server (steps of ``step_s`` seconds of
     arrivals on a fast server; ``num_prompts`` requests spread over minutes on a slow one; a ladder from
-    the probe's rate for the first search, ~3 steps from the last capacity for the others)."""
+    the probe's rate for a first search without a reference, ~3 steps from a known capacity)."""
     search = load.search
     if search is None or load.goodput is None:
         raise ValueError("estimate_search_seconds needs a load with a search block and goodput limits")
-    settings = SearchSettings(
-        start_rate=search.start_rate or probed, **search.model_dump(exclude={"start_rate", "step_s"})
-    )
+    start = reference or search.start_rate or probed
+    settings = SearchSettings(start_rate=start, **search.model_dump(exclude={"start_rate", "step_s"}))
     drain_s = (load.goodput.ttft_ms + output_tokens * load.goodput.tpot_ms) / 1000
     return sum(
         search_step_seconds(rate, capacity, step_prompts(load.num_prompts, search.step_s, rate), drain_s)
-        for walk in planned_searches(settings, capacity, search.start_rate or probed, repeats)
+        for walk in planned_searches(settings, capacity, start, repeats)
         for rate in walk
     )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -58,12 +60,14 @@ def search_prompts(load: ScenarioLoad, rate: float | None) -> int:
 
 
 def warm_start(
-    settings: SearchSettings, results: list[BenchResult], scenario: str, repeat: int, probed: float
+    settings: SearchSettings, results: list[BenchResult], scenario: str, repeat: int, anchor: float
 ) -> SearchSettings:
-    """The next search's first rate: the last finished search's capacity (when above 0), else the
-    probed start, offset by a fraction of the ``resolution`` that differs per repeat.
+    """The next search's first rate: the last finished search's capacity (when above 0), else
+    ``anchor``, what is known before any search (``SpeedStage.first_anchor``: BF16's stored capacity
+    for a quantized cell of a kind that stores it, else the probed start), offset by a fraction of the
+    ``resolution`` that differs per repeat.
 
-    Why the last capacity: the search then needs ~3 steps (that rate, one up or down, one bisection)
+    Why a known capacity: the search then needs ~3 steps (that rate, one up or down, one bisection)
     instead of a ladder from the probe's rate. Why the offset (dither): a search reports a rate of its
     grid, and searches started on the same rate walk the same grid, so repeats came out identical
     (135, 135, 135 req/s) and the speed judge saw no spread at all; with starts spread over one
@@ -72,7 +76,7 @@ def warm_start(
     the plans walk it too (``runners.capacity.planned_searches``)."""
     finished = [s for s in searches(results, scenario) if search_state(s).converged]
     capacity = search_state(finished[-1]).capacity if finished else None
-    return dithered_start(settings, capacity or probed, repeat)
+    return dithered_start(settings, capacity or anchor, repeat)
 
 
 class SpeedReference(Strict):
@@ -289,6 +293,57 @@ class SpeedStage(_Core):
         settings = SearchSettings(start_rate=min(max(start, search.min_rate), search.max_rate), **walk)
         return settings, rate
 
+    def first_anchor(
+        self, cell: MatrixCell, scenario: str, load: ScenarioLoad, start: float
+    ) -> tuple[float, str]:
+        """Where the cell's first capacity search of ``scenario`` starts (before the dither), and what
+        that rate is: for a quantized cell whose kind stores BF16's speed figures and holds a reference
+        for this target (``stored_capacity``), BF16's capacity (the median of its figures) times the
+        cell's GPUs over BF16's; else ``start`` (the kind's start rate, else the probe's:
+        ``search_settings``).
+
+        Why BF16's capacity: it is what is known of this server's load before any search. The probe's
+        rate (8 streams alone) sat 3-11 ladder steps below the cards' capacities, each step ~30 s of
+        arrivals plus a drain of up to ~156 s on slow cells; from BF16's capacity a search ends in ~3
+        steps (that rate, one up or down, one bisection) where the quantized capacity lies within a
+        ladder step of it, as the cards' mostly do for schemes served on BF16's GPU count (0.9-1.4x
+        BF16's). The rule, its bracket and its figure do not depend on the start, only its steps do.
+
+        Why times the GPUs: BF16's figure is its whole server's, on the GPUs it needed (70B: four H100),
+        and a quantized server often runs on fewer (70B INT4: one). No rule or plan records an expected
+        speedup (the rules hold floors, the least a cell may show), so the expectation is the same
+        throughput per GPU: whole-server parity started those searches 6-16x above the plans' capacity,
+        ladders down through overloaded steps. The plans start there too
+        (``matrix.reference_capacity``)."""
+        stored = self.stored_capacity(cell, scenario)
+        if stored is not None:
+            capacity, gpus = stored
+            mine = max(1, cell.requirement.count)
+            per_gpu = f", x {mine}/{gpus} GPUs" if mine != gpus else ""
+            return capacity * mine / gpus, f"BF16's stored capacity ({capacity:.3g} req/s{per_gpu})"
+        fixed = load.search is not None and load.search.start_rate is not None
+        return start, "the kind's start rate" if fixed else "the probe's rate"
+
+    def stored_capacity(self, cell: MatrixCell, scenario: str) -> tuple[float, int] | None:
+        """BF16's stored capacity for ``scenario`` on the cell's workload (the median of the reference's
+        figures) and its GPUs, where a quantized cell's first search may start from it: the kind stores
+        BF16's speed figures (``reference: stored``) and that reference exists and holds for this run
+        (``SPEED_MUST_MATCH``, as the judge requires); else ``None`` (a reference that does not hold is
+        the judge's to name: ``bf16_speed``)."""
+        if cell.scheme == "bf16" or self.spec.speed.reference != "stored":
+            return None
+        target = "-".join(filter(None, (scenario, cell.workload)))
+        twin = dataclasses.replace(cell, scenario=scenario, target=target)
+        path = self.speed_reference_path(twin)
+        if not path.exists():
+            return None
+        try:
+            stored = load_speed_reference(path)
+            check_comparable(path, stored.provenance, self.speed_provenance(twin), SPEED_MUST_MATCH, "")
+        except QuantgateError:
+            return None
+        return statistics.median(stored.figures), stored.gpus
+
     def search_repeats(
         self,
         server: VllmServer,
@@ -307,9 +362,11 @@ class SpeedStage(_Core):
         settings, rate = self.search_settings(server, cell, load, output_len)
         earlier = list(self._measured.get((cell.model, cell.scheme, cell.workload or ""), []))
         results: list[BenchResult] = []
-        probed = settings.start_rate
+        anchor, source = self.first_anchor(cell, scenario, load, settings.start_rate)
+        if not any(search_state(s).converged for s in searches(earlier, scenario)):
+            self.progress(f"{name}: {scenario} capacity search starts from {source} ({anchor:.3g} req/s)")
         for repeat in range(first, first + asked):
-            settings = warm_start(settings, [*earlier, *results], scenario, repeat, probed)
+            settings = warm_start(settings, [*earlier, *results], scenario, repeat, anchor)
 
             def run_at(
                 offered: float, step: int, repeat: int = repeat, settings: SearchSettings = settings

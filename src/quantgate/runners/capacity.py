@@ -29,7 +29,8 @@ carried by each run; a repeat whose search did not end (time, step limit, or a c
 
 Why a planned walk (``planned_searches``): plans need a search's cost before any run, so the same rule
 is walked against a server whose capacity is known (every rate up to it passes), with the pipeline's
-starts (the probe's rate, then the last capacity, dithered); ``quantgate.devices.durations`` times its
+starts (the first search's anchor: BF16's capacity for a quantized cell whose kind stores it, else the
+probe's rate; then the last capacity; every start dithered); ``quantgate.devices.durations`` times its
 steps (``estimate_search_seconds``).
 """
 
@@ -170,15 +171,17 @@ def planned_walk(settings: SearchSettings, capacity: float) -> tuple[tuple[float
 
 
 def planned_searches(
-    settings: SearchSettings, capacity: float, probed: float, repeats: int, first: int = 0
+    settings: SearchSettings, capacity: float, start: float, repeats: int, first: int = 0
 ) -> list[tuple[float, ...]]:
     """The rates of ``repeats`` searches (repeats numbered from ``first``) on a server of ``capacity``,
-    started as the pipeline starts them: the first at ``probed`` (the probe's rate), each later one at
-    the last capacity found above 0, every start dithered (``dithered_start``)."""
+    started as the pipeline starts them (``pipeline.speed.warm_start``): the first at ``start`` (what
+    the pipeline knows before any search: BF16's stored capacity for a quantized cell of a kind that
+    stores it, else the probe's rate), each later one at the last capacity found above 0, every start
+    dithered (``dithered_start``)."""
     walks: list[tuple[float, ...]] = []
     anchor: float | None = None
     for repeat in range(first, first + repeats):
-        rates, state = planned_walk(dithered_start(settings, anchor or probed, repeat), capacity)
+        rates, state = planned_walk(dithered_start(settings, anchor or start, repeat), capacity)
         walks.append(rates)
         if state.converged and state.capacity:
             anchor = state.capacity
