@@ -1,9 +1,11 @@
 """Nights under a job budget: which cells each job of ``nightly.yml`` runs, night after night.
 
 Each job (kind, GPUs, shard as in ``.github/workflows/nightly.yml``) holds the runnable cells of its
-shard, with estimated durations (``quantgate.matrix.estimate_cell_seconds``: the published tables,
-else the catalog's model; sampled cells at the judge's first looks; an accuracy cell too long or too
-costly on its served model's GPUs served by a wider accuracy-only replica, ``quantgate.matrix.widened``).
+shard (not those skipped: a scheme off its compute path, or a server cell not planned because its
+prefill alone exceeds the TTFT limit, ``quantgate.matrix.limit_problem``), with estimated durations
+(``quantgate.matrix.estimate_cell_seconds``: the published tables, else the catalog's model; sampled
+cells at the judge's first looks; an accuracy cell too long or too costly on its served model's GPUs
+served by a wider accuracy-only replica, ``quantgate.matrix.widened``).
 BF16 cells pass on their stored references while the inputs hold (the GPU kind file's
 ``reuse_reference``), so they take no GPU time. Every night the job skips the cells verified in the
 last ``--fresh-nights`` (``--qg-fresh``, 6 in the workflow), orders the rest as ``--qg-history`` does
@@ -11,11 +13,11 @@ last ``--fresh-nights`` (``--qg-fresh``, 6 in the workflow), orders the rest as 
 cells in that order until one does not fit in the night's GPU-seconds (budget x GPUs x packing); that
 one and the rest are deferred (``--qg-budget``).
 
-Printed per job: the full sweep's planned hours, the longest night, the nights until every cell has a
-verdict and whether that meets the gate's 7-day limit, and the cells longer than the budget by
-themselves. Per kind: GPU-hours of one full sweep before the cheaper first looks, reused references
-and wider replicas (with those of issue 13: H100 516 h), of one sweep now, and of a week under rotation
-(mean of weeks 2-4).
+Printed per job: its cells and those of its kind not planned, the full sweep's planned hours, the
+longest night, the nights until every cell has a verdict and whether that meets the gate's 7-day
+limit, and the cells longer than the budget by themselves. Per kind: GPU-hours of one full sweep
+before the cheaper first looks, reused references and wider replicas (with those of issue 13: H100
+516 h), of one sweep now, and of a week under rotation (mean of weeks 2-4).
 
 Targets (exit 0 when met): every cell verdicted within 7 nights (a cell longer than the budget never
 is: it is deferred every night and named), no night over the budget, and a week's GPU-hours at most
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -128,8 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(estimated durations; BF16 cells {'pass on stored references' if reuse else 'run'})"
     )
     print(
-        f"{'job':<12} {'cells':>6} {'full sweep':>11} {'longest night':>14} {'nights to cover':>16} "
-        f"{'<= 7':>5} {'> budget':>9}"
+        f"{'job':<12} {'cells':>6} {'not planned':>12} {'full sweep':>11} {'longest night':>14} "
+        f"{'nights to cover':>16} {'<= 7':>5} {'> budget':>9}"
+    )
+    unplanned = Counter(
+        c.gpu for c in expand(catalog) if c.skip_reason and c.skip_reason.startswith(matrix.NOT_PLANNED)
     )
     for kind, gpus, shard, shards in JOBS:
         every = shard_tasks(catalog, kind, shard, shards)
@@ -160,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fits = len(tasks) - len(too_long)
         nights = str(covered_at) if covered_at is not None else f"never ({len(last)}/{fits})"
         print(
-            f"{kind}-{shard}/{shards:<6} {len(tasks):>6} {full / 3600:>9.1f} h {longest / 3600:>12.1f} h "
-            f"{nights:>16} {'yes' if within else 'no':>5} {len(too_long):>9}"
+            f"{kind}-{shard}/{shards:<6} {len(tasks):>6} {unplanned[kind]:>12} {full / 3600:>9.1f} h "
+            f"{longest / 3600:>12.1f} h {nights:>16} {'yes' if within else 'no':>5} {len(too_long):>9}"
         )
         sweep = sum(t.seconds * t.count for t in every)
         before_sweep = sum(

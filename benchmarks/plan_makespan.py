@@ -3,7 +3,8 @@ policies; and how long pytest takes to collect the full matrix.
 
 For 8x H100 and 4x A6000, every runnable cell of the matrix on that kind (6 models x 4 schemes x the
 task benchmarks and the scenario x workload performance targets; cells skipped as "not the scheme's
-compute path" left out) becomes a task with its estimated duration
+compute path" or "not planned" (a server cell whose prefill alone exceeds the TTFT limit,
+``quantgate.matrix.limit_problem``) left out) becomes a task with its estimated duration
 (``quantgate.matrix.estimate_cell_seconds``: the published tables, else the catalog's model) and its
 served model's start-up. Then:
 

@@ -11,9 +11,12 @@ of it when the served model is planned longer than ``quantgate.devices.replicas.
 or a wider accuracy-only replica (``.../replica-3-of-3-at-tp4``: ``quantgate.matrix.widened``), whose
 ``gpu(count=)`` is its larger TP, so that placement and leases hold that many devices.
 Cells that cannot run anywhere (a scheme below its compute capability, a model that fits at no
-tensor-parallel size) are skipped with the reason. The placement of the rest (inventory, devices,
-order) is ``plugins.gpu``'s; this plugin hands it one ``Task`` per cell, with the duration learned
-from earlier runs or estimated (``quantgate.matrix.estimate_cell_seconds``).
+tensor-parallel size) are skipped with the reason, and so are cells the matrix does not plan
+(``not planned: <reason>``: a server cell whose goodput limits its prefill alone cannot meet,
+``quantgate.matrix.limit_problem``), one by one: a served model's other cells still run. The
+placement of the rest (inventory, devices, order) is ``plugins.gpu``'s; this plugin hands it one
+``Task`` per cell, with the duration learned from earlier runs or estimated
+(``quantgate.matrix.estimate_cell_seconds``).
 
 A cpu cell needs no device: its ``Task`` (kind ``cpu``) is placed nowhere, and its job is the whole
 model (every scheme), so that shards and xdist workers keep a model's schemes together: on CPU, BF16
@@ -75,7 +78,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for cell in cells:
         if cell.job not in marks:  # all cells of a job (a served model or a replica) share their marks
             marks[cell.job] = [*_marks(cell), kind_mark]
-        params.append(pytest.param(cell, id=cell.cell_id, marks=marks[cell.job]))
+        mine = marks[cell.job]
+        if cell.skip_reason is not None and cell.gpu != "cpu":  # per cell: a job may hold unplanned cells
+            mine = [*mine, pytest.mark.skip(reason=f"quantgate: {cell.skip_reason}")]
+        params.append(pytest.param(cell, id=cell.cell_id, marks=mine))
     metafunc.parametrize(wanted[0], params)
 
 
@@ -102,8 +108,6 @@ def _marks(cell: MatrixCell) -> list[pytest.MarkDecorator]:
         pytest.mark.gpu(kind=cell.gpu, count=cell.requirement.count, memory_gb=cell.requirement.memory_gb),
         pytest.mark.xdist_group(cell.job),
     ]
-    if cell.skip_reason is not None:
-        marks.append(pytest.mark.skip(reason=f"quantgate: {cell.skip_reason}"))
     return marks
 
 

@@ -19,7 +19,7 @@ from quantgate.devices.inventory import Device, Inventory, declared_inventory
 from quantgate.devices.leases import DeviceLeases, LeaseTimeout
 from quantgate.devices.placement import Job, LongestFirstPlacement, Task, build_jobs, make_plan, parse_shard
 from quantgate.errors import QuantgateError
-from quantgate.matrix import excluded_kinds, expand, served_models, shard, task_for_cell
+from quantgate.matrix import NOT_PLANNED, excluded_kinds, expand, served_models, shard, task_for_cell
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,9 @@ class TestMatrix:
         by_served: dict[str, set[tuple[object, ...]]] = {}
         by_job: dict[str, set[object]] = {}
         for c in expand(catalog):
-            facts = (c.model, c.scheme, c.gpu, c.skip_reason)
+            # a served model's own skip reason is every cell's; a cell not planned has its own
+            unplanned = c.skip_reason is not None and c.skip_reason.startswith(NOT_PLANNED)
+            facts = (c.model, c.scheme, c.gpu, None if unplanned else c.skip_reason)
             by_served.setdefault(c.served_model, set()).add(facts)
             if c.replica_tp is None:
                 by_served[c.served_model].add(c.requirement)
@@ -98,8 +100,14 @@ class TestMatrix:
         assert all(len(v) == 1 for v in by_job.values())
 
     def test_only_fp8_below_ada_is_skipped(self, catalog: Catalog) -> None:
-        skipped = {(c.scheme, c.gpu) for c in expand(catalog) if c.skip_reason}
+        """Whole served models; single server cells not planned (tests/test_matrix_limits.py) aside."""
+        cells = expand(catalog)
+        skipped = {
+            (c.scheme, c.gpu) for c in cells if c.skip_reason and not c.skip_reason.startswith(NOT_PLANNED)
+        }
         assert skipped == {("fp8-w8a8", "a100"), ("fp8-w8a8", "a6000")}
+        unplanned = {c.scenario for c in cells if c.skip_reason and c.skip_reason.startswith(NOT_PLANNED)}
+        assert unplanned == {"server"}
 
     def test_task_uses_learned_durations(self, catalog: Catalog) -> None:
         cell = next(c for c in expand(catalog) if c.cell_id == "Qwen-7B-bf16-h100-aime24")

@@ -16,6 +16,7 @@ from quantgate.devices.rates import (
     THROUGHPUT_SLOPES,
     Figure,
     PublishedRates,
+    fit_prefill,
     interpolate,
     published_rates,
 )
@@ -100,6 +101,62 @@ def test_empty_tables_know_nothing() -> None:
     rates = PublishedRates({})
     assert not rates.has("h100", "bf16")
     assert rates.tokens_per_s("h100", "bf16", "rag", 8.0, 1) is None
+
+
+SHAPES = {
+    "short": (256, 128),
+    "mid": (768, 128),
+    "long": (1024, 128),
+    "gen": (256, 1024),
+    "fix": (1024, 1024),
+}
+
+
+def rounded_latencies(rate: float, decode_s: float = 0.05) -> dict[str, list[Figure]]:
+    """Single-stream latencies as the cards print them (0.1 s) for a true prefill ``rate``; the
+    1,024-token outputs also slow down with the prompt (decoding over a longer context)."""
+    out: dict[str, list[Figure]] = {}
+    for workload, (prompt, output) in SHAPES.items():
+        figures = []
+        for model, x in (("a", 1.8), ("b", 7.6), ("c", 16.4), ("d", 35.3)):
+            seconds = output * decode_s * x**0.5 + rate * x * prompt
+            if output > 128:
+                seconds += 4 * rate * x * prompt
+            figures.append(Figure(model=model, params_per_gpu_b=x, value=round(seconds, 1)))
+        out[workload] = figures
+    return out
+
+
+def test_the_prefill_rate_is_fitted_on_the_shortest_outputs_through_the_rounding() -> None:
+    fit = fit_prefill(rounded_latencies(2.0e-5), SHAPES)
+    assert fit is not None
+    assert fit.rate == pytest.approx(2.0e-5, rel=0.1)
+    assert 0 < fit.stderr < 0.3 * fit.rate
+    assert fit.figures == 12  # three workloads of 128 output tokens, four models
+    assert fit_prefill(rounded_latencies(4.0e-5), SHAPES).rate > 1.8 * fit.rate  # type: ignore[union-attr]
+
+
+def test_a_prefill_rate_needs_two_prompt_lengths_and_a_rising_latency() -> None:
+    latencies = rounded_latencies(2.0e-5)
+    assert fit_prefill({k: v for k, v in latencies.items() if k in ("short", "gen")}, SHAPES) is None
+    flat = {k: [replace(f, value=1.0) for f in v] for k, v in latencies.items()}
+    assert fit_prefill(flat, SHAPES) is None
+    assert fit_prefill(latencies, {}) is None
+
+
+def test_the_cards_prefill_rates() -> None:
+    """Llama-70B BF16 on 4x A6000 prefills large-rag's 10,240 tokens in ~3.6 s (the kind file's TTFT limit
+    is 2 s), Qwen-7B BF16 on one H100 in ~0.4 s; a lower bound is lower; unmeasured kinds know none."""
+    rates = published_rates(load_catalog())
+    a6000 = rates.prefill_s("a6000", "bf16", 10_240, 70.6, 4)
+    assert a6000 == pytest.approx(3.6, abs=0.1)
+    low = rates.prefill_s("a6000", "bf16", 10_240, 70.6, 4, z=1.645)
+    assert low is not None
+    assert 2.0 < low < a6000
+    assert rates.prefill_s("a6000", "bf16", 10_240, 70.6, 8) == pytest.approx(a6000 / 2)
+    assert rates.prefill_s("h100", "bf16", 10_240, 7.62, 1) == pytest.approx(0.37, abs=0.05)
+    assert rates.prefill_s("h200", "bf16", 10_240, 7.62, 1) is None
+    assert rates.without("Qwen-14B").prefill_s("a6000", "bf16", 10_240, 70.6, 4) is not None
 
 
 def test_tables_that_do_not_match_the_catalog_give_no_rates(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ its job's budget (``--qg-budget``), and a gating cell the judge left inconclusiv
 tonight, or a fail that fresh data did not confirm: ``quantgate.confirm``), is neither green nor red: the
 verdict history (``quantgate.verdicts``) decides, green only while the cell's last verdict is green,
 recent and given on the same inputs. So noise does not turn a night red, and a cell that stays undecided
-turns red when its last verdict ages past the limit.
+turns red when its last verdict ages past the limit. A cell the matrix does not plan (its goodput limits
+cannot be met by construction: ``quantgate.matrix.limit_problem``) is not expected, so never missing; the
+coverage files list it as skipped, ``not planned: <reason>``, and the gate's notes count them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from quantgate.datafile import load_kind
 from quantgate.errors import QuantgateError
+from quantgate.matrix import NOT_PLANNED
 from quantgate.verdicts import GREEN, RED, Outcome, Verdict
 
 COVERAGE_KIND = "quantgate-coverage"
@@ -76,7 +79,8 @@ def decide(
     red too: a renamed model or a stale runner must not pass unnoticed. A test deferred by its job's
     budget, or left inconclusive by the judge, is green only while ``history`` holds a green verdict for
     it younger than ``max_age_days`` on the same inputs; a file from a job that never finished (killed)
-    is red.
+    is red. Cells skipped as not planned (``quantgate.matrix.NOT_PLANNED``) and not in ``expected`` are
+    counted in one note.
     """
     if not files:
         raise QuantgateError(None, "no coverage file given (fail closed)", "files")
@@ -114,7 +118,8 @@ def decide(
         for cell_id in sorted(tests_of.keys() - matrix):
             path = next(p for c, _, _, p in outcome.values() if c == cell_id)
             problems.append(f"{cell_id}: unknown cell (not in the matrix) [{path.name}]")
-    for cell_id in sorted(set(expected)):
+    wanted = set(expected)
+    for cell_id in sorted(wanted):
         for test, status, reason in tests_of.get(cell_id, [(cell_id, "absent", "in no coverage file")]):
             if status in ("deferred", "inconclusive"):
                 stands, line = _stands(
@@ -123,6 +128,17 @@ def decide(
                 (notes if stands else problems).append(line)
             elif status not in GREEN and status not in RED:
                 problems.append(f"{cell_id}: not covered ({status}{': ' + reason if reason else ''})")
+    unplanned = {
+        c: r
+        for c, st, r, _ in sorted(outcome.values(), key=lambda o: o[0])
+        if st == "skipped" and r.startswith(NOT_PLANNED) and c not in wanted
+    }
+    if unplanned:
+        first, reason = next(iter(unplanned.items()))
+        notes.append(
+            f"{len(unplanned)} cell(s) not planned, so not expected (e.g. {first}: "
+            f"{reason.removeprefix(NOT_PLANNED)}); each with its reason in the coverage files"
+        )
     ran = tuple(Outcome(test, c, st, r, inputs[test]) for test, (c, st, r, _) in outcome.items())
     return GateResult(not problems, len(tests_of), counts, tuple(problems), tuple(notes), ran)
 

@@ -29,6 +29,14 @@ KV-cache budget per cell (tokens the server must be able to hold at once):
 The ``cpu`` kind is left out for these models: the CPU lane serves tiny local models instead
 (``fixtures/tinymodel``). A 1.5B-70B reasoning model on vLLM's CPU build would take days per
 benchmark, and the FP8 and Marlin INT4 kernels the schemes are about exist only for GPUs.
+
+A performance cell whose goodput limits cannot be met by construction is in the matrix but **not
+planned** (``limit_problem``): its ``skip_reason`` starts with ``not planned:`` and says why, so that it
+is collected and skipped with that reason (the skip report, the plan's skipped list, the coverage file)
+and the gate does not expect it (``quantgate gate`` expects the cells without a skip reason). Such a
+cell is one whose prompt's prefill alone, or its BF16 reference's, takes longer than the kind's TTFT
+limit (at the estimate's 95 % lower bound): its server meets the limit at no rate (capacity 0, an
+error for BF16 and nothing to judge a quantized cell against).
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ REASONING_SEQUENCES = 2
 FEWSHOT_CONTEXT_TOKENS = 4_096
 FEWSHOT_SEQUENCES = 4
 PERFORMANCE_SEQUENCES = 1
+# How a cell that is in the matrix but not planned (``limit_problem``) starts its skip reason.
+NOT_PLANNED = "not planned: "
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,8 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class MatrixCell:
-    """One cell of the matrix; ``skip_reason`` is set when it cannot run on any inventory."""
+    """One cell of the matrix; ``skip_reason`` is set when it cannot run on any inventory, or when it is
+    not planned (``NOT_PLANNED``: ``limit_problem``)."""
 
     kind: CellKind
     model: str
@@ -247,8 +258,83 @@ def _expand(catalog: Catalog, served: dict[tuple[str, str, str], ServedModel]) -
                 target = f"{scenario}-{workload}"
                 cell = _cell(server, "performance", target, performance[target])
                 mine.append(replace(cell, scenario=scenario, workload=workload))
-        cells += _with_replicas(catalog, server, mine) if server.skip_reason is None else mine
+        if server.skip_reason is not None:
+            cells += mine
+            continue
+        mine = [replace(c, skip_reason=limit_problem(catalog, c)) for c in mine]
+        planned = [c for c in mine if c.skip_reason is None]
+        placed = {c.cell_id: c for c in _with_replicas(catalog, server, planned)}
+        cells += [placed.get(c.cell_id, c) for c in mine]
     return tuple(cells)
+
+
+# A cell is left out when its prefill exceeds the TTFT limit even at the fit's one-sided 95 % lower
+# bound (``rates.fit_prefill``: the cards print latencies to 0.1 s, the rates' standard errors are 5-30 %),
+# not on a fitted value a hair over the limit.
+PREFILL_CONFIDENCE_Z = 1.645
+
+
+def prefill_seconds(
+    catalog: Catalog, model: str, scheme: str, gpu: str, gpus: int, prompt_tokens: int
+) -> tuple[float, float, str]:
+    """One prompt's prefill alone on a server of ``gpus`` GPUs: (estimate, its 95 % lower bound, where
+    they come from). From the cards' single-stream latencies where they measured the GPU kind and
+    scheme (``quantgate.devices.rates.fit_prefill``), else the catalog's model (a prompt token at
+    ``PREFILL_COST`` of a batched generated token, ``catalog_cell_seconds``; no bound: the estimate)."""
+    params = catalog.model(model).params_b
+    rates = published_rates(catalog)
+    published = rates.prefill_s(gpu, scheme, prompt_tokens, params, gpus)
+    low = rates.prefill_s(gpu, scheme, prompt_tokens, params, gpus, PREFILL_CONFIDENCE_Z)
+    if published is not None and low is not None:
+        return published, low, "the cards' single-stream latencies"
+    per_token = params * SECONDS_PER_TOKEN_PER_B / max(1, gpus) * PREFILL_COST
+    return prompt_tokens * per_token, prompt_tokens * per_token, "the catalog's model"
+
+
+def limit_problem(catalog: Catalog, cell: MatrixCell) -> str | None:
+    """Why a performance cell is not planned (``NOT_PLANNED``...), or None: its scenario has goodput
+    limits on its GPU kind (``suites/kinds/gpu.yaml``) and the prefill of one of its prompts alone
+    (``prefill_seconds``, on its served model's GPUs, at the estimate's 95 % lower bound) already
+    exceeds the TTFT limit, on its own server or on its BF16 reference's.
+
+    A request's first token cannot come before its prompt is prefilled, so such a server meets the
+    limit at no rate, not even the search's lowest: its capacity is 0 by construction. For BF16 that is
+    an error, and a quantized cell is judged against BF16's capacity, so without one it has nothing to
+    be judged against; a quantized server that is the slower one would fail every night on the scenario
+    alone. Neither tells anything a night could change. Where the cards did not measure the kind and
+    scheme (H200, L40S, H100 INT8) the catalog's model decides, which leaves nothing out at the
+    catalog's sizes: a cell is left out on figures, never by default. The TPOT limit is not checked:
+    the cards' slowest single stream meets it alone (``suites/kinds/gpu.yaml``).
+    """
+    if cell.kind != "performance" or cell.scenario is None or cell.workload is None:
+        return None
+    spec = gpu_kind(catalog)
+    if spec is None or cell.gpu not in spec.kinds:
+        return None
+    load = next((load for name, load in spec.speed.scenarios.items() if name == cell.scenario), None)
+    if load is None or load.goodput is None:
+        return None
+    prompt = load.input_len or catalog.workload(cell.workload).prompt_tokens
+    limit_s = load.goodput.ttft_ms / 1000
+    served = served_models(catalog)
+    for scheme in [cell.scheme] if is_reference(catalog, cell) else [cell.scheme, "bf16"]:
+        server = served.get((cell.model, scheme, cell.gpu))
+        if server is None or server.skip_reason is not None:
+            continue
+        gpus = server.requirement.count
+        seconds, low, source = prefill_seconds(catalog, cell.model, scheme, cell.gpu, gpus, prompt)
+        if low <= limit_s:
+            continue
+        own = scheme == cell.scheme
+        whose = "its" if own else "its BF16 reference's"
+        bound = f" (at least {low:.1f} s at 95 % confidence)" if low < seconds else ""
+        outcome = "capacity 0 at every rate" if own else "no BF16 capacity to judge it against"
+        return (
+            f"{NOT_PLANNED}{whose} {prompt:,}-token prompt's prefill alone takes ~{seconds:.1f} s{bound} "
+            f"on {gpus}x {cell.gpu} ({scheme}, from {source}), over the {cell.scenario} scenario's TTFT "
+            f"limit of {limit_s:g} s: {outcome}"
+        )
+    return None
 
 
 def _with_replicas(catalog: Catalog, server: ServedModel, cells: Sequence[MatrixCell]) -> list[MatrixCell]:

@@ -11,11 +11,16 @@ multi-stream scenario kept to its limits. ``PublishedRates`` turns those into tw
 * ``tokens_per_s(gpu, scheme, workload, params_b, gpus)``: the server's batched decode throughput,
   ``max QPS x output tokens`` (a lower bound: the cards' latency limits and prefill cost some of it).
 
-Both are looked up per (scenario, GPU kind, scheme, workload) as a function of the parameters each GPU
-holds, ``x = params_b / gpus``: the published figure itself where the tables have that model on that
-many GPUs (several figures at one ``x`` are averaged in log space), else interpolated between the two
-nearest published ``x`` in log-log space, else extrapolated from the nearest one along the nearest
-segment's slope, bounded to what the physics allows (latency grows at most in proportion to ``x``,
+and, for the goodput limits a server can meet at all (``quantgate.matrix.limit_problem``), one more:
+
+* ``prefill_s(gpu, scheme, prompt_tokens, params_b, gpus)``: one prompt's prefill alone, the least time
+  to its first token (``fit_prefill``), optionally at a lower confidence bound.
+
+The first two are looked up per (scenario, GPU kind, scheme, workload) as a function of the parameters
+each GPU holds, ``x = params_b / gpus``: the published figure itself where the tables have that model
+on that many GPUs (several figures at one ``x`` are averaged in log space), else interpolated between
+the two nearest published ``x`` in log-log space, else extrapolated from the nearest one along the
+nearest segment's slope, bounded to what the physics allows (latency grows at most in proportion to ``x``,
 throughput per GPU falls at most in proportion). Throughput is interpolated per GPU and multiplied by
 ``gpus``. A (GPU kind, scheme) the cards did not measure (H100 INT8, every H200 and L40S) gives None:
 the caller falls back to the catalog's model. No parameter is fitted: ``without(model)`` drops one
@@ -47,6 +52,7 @@ LATENCY_SLOPES = (0.0, 1.0)
 THROUGHPUT_SLOPES = (-1.0, 0.0)
 
 Key = tuple[str, str, str, str]  # (scenario, gpu, scheme, workload)
+Shape = tuple[int, int]  # a workload's (prompt tokens, output tokens)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,10 +67,15 @@ class Figure:
 class PublishedRates:
     """The published figures by (scenario, GPU kind, scheme, workload), read as rates of ``x``."""
 
-    def __init__(self, figures: Mapping[Key, Sequence[Figure]]) -> None:
+    def __init__(
+        self, figures: Mapping[Key, Sequence[Figure]], shapes: Mapping[str, Shape] | None = None
+    ) -> None:
+        """``shapes``: each workload's (prompt, output) tokens, for the prefill fit (none: no prefill)."""
         self.figures: dict[Key, tuple[Figure, ...]] = {k: tuple(v) for k, v in figures.items() if v}
+        self.shapes: dict[str, Shape] = dict(shapes or {})
         self._measured = {(k[1], k[2]) for k in self.figures}
         self._values: dict[tuple[Key, float], float] = {}  # collection looks up every cell: memoized
+        self._prefill: dict[tuple[str, str], PrefillFit | None] = {}
 
     @classmethod
     def from_file(cls, path: str | Path, catalog: Catalog) -> PublishedRates:
@@ -79,11 +90,14 @@ class PublishedRates:
             elif entry.metric == "max_qps":
                 tokens = entry.value * catalog.workloads[entry.workload].output_tokens / entry.gpu_count
                 figures[key].append(Figure(model=entry.model, params_per_gpu_b=params, value=tokens))
-        return cls(figures)
+        shapes = {k: (w.prompt_tokens, w.output_tokens) for k, w in catalog.workloads.items()}
+        return cls(figures, shapes)
 
     def without(self, model: str) -> PublishedRates:
         """The same tables less every figure of ``model`` (for held-out error measurements)."""
-        return PublishedRates({k: [f for f in v if f.model != model] for k, v in self.figures.items()})
+        return PublishedRates(
+            {k: [f for f in v if f.model != model] for k, v in self.figures.items()}, self.shapes
+        )
 
     def has(self, gpu: str, scheme: str) -> bool:
         """Whether the cards measured this GPU kind and scheme at all."""
@@ -97,6 +111,24 @@ class PublishedRates:
         """The server's batched decode throughput (all its GPUs), or None where the cards have none."""
         per_gpu = self._value((THROUGHPUT, gpu, scheme, workload), params_b / max(1, gpus), THROUGHPUT_SLOPES)
         return None if per_gpu is None else per_gpu * max(1, gpus)
+
+    def prefill_fit(self, gpu: str, scheme: str) -> PrefillFit | None:
+        """The GPU kind and scheme's fitted prefill rate (``fit_prefill``), or None."""
+        key = (gpu, scheme)
+        if key not in self._prefill:
+            latency = {k[3]: v for k, v in self.figures.items() if k[:3] == (LATENCY, gpu, scheme)}
+            self._prefill[key] = fit_prefill(latency, self.shapes)
+        return self._prefill[key]
+
+    def prefill_s(
+        self, gpu: str, scheme: str, prompt_tokens: int, params_b: float, gpus: int, z: float = 0.0
+    ) -> float | None:
+        """One prompt's prefill alone (seconds) at the fitted rate less ``z`` standard errors (``z``
+        1.645: a one-sided 95 % lower bound), or None where the cards have no such figures."""
+        fit = self.prefill_fit(gpu, scheme)
+        if fit is None:
+            return None
+        return max(0.0, fit.rate - z * fit.stderr) * params_b / max(1, gpus) * prompt_tokens
 
     def _value(self, key: Key, x: float, slopes: tuple[float, float]) -> float | None:
         figures = self.figures.get(key)
@@ -132,6 +164,60 @@ def interpolate(figures: Sequence[Figure], x: float, slopes: tuple[float, float]
     slope = min(max((y1 - y0) / (x1 - x0), slopes[0]), slopes[1])
     anchor_x, anchor_y = (x0, y0) if lx < points[0][0] else (x1, y1)
     return math.exp(anchor_y + slope * (lx - anchor_x))
+
+
+@dataclass(frozen=True)
+class PrefillFit:
+    """Prefill seconds per prompt token per billion parameters a GPU holds (``rate``), its standard
+    error, and how many figures it was fitted to."""
+
+    rate: float
+    stderr: float
+    figures: int
+
+
+def fit_prefill(latency: Mapping[str, Sequence[Figure]], shapes: Mapping[str, Shape]) -> PrefillFit | None:
+    """The prefill rate fitted to single-stream latencies (``latency``: one GPU kind and scheme's
+    figures by workload), or None where they cannot tell (no two prompt lengths with the same output,
+    too few figures, or latency not growing with the prompt).
+
+    Prefill is compute-bound: its FLOPs grow with the parameters and the prompt, shared by the GPUs, so
+    one rate ``k`` per GPU kind and scheme gives ``k x params_b / gpus x prompt_tokens``. The cards
+    print no time to first token, only each request's latency, and at 0.1 s: a prompt 768 tokens longer
+    adds 0.0-0.4 s. So ``k`` is the least-squares slope of latency against ``params per GPU x prompt
+    tokens`` over the workloads that share the fewest output tokens (the cards': 128, prompts of 256 to
+    1,024 tokens; longer outputs add decoding over the longer context to the difference), each model
+    and GPU count with its own intercept (its decoding), every model of the kind and scheme pooled. On
+    the cards' tables the residuals are the printing's rounding (sd 0.02-0.04 s) and the standard error
+    5-30 % of ``k``. Attention's quadratic share of a long prompt is left out.
+    """
+    groups: dict[int, list[tuple[int, Figure]]] = defaultdict(list)
+    for workload, figures in latency.items():
+        shape = shapes.get(workload)
+        if shape is not None:
+            groups[shape[1]] += [(shape[0], f) for f in figures]
+    usable = sorted(out for out, points in groups.items() if len({p for p, _ in points}) > 1)
+    if not usable:
+        return None
+    by_model: dict[tuple[str, float], list[tuple[float, float]]] = defaultdict(list)
+    for prompt, figure in groups[usable[0]]:
+        by_model[(figure.model, figure.params_per_gpu_b)].append(
+            (figure.params_per_gpu_b * prompt, figure.value)
+        )
+    centred = []
+    for points in by_model.values():
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        centred += [(x - mx, y - my) for x, y in points]
+    sxx = sum(x * x for x, _ in centred)
+    freedom = len(centred) - len(by_model) - 1
+    if sxx <= 0 or freedom < 1:
+        return None
+    rate = sum(x * y for x, y in centred) / sxx
+    if rate <= 0:
+        return None
+    residual = sum((y - rate * x) ** 2 for x, y in centred) / freedom
+    return PrefillFit(rate, math.sqrt(residual / sxx), len(centred))
 
 
 _CACHE: dict[int, tuple[Catalog, PublishedRates]] = {}
