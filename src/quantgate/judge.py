@@ -426,6 +426,7 @@ def judge_recovery_items(
     floor: float,
     *,
     confidence: float = DEFAULT_CONFIDENCE,
+    max_margin: float | None = None,
 ) -> Verdict:
     """Judge deterministic scores: ``reference`` and ``candidate`` map item id -> score in [0, 1].
 
@@ -433,6 +434,11 @@ def judge_recovery_items(
     TruthfulQA's mc2. Both must cover the same items. One look, final: the verdict is ``pass`` or
     ``fail``, ``inconclusive`` only when the items cannot say (one item, a reference scoring 0, or a
     reference mean not clear of zero at ``confidence``); ``more_samples`` is always 0.
+
+    ``max_margin`` (the benchmark's ``detect_drop``) is the widest indifference zone a pass may use: a
+    look whose margin is wider cannot tell a loss of that size from none (too few items, or a low
+    score), so what would pass on it is inconclusive; a fail stands. Measured on the cpu kind: INT4 on
+    200 GSM8K items at 0.35 read 0.900 [0.847, 0.954] against a floor of 0.94, a pass by a 0.107 margin.
     """
     ref = _check_scores("reference", reference)
     cand = _check_scores("candidate", candidate)
@@ -506,6 +512,12 @@ def judge_recovery_items(
     margin = 2.0 * spread / a
     # Not below the floor is within the margin of it (high - low <= margin): pass and fail meet.
     verdict: VerdictName = "fail" if high < floor else "pass"
+    if verdict == "pass" and max_margin is not None and margin > max_margin:
+        why = (
+            f"too few items to tell a {max_margin:.0%} loss from none: the pass would need a margin of "
+            f"{margin:.3f}"
+        )
+        return verdict_of("inconclusive", recovery, low, high, margin, why)
     return verdict_of(verdict, recovery, low, high, margin, "")
 
 
