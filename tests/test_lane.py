@@ -373,14 +373,16 @@ def test_the_cpu_kinds_cells_are_served_model_by_served_model_bf16_first(tmp_pat
         "tiny-llama/int4-w4a16",
     ]
     assert {c.gpu for c in cells} == {"cpu"}
-    assert [c.cell_id for c in cells[:4]] == [
+    assert [c.cell_id for c in cells[:6]] == [
         "tiny-llama-bf16-cpu-gpqa_diamond",
+        "tiny-llama-bf16-cpu-arc_challenge",
+        "tiny-llama-bf16-cpu-gsm8k",
         "tiny-llama-bf16-cpu-single-stream",
         "tiny-llama-bf16-cpu-multi-stream",
         "tiny-llama-bf16-cpu-server",
     ]
     pipeline = Pipeline(spec, Envs(tmp_path / "envs"), tmp_path / "work")
-    accuracy, speed = cells[0], cells[1]
+    accuracy, speed = cells[0], cells[3]
     assert pipeline.served_name(accuracy) == "tiny-llama__bf16"
     assert pipeline.timeout(accuracy) == spec.accuracy.timeout_s, "a local model has no catalog estimate"
     assert pipeline.timeout(speed) == spec.speed.timeout_s

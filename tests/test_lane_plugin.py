@@ -28,22 +28,32 @@ def test_cpu_selects_the_matrix_suites_cpu_cells_served_model_by_served_model_bf
     result = project.runpytest("suites", "-m", "cpu", "--collect-only", "-q")
     ids = [line for line in result.outlines if "::" in line]
     assert all(line.startswith("suites/test_matrix.py::") and "-cpu-" in line for line in ids), ids
-    # per served model: 3 scenarios; per accuracy cell (llama: gpqa_diamond, qwen2: aime24 and
-    # math_500, 4 schemes each): accuracy and output length
-    assert len(ids) == 8 * 3 + 4 * 3 * 2
+    # per served model: 3 scenarios; per accuracy cell (llama: gpqa_diamond, arc_challenge and gsm8k,
+    # qwen2: aime24 and math_500, 4 schemes each): accuracy and output length
+    assert len(ids) == 8 * 3 + 4 * 5 * 2
     cells = [line.split("[", 1)[1].split("]")[0] for line in ids if "::test_accuracy[" in line]
     assert cells[0] == "tiny-llama-bf16-cpu-gpqa_diamond"
     assert cells.index("tiny-qwen2-bf16-cpu-aime24") < cells.index("tiny-qwen2-bf16-cpu-math_500")
     assert cells.index("tiny-qwen2-bf16-cpu-math_500") < cells.index("tiny-qwen2-int8-w8a8-cpu-aime24")
     tests = [line.split("::", 1)[1] for line in ids]
-    assert tests[: 2 + 3] == [
+    assert tests[: 6 + 3] == [
         "test_accuracy[tiny-llama-bf16-cpu-gpqa_diamond]",
         "test_output_length[tiny-llama-bf16-cpu-gpqa_diamond]",
+        "test_accuracy[tiny-llama-bf16-cpu-arc_challenge]",
+        "test_output_length[tiny-llama-bf16-cpu-arc_challenge]",
+        "test_accuracy[tiny-llama-bf16-cpu-gsm8k]",
+        "test_output_length[tiny-llama-bf16-cpu-gsm8k]",
         "test_speed[tiny-llama-bf16-cpu-single-stream]",
         "test_speed[tiny-llama-bf16-cpu-multi-stream]",
         "test_speed[tiny-llama-bf16-cpu-server]",
     ], "a served model's tests run together, BF16 first"
-    assert {cell.rsplit("-", 1)[1] for cell in cells} == {"aime24", "math_500", "gpqa_diamond"}
+    assert {cell.rsplit("-", 1)[1] for cell in cells} == {
+        "aime24",
+        "math_500",
+        "gpqa_diamond",
+        "arc_challenge",
+        "gsm8k",
+    }
 
 
 def test_cpu_shards_keep_a_models_schemes_together(project: pytest.Pytester, tmp_path: Path) -> None:
@@ -64,7 +74,7 @@ def test_cpu_shards_keep_a_models_schemes_together(project: pytest.Pytester, tmp
     models = [{line.split("[", 1)[1].split("-")[1] for line in shard} for shard in shards]
     assert all(len(m) == 1 for m in models), models
     assert models[0] != models[1]
-    assert len(shards[0] | shards[1]) == 48
+    assert len(shards[0] | shards[1]) == 64
     assert not shards[0] & shards[1]
 
 
@@ -86,13 +96,13 @@ def test_without_tool_environments_every_cell_fails_with_the_reason_and_a_report
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) == 0
-    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 10
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 18
     result.stdout.fnmatch_lines(["*no vllm environment*tools/setup_envs.sh*"])
     cells = json.loads((report / "cells.json").read_text())
-    assert len(cells["outcomes"]) == 10
+    assert len(cells["outcomes"]) == 18
     assert {o["outcome"] for o in cells["outcomes"].values()} <= {"error", "failed"}
     assert all("setup_envs" in o["reason"] for o in cells["outcomes"].values())
-    assert "10 error" in (report / "report.md").read_text()
+    assert "18 error" in (report / "report.md").read_text()
     assert (tmp_path / "step-summary.md").read_text().startswith("# quantgate CPU lane")
 
 

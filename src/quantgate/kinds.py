@@ -65,7 +65,11 @@ class AccuracySettings(Strict):
     catalog's; the judge picks fewer where they suffice, never under ``min_first_samples``) and of a
     BF16 reference (``None``: the judge's cap). Temperature and top-p are the catalog's.
     ``reuse_reference``: a BF16 cell whose stored reference was made on this run's inputs (its provenance
-    matches) passes on it instead of being evaluated again; any change of inputs measures it."""
+    matches) passes on it instead of being evaluated again; any change of inputs measures it.
+    ``fewshot``: every task's few-shot count on this kind (``None``: the catalog's; the cpu kind's
+    tiny models have a 256-token context, where ARC's 25 examples cannot fit). ``pairwise_tokenization``:
+    lighteval's vLLM option for log-likelihood tasks, context and choice tokenized apart instead of
+    together and split (default off, as lighteval's)."""
 
     task_file: Path
     model_file: Path
@@ -79,6 +83,8 @@ class AccuracySettings(Strict):
     timeout_s: float = Field(default=900.0, gt=0)
     output_length: tuple[float, float] = (0.9, 1.1)
     reuse_reference: bool = False
+    fewshot: int | None = Field(default=None, ge=0)
+    pairwise_tokenization: bool = False
 
 
 class Goodput(Strict):
@@ -215,13 +221,15 @@ def load_kind(path: str | Path | None = None, catalog: Catalog | None = None) ->
             known_benchmark = catalog.benchmarks.get(benchmark)
             if (
                 known_benchmark is None
-                or known_benchmark.scoring != "sampled"
                 or known_benchmark.kind != "task"
+                or not known_benchmark.lighteval_metric
             ):
-                sampled = ", ".join(k for k, b in catalog.benchmarks.items() if b.scoring == "sampled")
+                judged = ", ".join(
+                    k for k, b in catalog.benchmarks.items() if b.kind == "task" and b.lighteval_metric
+                )
                 raise QuantgateError(
                     path,
-                    f"{benchmark!r} is not a sampled catalog task; those: {sampled}",
+                    f"{benchmark!r} is not a catalog task quantgate judges per item; those: {judged}",
                     f"models.{model}.benchmarks[{index}]",
                 )
         for scenario, load in spec.speed.scenarios.items():

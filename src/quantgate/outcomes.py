@@ -99,11 +99,13 @@ class AccuracyOutcome:
     output_tokens: float | None = None
     reference_output_tokens: float | None = None
     cuts: tuple[Cut, ...] = ()
+    metric: str | None = None
 
     def result(self, cell: MatrixCell) -> CellResult:
         """This cell's result for the reports (``cells.json``)."""
         return dataclasses.replace(
             CellResult.for_cell(cell, "accuracy"),
+            metric=self.metric,
             verdict=self.verdict.verdict,
             gating=self.decision.gating,
             rule=self.decision.rule_id,

@@ -71,7 +71,7 @@ def summary_line(result: CellResult) -> str:
     head = f"{r.model} {r.scheme} {r.target}"
     if r.kind == "accuracy":
         return (
-            f"{head}: pass@1 {_num(r.score)} vs {_num(r.reference_score)}, recovery "
+            f"{head}: {r.metric or 'pass@1'} {_num(r.score)} vs {_num(r.reference_score)}, recovery "
             f"{_interval(r, r.recovery)}, length x{_num(r.length_ratio)}, {r.verdict}"
         )
     return f"{head}: speedup {_interval(r, r.speedup)}, {r.verdict or 'reference'}"
@@ -83,7 +83,7 @@ def accuracy_rows(results: Sequence[CellResult]) -> list[list[str]]:
             r.model,
             r.scheme,
             r.benchmark or "",
-            _num(r.score),
+            _num(r.score) + (f" ({r.metric})" if r.metric else ""),
             _num(r.reference_score),
             _interval(r, r.recovery),
             _floor(r),

@@ -12,6 +12,10 @@ File: ``baselines/<lane>/<model>/<benchmark>.json``::
      "cell": {"model": ..., "scheme": "bf16", "gpu": "cpu", "benchmark": ...},
      "provenance": {"model_sha256": ..., "vllm": ..., "temperature": "0.6", ...},
      "items": [{"item": "q0", "samples": 20, "correct": 13, "output_tokens": 14.5}, ...]}
+
+A deterministic task (log-likelihood or greedy: one answer per item) stores ``samples: 1`` and, where
+its metric is a fraction rather than right or wrong (TruthfulQA's mc2), the exact ``score`` in [0, 1]
+(``correct`` is then the score rounded, so that counts stay whole).
 """
 
 from __future__ import annotations
@@ -46,12 +50,20 @@ class StoredItem(Strict):
     samples: int = Field(ge=1)
     correct: int = Field(ge=0)
     output_tokens: float | None = Field(default=None, ge=0)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _correct_within_samples(self) -> StoredItem:
         if self.correct > self.samples:
             raise ValueError(f"correct ({self.correct}) exceeds samples ({self.samples})")
+        if self.score is not None and self.samples != 1:
+            raise ValueError(f"a score is stored for one deterministic answer, not {self.samples} samples")
         return self
+
+    @property
+    def value(self) -> float:
+        """The item's score: the stored fraction, else correct / samples."""
+        return self.score if self.score is not None else self.correct / self.samples
 
 
 class CellKey(Strict):
@@ -87,6 +99,10 @@ class Reference(Strict):
 
     def counts(self) -> dict[str, tuple[int, int]]:
         return {i.item: (i.samples, i.correct) for i in self.items}
+
+    def scores(self) -> dict[str, float]:
+        """Each item's score in [0, 1] (``StoredItem.value``): what a deterministic task is judged on."""
+        return {i.item: i.value for i in self.items}
 
 
 def make_reference(

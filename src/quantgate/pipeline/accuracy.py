@@ -13,7 +13,7 @@ from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
 from quantgate.envs import machine, sha256_files, tokenizer_sha256
 from quantgate.envs import weights_sha256 as local_weights_sha256
 from quantgate.errors import QuantgateError
-from quantgate.judge import DETECT_DROP, Verdict, samples_to_detect
+from quantgate.judge import DETECT_DROP, Verdict, judge_recovery_items, samples_to_detect
 from quantgate.matrix import MatrixCell
 from quantgate.outcomes import (
     AccuracyOutcome,
@@ -39,6 +39,12 @@ else:
 
 from quantgate.pipeline.core import HUB_MUST_MATCH, REFERENCE_SEED_OFFSET
 
+# A deterministic item is sized as this many generation limits of tokens: a log-likelihood item scores
+# every choice's prompt (four, on the multiple-choice tasks), and the probe measures generation, not
+# prefill. Measured on a slow host: FP8's 104-item ARC look, sized from its 2-3 continuation tokens per
+# item at ~20 s, was still running after 5 minutes.
+DETERMINISTIC_ITEM_TOKENS = 4
+
 
 class AccuracyStage(_Core):
     """Methods of ``Pipeline`` that judge a cell's accuracy (``judge_accuracy``)."""
@@ -57,12 +63,13 @@ class AccuracyStage(_Core):
         benchmark = cell.benchmark or ""
         task = self.catalog.benchmarks[benchmark]
         sampling = self.sampling(benchmark)
+        name = task.lighteval_task or ""
         return EvalJob(
             base_url=server.base_url,
             served_name=self.served_name(cell),
             tokenizer=self.checkpoint(cell).path,
             task_file=self.path(acc.task_file),
-            task=f"{task.lighteval_task}@k=1@n={samples}",
+            task=name if self.deterministic(benchmark) else f"{name}@k=1@n={samples}",
             model_file=self.path(acc.model_file),
             data_dir=self.task_data(benchmark, items) if acc.data is not None else None,
             samples=samples,
@@ -73,9 +80,11 @@ class AccuracyStage(_Core):
             out_dir=self.workdir / "eval" / self.served_name(cell) / benchmark / tag,
             concurrency=acc.concurrency,
             timeout=timeout or self.timeout(cell, samples / sampling.samples),
-            fewshot=task.fewshot or 0,
+            fewshot=self.fewshot(benchmark),
             metric_name=task.lighteval_metric,
             api_key=server.api_key,
+            max_length=self.served_context(cell) - 1,
+            pairwise_tokenization=acc.pairwise_tokenization,
         )
 
     def evaluate(self, server: VllmServer, job: EvalJob) -> Evaluation:
@@ -95,6 +104,14 @@ class AccuracyStage(_Core):
             "max_tokens": str(self.max_tokens(cell)),
             "samples": str(samples),
             "seed": str(seed),
+            **(
+                {
+                    "fewshot": str(self.fewshot(benchmark)),
+                    "pairwise_tokenization": str(self.spec.accuracy.pairwise_tokenization),
+                }
+                if self.deterministic(benchmark)
+                else {}
+            ),
             "vllm": self.envs.version("vllm"),
             "lighteval": self.envs.version("lighteval"),
         }
@@ -127,7 +144,8 @@ class AccuracyStage(_Core):
         cell (``server`` serves it) first writes it at the reference's samples per item; the note says
         what was written (the run then fails, so that no reference changes silently)."""
         path = self.reference_path(cell)
-        samples, seed = self.reference_samples(), self.spec.accuracy.seed + REFERENCE_SEED_OFFSET
+        samples = 1 if self.deterministic(cell.benchmark or "") else self.reference_samples()
+        seed = self.spec.accuracy.seed + REFERENCE_SEED_OFFSET
         current, keys = self.provenance(cell, samples, seed)
         if self.update_baselines and server is not None and cell.scheme == "bf16":
             evaluation = self.evaluate(server, self.evaluation_job(server, cell, samples, seed, "reference"))
@@ -174,7 +192,9 @@ class AccuracyStage(_Core):
         """A BF16 cell that passes on its stored reference: ``reference`` was checked against this run's
         inputs (``reference``: checkpoint, tools, settings, GPU kind), so nothing it measured has moved."""
         path = self.reference_path(cell)
-        score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
+        score = sum(reference.scores().values()) / len(reference.items)
+        if not self.deterministic(cell.benchmark or ""):
+            score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
         tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
         reason = "the stored reference was made on this run's inputs"
         verdict = Verdict(
@@ -203,6 +223,8 @@ class AccuracyStage(_Core):
         catalog's estimate.
         """
         benchmark = cell.benchmark or ""
+        if self.deterministic(benchmark):
+            return self.judge_deterministic(server, cell)
         budget = self.spec.budget
         first_samples = self.first_samples(benchmark)
         reference, note = self.reference(cell, server if cell.scheme == "bf16" else None)
@@ -293,4 +315,63 @@ class AccuracyStage(_Core):
             candidate_tokens,
             mean_output_tokens([(i.samples, i.output_tokens) for i in chosen_reference]),
             cuts=tuple(cuts),
+        )
+
+    def judge_deterministic(self, server: VllmServer, cell: MatrixCell) -> AccuracyOutcome:
+        """One greedy look (log-likelihood or greedy generation), judged per item against the stored
+        reference (``judge_recovery_items``). No top-up and no confirmation: a second look gives the
+        same answers. With an accuracy budget the look keeps the first items that fit in it, as a
+        sampled cell's first look does; a cell that cannot evaluate ``min_items`` raises ``OverBudget``."""
+        benchmark = cell.benchmark or ""
+        budget = self.spec.budget
+        reference, note = self.reference(cell, server if cell.scheme == "bf16" else None)
+        decision = self.recovery_decision(cell)
+        if cell.scheme == "bf16" and note is None and self.spec.accuracy.reuse_reference:
+            return self.reused_reference(cell, reference, decision)
+        reference_scores = reference.scores()
+        items: int | None = None
+        timeout: float | None = None
+        cuts: list[Cut] = []
+        line = f"{self.served_name(cell)} {benchmark}: accuracy look, greedy, one answer per item"
+        if math.isfinite(budget.accuracy_s) and self.spec.accuracy.data is not None:
+            order = [str(row) for row in range(len(self.items(benchmark))) if str(row) in reference_scores]
+            size = size_first_look(
+                len(order),
+                1,
+                DETERMINISTIC_ITEM_TOKENS * self.max_tokens(cell),
+                self.rate(server, cell).batch_tps,
+                budget.accuracy_s,
+                min_items=min(budget.min_items, len(order)),
+                overhead_s=budget.look_overhead_s,
+            )
+            if size.items == 0:
+                assert size.cut is not None
+                raise OverBudget(size.cut)
+            cuts += [size.cut] if size.cut else []
+            items, timeout = size.items, self.sized_timeout(size.seconds, self.spec.accuracy.timeout_s)
+            chosen = set(order[: size.items])
+            reference_scores = {k: v for k, v in reference_scores.items() if k in chosen}
+            line += f" x {items} items (~{size.seconds:.0f} s)"
+        self.progress(line)
+        job = self.evaluation_job(
+            server, cell, 1, self.spec.accuracy.seed, "look0", items=items, timeout=timeout
+        )
+        evaluation = self.evaluate(server, job)
+        scores = evaluation.scores
+        sampling = self.catalog.benchmarks[benchmark].sampling
+        drop = sampling.detect_drop if sampling is not None else DETECT_DROP
+        verdict = judge_recovery_items(reference_scores, scores, decision.floor, max_margin=drop)
+        chosen_reference = [i for i in reference.items if i.item in reference_scores]
+        return AccuracyOutcome(
+            decision,
+            verdict,
+            self.reference_path(cell),
+            sum(reference_scores.values()) / len(reference_scores),
+            sum(scores.values()) / len(scores),
+            (evaluation,),
+            note,
+            mean_output_tokens([(1, evaluation.output_tokens.get(item)) for item in scores]),
+            mean_output_tokens([(i.samples, i.output_tokens) for i in chosen_reference]),
+            cuts=tuple(cuts),
+            metric=self.catalog.benchmarks[benchmark].lighteval_metric,
         )

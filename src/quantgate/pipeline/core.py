@@ -31,6 +31,8 @@ from quantgate.runners.quantize import check_signature, quantize, recipe_path
 from quantgate.runners.serve import ServerSpec, VllmServer
 
 REFERENCE_SEED_OFFSET = 100_000
+# Deterministic tasks (Open LLM v1): greedy, one answer per item.
+GREEDY = Sampling(temperature=0.0, top_p=1.0, samples=1)
 # A job sized from a probe may take 3x its estimate plus a minute, never less than this: a machine that
 # gets busier after the probe must not fail the cell.
 MIN_TOOL_TIMEOUT_S = 300.0
@@ -372,15 +374,34 @@ class PipelineCore:
         return root
 
     def sampling(self, benchmark: str) -> Sampling:
+        """A sampled benchmark's settings; a deterministic one's are greedy, one answer per item."""
         task = self.catalog.benchmarks[benchmark]
-        if task.scoring != "sampled" or task.sampling is None or task.lighteval_task is None:
-            raise QuantgateError(
-                self.catalog.file("benchmarks"),
-                "a deterministic (log-likelihood) task needs a log-likelihood backend, which quantgate's "
-                "server-backed lighteval model does not implement yet",
-                benchmark,
-            )
+        if task.lighteval_task is None:
+            raise QuantgateError(self.catalog.file("benchmarks"), "not a lighteval task", benchmark)
+        if task.scoring == "deterministic" or task.sampling is None:
+            return GREEDY
         return task.sampling
+
+    def not_judged(self, benchmark: str) -> str | None:
+        """Why a catalog task is not judged per item here (``None``: it is): a task without a per-item
+        lighteval metric, such as MMLU, which lighteval 0.13 defines as 57 subject tasks."""
+        task = self.catalog.benchmarks[benchmark]
+        if task.lighteval_task is not None and task.lighteval_metric:
+            return None
+        return (
+            f"{benchmark} is not judged per item: lighteval 0.13 has no single task with a per-item metric "
+            f"for it ({task.lighteval_task or 'no task'}; MMLU is 57 'mmlu:<subject>' tasks) and quantgate "
+            "judges one task per cell"
+        )
+
+    def deterministic(self, benchmark: str) -> bool:
+        """One answer per item (log-likelihood or greedy): judged once, per item, without top-ups."""
+        return self.catalog.benchmarks[benchmark].scoring == "deterministic"
+
+    def fewshot(self, benchmark: str) -> int:
+        """The task's few-shot count: the kind's where it sets one, else the catalog's."""
+        kind = self.spec.accuracy.fewshot
+        return kind if kind is not None else self.catalog.benchmarks[benchmark].fewshot or 0
 
     def first_samples(self, benchmark: str) -> int:
         return self.spec.accuracy.first_samples or self.sampling(benchmark).samples

@@ -276,6 +276,12 @@ def _id_rule(ids: Sequence[str]) -> str:
     return "doc id"
 
 
+# Per-item metrics that are a fraction of one deterministic answer, not right or wrong: TruthfulQA's
+# mc2 (the probability mass on the true answers). Other fractional per-item values (maj@k, ...) say
+# nothing the judge can pair, and are skipped.
+FRACTION_METRICS = frozenset({"truthfulqa_mc2", "mc2"})
+
+
 def _metric_outcomes(
     path: Path, metric: str, rows: Sequence[_DetailRow], ids: Sequence[str]
 ) -> list[ItemOutcome] | None:
@@ -296,10 +302,11 @@ def _metric_outcomes(
             return None  # text or structured per-sample metric: carries no counts
         values.append(_number(path, raw, where))
     if not over_samples:
-        if any(v not in (0.0, 1.0) for v in values):
+        whole = all(v in (0.0, 1.0) for v in values)
+        if not whole and (metric not in FRACTION_METRICS or any(not 0.0 <= v <= 1.0 for v in values)):
             return None
         return [
-            ItemOutcome(item, 1, int(v), row.output_tokens, row.output_lengths)
+            ItemOutcome(item, 1, round(v), row.output_tokens, row.output_lengths, None if whole else v)
             for row, item, v in zip(rows, ids, values, strict=True)
         ]
     outcomes = []

@@ -51,6 +51,12 @@ class ItemOutcome:
     correct: int
     output_tokens: float | None = None
     output_lengths: tuple[int, ...] | None = None
+    score: float | None = None
+
+    @property
+    def value(self) -> float:
+        """The item's score: ``score`` where the metric is a fraction (one answer), else the rate."""
+        return self.score if self.score is not None else self.correct / self.samples
 
     def cut_at(self, limit: int) -> int | None:
         """Samples whose answer reached ``limit`` generated tokens (cut there), where lengths are known."""
@@ -76,6 +82,14 @@ class ItemOutcome:
                 None,
                 f"must be a finite number >= 0, got {self.output_tokens!r}",
                 f"{self.item}.output_tokens",
+            )
+        if self.score is not None and (
+            self.samples != 1 or not _is_number(self.score) or not 0.0 <= self.score <= 1.0
+        ):
+            raise QuantgateError(
+                None,
+                f"a fractional score needs one answer and a value in 0..1, got {self.score!r}",
+                f"{self.item}.score",
             )
 
 
@@ -157,7 +171,7 @@ class _Scores:
         self, task: str, metric: str, outcomes: Sequence[ItemOutcome], fewshot: int | None = None
     ) -> AccuracyResult:
         """A score from per-item counts: the mean of the items' rates; samples per item where all agree."""
-        per_item = [o.correct / o.samples for o in outcomes]
+        per_item = [o.value for o in outcomes]
         sample_counts = {o.samples for o in outcomes}
         samples_per_item = sample_counts.pop() if len(sample_counts) == 1 else None
         mean = sum(per_item) / len(per_item)

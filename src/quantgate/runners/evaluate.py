@@ -50,6 +50,8 @@ class EvalJob:
     fewshot: int = 0
     metric_name: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    max_length: int | None = None
+    pairwise_tokenization: bool = False
 
     def endpoint(self) -> dict[str, object]:
         """What the lighteval model reads from ``endpoint.json`` (the API key is not written there)."""
@@ -62,6 +64,8 @@ class EvalJob:
             "seed": self.seed,
             "concurrency": self.concurrency,
             "timeout": self.timeout,
+            **({"max_length": self.max_length} if self.max_length is not None else {}),
+            **({"pairwise_tokenization": True} if self.pairwise_tokenization else {}),
         }
 
     def args(self) -> list[str]:
@@ -88,6 +92,13 @@ class Evaluation:
     results: Path
     seconds: float
     cut: Mapping[str, int] | None = None
+    fractions: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Each item's score in [0, 1]: its fraction (TruthfulQA's mc2) where the metric is one, else
+        correct / samples."""
+        return {item: self.fractions.get(item, c / n) for item, (n, c) in self.counts.items()}
 
     @property
     def cut_answers(self) -> int | None:
@@ -97,7 +108,13 @@ class Evaluation:
     def reference_items(self) -> list[dict[str, object]]:
         """The per-item records a stored reference keeps (``quantgate.store``), in item order."""
         return [
-            {"item": item, "samples": n, "correct": c, "output_tokens": self.output_tokens.get(item)}
+            {
+                "item": item,
+                "samples": n,
+                "correct": c,
+                "output_tokens": self.output_tokens.get(item),
+                **({"score": self.fractions[item]} if item in self.fractions else {}),
+            }
             for item, (n, c) in sorted(self.counts.items())
         ]
 
@@ -173,6 +190,7 @@ def read_evaluation(job: EvalJob, seconds: float) -> Evaluation:
         counts={i.item: (i.samples, i.correct) for i in items},
         output_tokens={i.item: i.output_tokens for i in items},
         cut=None if any(n is None for n in cut.values()) else {k: int(v or 0) for k, v in cut.items()},
+        fractions={i.item: i.score for i in items if i.score is not None},
         score=found[0].value,
         details=details,
         results=results,
