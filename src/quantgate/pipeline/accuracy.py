@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quantgate.budget import Cut, OverBudget, size_first_look, top_up_fits
+from quantgate.budget import Cut, LookSize, OverBudget, size_first_look, top_up_fits
 from quantgate.envs import machine, sha256_files, tokenizer_sha256
 from quantgate.envs import weights_sha256 as local_weights_sha256
 from quantgate.errors import QuantgateError
@@ -239,24 +239,11 @@ class AccuracyStage(_Core):
         cuts: list[Cut] = []
         expected: float | None = None
         if sized:
-            # lighteval names an item by its row in the task data, so the first N rows keep their names.
-            order = [str(row) for row in range(len(self.items(benchmark))) if str(row) in reference_counts]
             reference_tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
-            size = size_first_look(
-                len(order),
-                first_samples,
-                reference_tokens or self.max_tokens(cell),
-                self.rate(server, cell).batch_tps,
-                budget.accuracy_s,
-                min_items=min(budget.min_items, len(order)),
-                overhead_s=budget.look_overhead_s,
-            )
-            if size.items == 0:
-                assert size.cut is not None
-                raise OverBudget(size.cut)
+            tokens = reference_tokens or self.max_tokens(cell)
+            chosen, size = self.first_items(server, cell, set(reference_counts), first_samples, tokens)
             cuts += [size.cut] if size.cut else []
             items, expected = size.items, size.seconds
-            chosen = set(order[: size.items])
             reference_counts = {k: v for k, v in reference_counts.items() if k in chosen}
         started = time.monotonic()
 
@@ -317,6 +304,28 @@ class AccuracyStage(_Core):
             cuts=tuple(cuts),
         )
 
+    def first_items(
+        self, server: VllmServer, cell: MatrixCell, known: set[str], samples: int, tokens_per_sample: float
+    ) -> tuple[set[str], LookSize]:
+        """The items a budgeted first look evaluates (the first rows of the task data that fit half the
+        cell's accuracy budget at the probed rate; lighteval names an item by its row, so the first N rows
+        keep their names) and the sizing; ``OverBudget`` when not even ``min_items`` fit."""
+        budget = self.spec.budget
+        order = [str(row) for row in range(len(self.items(cell.benchmark or ""))) if str(row) in known]
+        size = size_first_look(
+            len(order),
+            samples,
+            tokens_per_sample,
+            self.rate(server, cell).batch_tps,
+            budget.accuracy_s,
+            min_items=min(budget.min_items, len(order)),
+            overhead_s=budget.look_overhead_s,
+        )
+        if size.items == 0:
+            assert size.cut is not None
+            raise OverBudget(size.cut)
+        return set(order[: size.items]), size
+
     def judge_deterministic(self, server: VllmServer, cell: MatrixCell) -> AccuracyOutcome:
         """One greedy look (log-likelihood or greedy generation), judged per item against the stored
         reference (``judge_recovery_items``). No top-up and no confirmation: a second look gives the
@@ -334,22 +343,10 @@ class AccuracyStage(_Core):
         cuts: list[Cut] = []
         line = f"{self.served_name(cell)} {benchmark}: accuracy look, greedy, one answer per item"
         if math.isfinite(budget.accuracy_s) and self.spec.accuracy.data is not None:
-            order = [str(row) for row in range(len(self.items(benchmark))) if str(row) in reference_scores]
-            size = size_first_look(
-                len(order),
-                1,
-                DETERMINISTIC_ITEM_TOKENS * self.max_tokens(cell),
-                self.rate(server, cell).batch_tps,
-                budget.accuracy_s,
-                min_items=min(budget.min_items, len(order)),
-                overhead_s=budget.look_overhead_s,
-            )
-            if size.items == 0:
-                assert size.cut is not None
-                raise OverBudget(size.cut)
+            tokens = DETERMINISTIC_ITEM_TOKENS * self.max_tokens(cell)
+            chosen, size = self.first_items(server, cell, set(reference_scores), 1, tokens)
             cuts += [size.cut] if size.cut else []
             items, timeout = size.items, self.sized_timeout(size.seconds, self.spec.accuracy.timeout_s)
-            chosen = set(order[: size.items])
             reference_scores = {k: v for k, v in reference_scores.items() if k in chosen}
             line += f" x {items} items (~{size.seconds:.0f} s)"
         self.progress(line)
