@@ -188,15 +188,18 @@ def test_a_gpu_arc_look_is_greedy_with_the_catalogs_few_shots(tmp_path: Path) ->
     assert job.endpoint()["max_length"] == job.max_length
 
 
-def test_mmlu_is_reported_as_not_judged_and_the_judged_tasks_are_not() -> None:
-    from quantgate.catalog import load_catalog
+def test_mmlu_cells_are_not_planned_with_the_reason_and_the_judged_tasks_are() -> None:
+    """MMLU is 57 tasks in lighteval 0.13: its cells are collected and skipped as not planned (no server,
+    no GPU time, not expected by the gate); every other task's cells are planned."""
+    from quantgate.matrix import NOT_PLANNED
 
-    pipeline = Pipeline(load_kind(paths.kind_file("gpu")), Envs(Path("/nonexistent")), Path("/tmp/unused"))
-    reason = pipeline.not_judged("mmlu")
-    assert reason is not None
-    assert "57" in reason
-    judged = [b for b, spec in load_catalog().benchmarks.items() if spec.kind == "task" and b != "mmlu"]
-    assert [b for b in judged if pipeline.not_judged(b) is not None] == []
+    cells = [c for c in expand(kind="accuracy") if c.gpu == "h100"]
+    mmlu = [c for c in cells if c.benchmark == "mmlu"]
+    assert mmlu
+    assert all((c.skip_reason or "").startswith(NOT_PLANNED) for c in mmlu)
+    assert all("57 'mmlu:<subject>' tasks" in (c.skip_reason or "") for c in mmlu)
+    others = [c for c in cells if c.benchmark != "mmlu"]
+    assert [c.cell_id for c in others if (c.skip_reason or "").startswith(NOT_PLANNED)] == []
 
 
 def test_a_gpu_deterministic_cell_is_judged_once_against_the_one_answer_reference(tmp_path: Path) -> None:

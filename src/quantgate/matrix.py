@@ -36,7 +36,8 @@ is collected and skipped with that reason (the skip report, the plan's skipped l
 and the gate does not expect it (``quantgate gate`` expects the cells without a skip reason). Such a
 cell is one whose prompt's prefill alone, or its BF16 reference's, takes longer than the kind's TTFT
 limit (at the estimate's 95 % lower bound): its server meets the limit at no rate (capacity 0, an
-error for BF16 and nothing to judge a quantized cell against).
+error for BF16 and nothing to judge a quantized cell against). An accuracy cell of a benchmark with
+no single lighteval task judged per item (MMLU) is not planned either (``judged_problem``).
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def _expand(catalog: Catalog, served: dict[tuple[str, str, str], ServedModel]) -
         if server.skip_reason is not None:
             cells += mine
             continue
-        mine = [replace(c, skip_reason=limit_problem(catalog, c)) for c in mine]
+        mine = [replace(c, skip_reason=judged_problem(catalog, c) or limit_problem(catalog, c)) for c in mine]
         planned = [c for c in mine if c.skip_reason is None]
         placed = {c.cell_id: c for c in _with_replicas(catalog, server, planned)}
         cells += [placed.get(c.cell_id, c) for c in mine]
@@ -289,6 +290,23 @@ def prefill_seconds(
         return published, low, "the cards' single-stream latencies"
     per_token = params * SECONDS_PER_TOKEN_PER_B / max(1, gpus) * PREFILL_COST
     return prompt_tokens * per_token, prompt_tokens * per_token, "the catalog's model"
+
+
+def judged_problem(catalog: Catalog, cell: MatrixCell) -> str | None:
+    """Why an accuracy cell is not planned (``NOT_PLANNED``...), or None: its benchmark has no single
+    lighteval task with a per-item metric (MMLU: lighteval 0.13 defines it as 57 ``mmlu:<subject>``
+    tasks), and quantgate judges one task per cell, per item. Left out at planning, such a cell starts
+    no server and costs no GPU time; it is reported, never red by construction."""
+    if cell.kind != "accuracy" or cell.benchmark is None:
+        return None
+    task = catalog.benchmark(cell.benchmark)
+    if task.lighteval_task is not None and task.lighteval_metric:
+        return None
+    return (
+        f"{NOT_PLANNED}{cell.benchmark} is not judged per item: lighteval 0.13 has no single task with a "
+        f"per-item metric for it ({task.lighteval_task or 'no task'}; MMLU is 57 'mmlu:<subject>' tasks) "
+        "and quantgate judges one task per cell"
+    )
 
 
 def limit_problem(catalog: Catalog, cell: MatrixCell) -> str | None:

@@ -382,18 +382,6 @@ class PipelineCore:
             return GREEDY
         return task.sampling
 
-    def not_judged(self, benchmark: str) -> str | None:
-        """Why a catalog task is not judged per item here (``None``: it is): a task without a per-item
-        lighteval metric, such as MMLU, which lighteval 0.13 defines as 57 subject tasks."""
-        task = self.catalog.benchmarks[benchmark]
-        if task.lighteval_task is not None and task.lighteval_metric:
-            return None
-        return (
-            f"{benchmark} is not judged per item: lighteval 0.13 has no single task with a per-item metric "
-            f"for it ({task.lighteval_task or 'no task'}; MMLU is 57 'mmlu:<subject>' tasks) and quantgate "
-            "judges one task per cell"
-        )
-
     def deterministic(self, benchmark: str) -> bool:
         """One answer per item (log-likelihood or greedy): judged once, per item, without top-ups."""
         return self.catalog.benchmarks[benchmark].scoring == "deterministic"
