@@ -479,11 +479,16 @@ def _apply_shard(
     references: set[str] = set()
     for item in sorted(items, key=lambda i: _plain_id(i.nodeid)):
         task = tasks.get(item.nodeid)
-        key = task.job if task is not None else _plain_id(item.nodeid)
-        group_of[item.nodeid] = key
+        if task is None or item.get_closest_marker("skip") is not None:
+            # runs nothing (not planned, or off its kind's compute path): a group of its own of no
+            # weight, which moves no other group (as quantgate.matrix.shard)
+            group_of[item.nodeid] = _plain_id(item.nodeid)
+            groups[group_of[item.nodeid]] = 0.0
+            continue
+        group_of[item.nodeid] = task.job
         # GPU-seconds, as quantgate.matrix.shard weighs cells: the same split on every runner.
-        groups[key] = groups.get(key, 0.0) + (task.estimate_s * max(1, task.count) if task else 1.0)
-        references.update([key] if task is not None and task.reference else [])
+        groups[task.job] = groups.get(task.job, 0.0) + task.estimate_s * max(1, task.count)
+        references.update([task.job] if task.reference else [])
     assignment = shard_of_groups(groups, n, references)
     keep = [i for i in items if assignment[group_of[i.nodeid]] == k]
     drop = [i for i in items if assignment[group_of[i.nodeid]] != k]

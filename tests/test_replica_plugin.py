@@ -30,7 +30,11 @@ SPLIT = "Llama-70B/int4-w4a16/h100/tp1"
 
 def _split_jobs() -> dict[str, int]:
     """The jobs of ``SPLIT`` in the matrix, with their GPU counts (a wider replica's is its TP)."""
-    return {c.job: c.requirement.count for c in expand(load_catalog()) if c.served_model == SPLIT}
+    return {
+        c.job: c.requirement.count
+        for c in expand(load_catalog())
+        if c.served_model == SPLIT and c.skip_reason is None  # MMLU's cells are not planned
+    }
 
 
 @pytest.fixture
@@ -50,7 +54,7 @@ def _ids(result: pytest.RunResult) -> set[str]:
 
 def test_the_plugins_shards_are_the_matrix_shards(full: pytest.Pytester) -> None:
     catalog = load_catalog()
-    runnable = [c for c in expand(catalog) if c.gpu == "h100" and c.skip_reason is None]
+    runnable = [c for c in expand(catalog) if c.gpu == "h100"]  # with the not-planned MMLU cells
     for k in (1, 2):
         result = full.runpytest(
             "--collect-only", "-q", "-m", "h100", "--qg-gpus", "h100:8", "--qg-shard", f"{k}/2"
@@ -121,7 +125,7 @@ def test_each_replica_runs_on_one_worker_with_its_own_lease(
     monkeypatch.setenv("TOY_LOG", str(full.path / "log.jsonl"))
     full.makepyfile(test_suite=LIVE_SUITE)
     result = full.runpytest_subprocess("-n", "2", "-m", "h100", "-k", "Llama-70B-int4", "--qg-gpus", "h100:8")
-    result.assert_outcomes(passed=33)
+    result.assert_outcomes(passed=32, skipped=1)  # Llama-70B-int4's MMLU cell is not planned
     rows = [json.loads(line) for line in (full.path / "log.jsonl").read_text().splitlines()]
     by_job: dict[str, list[dict[str, object]]] = {}
     for row in rows:

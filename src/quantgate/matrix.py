@@ -729,12 +729,15 @@ def shard(cells: Sequence[MatrixCell], k: int, n: int, catalog: Catalog) -> list
     groups: dict[str, float] = {}
     references: set[str] = set()
     for cell in sorted(cells, key=lambda c: c.cell_id):
+        if cell.skip_reason is not None:  # runs nothing: a group of its own that moves no other
+            groups[cell.cell_id] = 0.0
+            continue
         gpu_seconds = planned_cell_seconds(catalog, cell) * max(1, cell.requirement.count)
         groups[cell.job] = groups.get(cell.job, 0.0) + gpu_seconds
         if is_reference(catalog, cell):
             references.add(cell.job)
     assignment = shard_of_groups(groups, n, references)
-    return [c for c in cells if assignment[c.job] == k]
+    return [c for c in cells if assignment[c.cell_id if c.skip_reason is not None else c.job] == k]
 
 
 def is_reference(catalog: Catalog, cell: MatrixCell) -> bool:
