@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from planning_project import planning_project
 
-from plugins import PLANNING_PLUGINS
 from quantgate import matrix
 from quantgate.catalog import Catalog, load_catalog
 from quantgate.devices.rates import PublishedRates
 from quantgate.gate import decide
 from quantgate.kinds import KindSpec
 from quantgate.matrix import NOT_PLANNED, MatrixCell, expand, limit_problem, prefill_seconds, shard
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +122,7 @@ def test_a_cell_is_left_out_only_beyond_the_fits_lower_bound(catalog: Catalog) -
 
 @pytest.fixture
 def full(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.delenv("QUANTGATE_CATALOG", raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    pytester.makeconftest(f"pytest_plugins = {list(PLANNING_PLUGINS)!r}\n")
-    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:randomly -p no:hypothesispytest\n")
-    pytester.makepyfile(test_suite="def test_performance(qg_performance_cell):\n    pass\n")
-    return pytester
+    return planning_project(pytester, monkeypatch, "def test_performance(qg_performance_cell):\n    pass\n")
 
 
 @pytest.mark.parametrize("split", [True, False], ids=["replicas", "one-job"])

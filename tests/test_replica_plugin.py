@@ -7,16 +7,13 @@ its tensor-parallel size (placed and leased so)."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from planning_project import planning_project
 
-from plugins import PLANNING_PLUGINS
 from quantgate.catalog import load_catalog
 from quantgate.matrix import expand, shard
 
-REPO = Path(__file__).resolve().parents[1]
 SUITE = """
 def test_accuracy(qg_accuracy_cell):
     pass
@@ -39,13 +36,7 @@ def _split_jobs() -> dict[str, int]:
 
 @pytest.fixture
 def full(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.delenv("QUANTGATE_CATALOG", raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    pytester.makeconftest(f"pytest_plugins = {list(PLANNING_PLUGINS)!r}\n")
-    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:randomly -p no:hypothesispytest\n")
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
+    return planning_project(pytester, monkeypatch, SUITE)
 
 
 def _ids(result: pytest.RunResult) -> set[str]:
