@@ -48,10 +48,11 @@ def test_without_local_data_the_tasks_are_lightevals_own_with_their_hub_datasets
     assert configs["aime24"][:2] == ["HuggingFaceH4/aime_2024", "default"]
     assert configs["math_500"][:2] == ["HuggingFaceH4/MATH-500", "default"]
     assert configs["gpqa:diamond"][:2] == ["Idavidrein/gpqa", "gpqa_diamond"]
+    assert configs["arc:challenge"][:2] == ["allenai/ai2_arc", "ARC-Challenge"]
+    assert configs["gsm8k"][:2] == ["openai/gsm8k", "main"]
     assert {c[3] for c in configs.values()} == {
-        "lighteval.tasks.tasks.aime",
-        "lighteval.tasks.tasks.math_500",
-        "lighteval.tasks.tasks.gpqa",
+        f"lighteval.tasks.tasks.{module}"
+        for module in ("aime", "math_500", "gpqa", "arc", "hellaswag", "truthfulqa", "winogrande", "gsm8k")
     }
 
 
@@ -63,4 +64,11 @@ def test_local_data_redirects_only_the_dataset_and_finds_a_hashed_folder(tmp_pat
     assert configs["aime24"][0] == str((tmp_path / "aime24-0123abcd").resolve())
     assert configs["math_500"][0] == str((tmp_path / "math_500").resolve())
     assert configs["gpqa:diamond"][1] == "gpqa_diamond"
-    assert {c[2] for c in configs.values()} == {40}
+    # the reasoning tasks' and GSM8K's limits are capped at 40; the others' (-1, ARC's and HellaSwag's 1) stay
+    assert {name: c[2] for name, c in configs.items() if c[2] != 40} == {
+        "arc:challenge": 1,
+        "winogrande": -1,
+        "truthfulqa:mc": -1,
+        "hellaswag": 1,
+    }
+    assert configs["aime24"][2] == configs["gsm8k"][2] == 40
