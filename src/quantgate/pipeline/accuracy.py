@@ -192,8 +192,9 @@ class AccuracyStage(_Core):
         """A BF16 cell that passes on its stored reference: ``reference`` was checked against this run's
         inputs (``reference``: checkpoint, tools, settings, GPU kind), so nothing it measured has moved."""
         path = self.reference_path(cell)
-        score = sum(reference.scores().values()) / len(reference.items)
-        if not self.deterministic(cell.benchmark or ""):
+        if self.deterministic(cell.benchmark or ""):
+            score = sum(reference.scores().values()) / len(reference.items)
+        else:
             score = sum(i.correct for i in reference.items) / sum(i.samples for i in reference.items)
         tokens = mean_output_tokens([(i.samples, i.output_tokens) for i in reference.items])
         reason = "the stored reference was made on this run's inputs"

@@ -279,7 +279,7 @@ def _id_rule(ids: Sequence[str]) -> str:
 # Per-item metrics that are a fraction of one deterministic answer, not right or wrong: TruthfulQA's
 # mc2 (the probability mass on the true answers). Other fractional per-item values (maj@k, ...) say
 # nothing the judge can pair, and are skipped.
-FRACTION_METRICS = frozenset({"truthfulqa_mc2", "mc2"})
+FRACTION_METRICS = frozenset({"truthfulqa_mc2"})  # the name lighteval 0.13 writes
 
 
 def _metric_outcomes(
