@@ -468,6 +468,30 @@ def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
     assert len(outcome.figures) == 24
 
 
+def test_a_slow_servers_fixed_runs_are_bounded_by_time_alike_for_every_scheme_per_gpu(tmp_path: Path) -> None:
+    """A fixed load's run sends what BF16's planned server finishes in ``duration_s``: a 32B on an H100
+    keeps the counts (chat at ~11 req/s), a 70B on four A6000s sends a code-fixing run of 31 requests
+    (0.34 req/s, 90 s; 512 were 25 min a run) and one request at a time 8, not 32 (59 s each); INT8 on
+    the same four GPUs the same, INT4 on two half as many per run, at least ``min_prompts``."""
+    gpu_lane = lane(tmp_path, 1.0)
+    fast = {r.scenario: r.num_prompts for r in gpu_lane.bench_runs(cell("int4-w4a16"))}
+    assert fast == {"warm-up": 32, "single-stream": 32, "multi-stream": 512}
+    slow = {
+        c.scheme: c
+        for c in expand(kind="performance")
+        if c.cell_id.startswith("Llama-70B-")
+        and c.cell_id.endswith("-a6000-multi-stream-code-fixing")
+        and c.skip_reason is None
+    }
+    prompts = {
+        scheme: {r.scenario: r.num_prompts for r in gpu_lane.bench_runs(c)} for scheme, c in slow.items()
+    }
+    gpus = {scheme: c.requirement.count for scheme, c in slow.items()}
+    assert gpus == {"bf16": 4, "int8-w8a8": 4, "int4-w4a16": 2}
+    assert prompts["bf16"] == prompts["int8-w8a8"] == {"warm-up": 8, "single-stream": 8, "multi-stream": 31}
+    assert prompts["int4-w4a16"] == {"warm-up": 8, "single-stream": 8, "multi-stream": 16}
+
+
 def test_what_differs_between_cpu_and_gpu_kinds_is_their_kind_files() -> None:
     cpu, gpu = load_kind(), load_kind(paths.kind_file("gpu"))
     assert (cpu.kinds, cpu.speed.reference, cpu.offline) == (("cpu",), "session", True)

@@ -56,6 +56,16 @@ def test_the_lane_file_loads_with_bf16_and_every_scheme() -> None:
         pytest.param(
             lambda d: d["speed"]["scenarios"].update(burst={}), "speed.scenarios.burst", id="scenario"
         ),
+        pytest.param(
+            lambda d: d["speed"]["scenarios"]["multi-stream"].update(min_prompts=65),
+            "speed.scenarios.multi-stream",
+            id="min-prompts-over-num-prompts",
+        ),
+        pytest.param(
+            lambda d: d["speed"]["scenarios"]["multi-stream"].update(duration_s=60),
+            "speed.scenarios.multi-stream",
+            id="duration-with-fixed-lengths",
+        ),
     ],
 )
 def test_a_bad_lane_file_names_the_file_and_field(tmp_path: Path, edit, field: str) -> None:  # type: ignore[no-untyped-def]

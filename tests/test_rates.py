@@ -10,7 +10,12 @@ import pytest
 
 from quantgate import matrix, paths
 from quantgate.catalog import Catalog, load_catalog
-from quantgate.devices.durations import search_step_seconds
+from quantgate.devices.durations import (
+    BENCH_RUN_OVERHEAD_S,
+    estimate_fixed_seconds,
+    fixed_prompts,
+    search_step_seconds,
+)
 from quantgate.devices.rates import (
     LATENCY_SLOPES,
     THROUGHPUT_SLOPES,
@@ -20,9 +25,8 @@ from quantgate.devices.rates import (
     interpolate,
     published_rates,
 )
-from quantgate.kinds import KindSpec
+from quantgate.kinds import KindSpec, ScenarioLoad, load_kind
 from quantgate.matrix import (
-    SINGLE_STREAM_REQUESTS,
     SPEED_TOP_UP_FACTORS,
     SWEEP_SECONDS,
     MatrixCell,
@@ -90,7 +94,13 @@ def test_cells_of_measured_kinds_are_timed_with_the_published_rates() -> None:
     single = cells["Qwen-7B-bf16-a6000-single-stream-multi-turn-chat"]
     latency = published_rates(catalog).latency_s("a6000", "bf16", "multi-turn-chat", 7.62, 1)
     assert latency is not None
-    assert estimate_cell_seconds(catalog, single) == pytest.approx(SINGLE_STREAM_REQUESTS * latency)
+    load = load_kind(paths.kind_file("gpu")).speed
+    ss = load.scenarios["single-stream"]
+    assert ss.duration_s is not None
+    prompts = min(ss.num_prompts, max(ss.min_prompts, math.ceil(ss.duration_s * 1 / latency)))
+    runs = load.repeats + 1  # and the discarded warm-up run that opens the served model's benches
+    one_run = BENCH_RUN_OVERHEAD_S + (prompts + load.warmups) * latency  # one request at a time
+    assert estimate_cell_seconds(catalog, single) == pytest.approx(runs * one_run)
     # The cards measured the A6000 decoding far slower than the catalog's one rate assumes.
     slow = cells["Qwen-7B-bf16-a6000-math_500"]
     assert estimate_cell_seconds(catalog, slow) > 1.2 * catalog_cell_seconds(catalog, slow)
@@ -372,3 +382,25 @@ def test_without_a_search_the_server_scenario_keeps_the_fixed_sweep(monkeypatch:
     toy = replace(catalog, gpus={k: v for k, v in catalog.gpus.items() if k != "l40s"})
     monkeypatch.undo()
     assert gpu_kind(toy) is None, "a kind file that is not the catalog's plans without its searches"
+
+
+def test_a_fixed_load_is_sized_by_time_within_its_counts_and_timed_as_the_tool_sends_it() -> None:
+    load = ScenarioLoad(num_prompts=512, min_prompts=16, duration_s=90.0)
+    assert fixed_prompts(load, 10.0) == 512
+    assert fixed_prompts(load, 0.34) == 31  # ceil(90 x 0.34)
+    assert fixed_prompts(load, 0.01) == 16
+    assert fixed_prompts(ScenarioLoad(num_prompts=64), 0.01) == 64  # no duration_s: the count
+    with pytest.raises(ValueError, match="requests_per_s"):
+        fixed_prompts(load, 0.0)
+    # all at once: prompts over capacity, the last request's own latency, the warm-ups' together
+    assert estimate_fixed_seconds(load, 31, 1, 60.0, 0.34, runs=3) == pytest.approx(
+        3 * (BENCH_RUN_OVERHEAD_S + 31 / 0.34 + 60.0 + 60.0)
+    )
+    single = ScenarioLoad(num_prompts=32, max_concurrency=1)
+    assert estimate_fixed_seconds(single, 8, 1, 60.0, 0.34, runs=4) == pytest.approx(
+        4 * (BENCH_RUN_OVERHEAD_S + 9 * 60.0)
+    )
+    # four at a time, but no faster than the server's capacity
+    four = ScenarioLoad(num_prompts=32, max_concurrency=4)
+    assert estimate_fixed_seconds(four, 32, 0, 1.0, 100.0, runs=1) == pytest.approx(BENCH_RUN_OVERHEAD_S + 8)
+    assert estimate_fixed_seconds(four, 32, 0, 1.0, 2.0, runs=1) == pytest.approx(BENCH_RUN_OVERHEAD_S + 16)

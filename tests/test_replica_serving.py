@@ -55,7 +55,10 @@ def _replicas() -> tuple[MatrixCell, MatrixCell, MatrixCell]:
     own = sorted((c for c in cells if c.replica_tp is None), key=lambda c: c.cell_id)
     wide = [c for c in cells if c.replica_tp is not None]
     assert wide
-    (first, second, *_) = [c for c in own if c.job == own[0].job]
+    jobs: dict[str, list[MatrixCell]] = {}
+    for cell in own:
+        jobs.setdefault(cell.job, []).append(cell)
+    (first, second, *_) = max(jobs.values(), key=len)
     return first, second, wide[0]
 
 

@@ -119,11 +119,17 @@ class CapacitySearch(Strict):
 
 class ScenarioLoad(Strict):
     """One scenario's load; ``input_len``/``output_len`` ``None``: the cell's catalog workload.
-    ``search`` (server only, with ``goodput`` and without ``request_rate``): a capacity search."""
+    ``search`` (server only, with ``goodput`` and without ``request_rate``): a capacity search.
+    ``duration_s`` (a fixed load of a catalog workload): a run sends the prompts the cell's BF16 server
+    is planned to finish in about that time, at least ``min_prompts``, at most ``num_prompts``
+    (``quantgate.matrix.planned_prompts``), so a slow server's run is bounded by time, not by a count
+    sized for a fast one."""
 
     input_len: int | None = Field(default=None, ge=1)
     output_len: int | None = Field(default=None, ge=1)
     num_prompts: int = Field(ge=1)
+    min_prompts: int = Field(default=1, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     request_rate: float | None = Field(default=None, gt=0)
     goodput: Goodput | None = None
@@ -133,6 +139,10 @@ class ScenarioLoad(Strict):
     def _search_has_limits(self) -> ScenarioLoad:
         if self.search is not None and (self.goodput is None or self.request_rate is not None):
             raise ValueError("search needs goodput limits and no request_rate (the search sets the rate)")
+        if self.min_prompts > self.num_prompts:
+            raise ValueError(f"min_prompts {self.min_prompts} must not exceed num_prompts {self.num_prompts}")
+        if self.duration_s is not None and (self.search is not None or self.output_len is not None):
+            raise ValueError("duration_s sizes a fixed load of a catalog workload (no search, no output_len)")
         return self
 
 

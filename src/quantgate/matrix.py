@@ -49,7 +49,13 @@ from typing import Any, Literal
 
 from quantgate import paths
 from quantgate.catalog import Catalog, load_catalog
-from quantgate.devices.durations import Durations, estimate_search_seconds, estimate_startup_seconds
+from quantgate.devices.durations import (
+    Durations,
+    estimate_fixed_seconds,
+    estimate_search_seconds,
+    estimate_startup_seconds,
+    fixed_prompts,
+)
 from quantgate.devices.fit import (
     TP_SIZES,
     Fit,
@@ -365,6 +371,7 @@ def _with_replicas(catalog: Catalog, server: ServedModel, cells: Sequence[Matrix
             seconds=planned_cell_seconds(catalog, c),
             exclusive=c.kind != "accuracy",
             tp=c.replica_tp,
+            group=c.workload,
         )
         for c in cells
     ]
@@ -541,9 +548,8 @@ def published_cell_seconds(
 
     The same work as ``catalog_cell_seconds``, timed with the cards' figures: accuracy cells generate
     at the batched throughput of ``ACCURACY_WORKLOAD`` (short prompts, long answers, as reasoning
-    benchmarks), single-stream cells take 64 times the workload's published latency, a capacity
-    search's steps are timed on a server of the workload's published max QPS (``search_cell_seconds``),
-    and the other multi-stream and server sweeps keep their fixed length.
+    benchmarks), a fixed load's runs and a capacity search's steps are timed on a server of the
+    workload's published latency and max QPS (``fixed_cell_seconds``, ``search_cell_seconds``).
     """
     rates = rates if rates is not None else published_rates(catalog)
     if not rates.has(cell.gpu, cell.scheme):
@@ -554,16 +560,19 @@ def published_cell_seconds(
         return None if tps is None else _accuracy_tokens(catalog, cell) / tps
     assert cell.scenario is not None
     assert cell.workload is not None
-    searched = searched_load(catalog, cell)
-    if catalog.scenario(cell.scenario).metric != "latency_s" and searched is None:
-        return SWEEP_SECONDS
+    loaded = scenario_load(catalog, cell)
     latency = rates.latency_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
-    if searched is not None:
-        tps = rates.tokens_per_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
-        if tps is None or latency is None:
-            return None
-        return search_cell_seconds(catalog, cell, *searched, tps, latency, rates)
-    return None if latency is None else SINGLE_STREAM_REQUESTS * latency
+    tps = rates.tokens_per_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+    if loaded is None:
+        if catalog.scenario(cell.scenario).metric != "latency_s":
+            return SWEEP_SECONDS
+        return None if latency is None else SINGLE_STREAM_REQUESTS * latency
+    if tps is None or latency is None:
+        return None
+    if loaded[1].search is not None:
+        return search_cell_seconds(catalog, cell, *loaded, tps, latency, rates)
+    output = catalog.workload(cell.workload).output_tokens
+    return fixed_cell_seconds(catalog, cell, *loaded, latency, tps / output, rates)
 
 
 def _accuracy_tokens(catalog: Catalog, cell: MatrixCell) -> float:
@@ -593,11 +602,12 @@ def catalog_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
     * deterministic accuracy (few-shot, log-likelihood): ``items x (fewshot + 1) x 200`` prompt
       tokens at 0.05 of a generated token each (prefill is ~20x cheaper than decoding), plus 256
       generated tokens per item for generative metrics (GSM8K exact match);
-    * single-stream performance: 64 requests one after another, each ``output_tokens x
-      (4 ms + 0.4 ms x params_b / gpus)``;
-    * a capacity-searched scenario (the GPU kind file's ``search``): its searches' steps on a server
-      whose capacity is the decode rate above over the output tokens (``search_cell_seconds``);
-    * other multi-stream and server performance: a sweep of 10 request rates x 60 s = 600 s.
+    * performance: one request alone takes ``output_tokens x (4 ms + 0.4 ms x params_b / gpus)``, and
+      the server's capacity is the decode rate above over the output tokens; the GPU kind file's load
+      of the cell's scenario is timed on that server: a fixed load's runs (``fixed_cell_seconds``), a
+      capacity search's steps (``search_cell_seconds``);
+    * without a GPU kind file for the cell's kind (a test's toy catalog): a single-stream cell is 64
+      requests one after another, other performance a sweep of 10 request rates x 60 s = 600 s.
     """
     model = catalog.model(cell.model)
     gpus = max(1, cell.requirement.count)
@@ -607,13 +617,22 @@ def catalog_cell_seconds(catalog: Catalog, cell: MatrixCell) -> float:
     assert cell.scenario is not None
     assert cell.workload is not None
     output = catalog.workload(cell.workload).output_tokens
-    latency = output * (ITL_BASE_S + ITL_PER_B_S * model.params_b / gpus)
-    if catalog.scenario(cell.scenario).metric == "latency_s":
-        return SINGLE_STREAM_REQUESTS * latency
-    searched = searched_load(catalog, cell)
-    if searched is not None:
-        return search_cell_seconds(catalog, cell, *searched, 1 / per_token, latency)
-    return SWEEP_SECONDS
+    latency = catalog_latency_s(catalog, cell)
+    loaded = scenario_load(catalog, cell)
+    if loaded is None:
+        if catalog.scenario(cell.scenario).metric == "latency_s":
+            return SINGLE_STREAM_REQUESTS * latency
+        return SWEEP_SECONDS
+    if loaded[1].search is not None:
+        return search_cell_seconds(catalog, cell, *loaded, 1 / per_token, latency)
+    return fixed_cell_seconds(catalog, cell, *loaded, latency, 1 / per_token / output)
+
+
+def catalog_latency_s(catalog: Catalog, cell: MatrixCell) -> float:
+    """One request of the cell's workload alone on its served model, by the catalog's model
+    (``catalog_cell_seconds``)."""
+    params, gpus = catalog.model(cell.model).params_b, max(1, cell.requirement.count)
+    return catalog.workload(cell.workload or "").output_tokens * (ITL_BASE_S + ITL_PER_B_S * params / gpus)
 
 
 _KINDS: dict[int, tuple[Catalog, KindSpec | None]] = {}
@@ -636,14 +655,71 @@ def gpu_kind(catalog: Catalog) -> KindSpec | None:
     return entry[1]
 
 
-def searched_load(catalog: Catalog, cell: MatrixCell) -> tuple[KindSpec, ScenarioLoad] | None:
-    """The GPU kind file and the cell's scenario load where that scenario is a capacity search on the
-    cell's GPU kind (``kinds.CapacitySearch``), else ``None``."""
+def scenario_load(catalog: Catalog, cell: MatrixCell) -> tuple[KindSpec, ScenarioLoad] | None:
+    """The GPU kind file and its load of the cell's scenario where the file describes the cell's GPU
+    kind, else ``None``."""
     spec = gpu_kind(catalog)
     if spec is None or cell.gpu not in spec.kinds or cell.scenario is None:
         return None
-    load = next((load for name, load in spec.speed.scenarios.items() if name == cell.scenario), None)
-    return (spec, load) if load is not None and load.search is not None else None
+    load = spec.speed.scenarios.get(cell.scenario)  # type: ignore[call-overload]
+    return (spec, load) if load is not None else None
+
+
+def searched_load(catalog: Catalog, cell: MatrixCell) -> tuple[KindSpec, ScenarioLoad] | None:
+    """``scenario_load`` where that scenario is a capacity search (``kinds.CapacitySearch``), else
+    ``None``."""
+    loaded = scenario_load(catalog, cell)
+    return loaded if loaded is not None and loaded[1].search is not None else None
+
+
+def fixed_cell_seconds(
+    catalog: Catalog,
+    cell: MatrixCell,
+    spec: KindSpec,
+    load: ScenarioLoad,
+    latency_s: float,
+    capacity: float,
+    rates: PublishedRates | None = None,
+) -> float:
+    """A fixed-load cell's first look (``pipeline.speed.SpeedStage.bench_runs``): the kind's ``repeats``
+    runs of ``planned_prompts`` requests, each opened by the kind's warm-up requests, and for the kind's
+    first fixed scenario also the discarded warm-up run that opens a served model's benches, on a
+    server whose one request alone takes ``latency_s`` and whose capacity is ``capacity`` req/s
+    (``devices.durations.estimate_fixed_seconds``)."""
+    fixed = [name for name, entry in spec.speed.scenarios.items() if entry.search is None]
+    runs = spec.speed.repeats + (1 if fixed and fixed[0] == cell.scenario else 0)
+    prompts = planned_prompts(catalog, cell, load, rates)
+    return estimate_fixed_seconds(load, prompts, spec.speed.warmups, latency_s, capacity, runs)
+
+
+def planned_prompts(
+    catalog: Catalog, cell: MatrixCell, load: ScenarioLoad, rates: PublishedRates | None = None
+) -> int:
+    """Prompts of one run of a fixed load on the cell (``devices.durations.fixed_prompts``), sized on
+    its BF16 reference's planned server on the cell's GPU kind (the cell's own where BF16 has none), so
+    that every scheme of a model, GPU kind and workload sends the same requests per GPU and their
+    figures compare like with like. The rate: BF16's planned capacity (``searched_capacity``) times the
+    cell's GPUs over BF16's (a 70B INT4 server on one H100 is sent a quarter of what BF16 on four is);
+    with a concurrency limit, at most that many requests per one request's latency on BF16's server
+    (published, else the catalog's ``catalog_latency_s``)."""
+    if load.duration_s is None:
+        return load.num_prompts
+    reference = reference_cell(catalog, cell) or cell
+    gpus = max(1, cell.requirement.count) / max(1, reference.requirement.count)
+    rate = searched_capacity(catalog, reference, rates) * gpus
+    if load.max_concurrency is not None:
+        rate = min(rate, load.max_concurrency / planned_latency_s(catalog, reference, rates))
+    return fixed_prompts(load, rate)
+
+
+def planned_latency_s(catalog: Catalog, cell: MatrixCell, rates: PublishedRates | None = None) -> float:
+    """One request of the cell's workload alone on its served model: the published latency of its GPU
+    kind, scheme and GPU count where the cards measured them, else ``catalog_latency_s``."""
+    assert cell.workload is not None
+    rates = rates if rates is not None else published_rates(catalog)
+    params, gpus = catalog.model(cell.model).params_b, max(1, cell.requirement.count)
+    latency = rates.latency_s(cell.gpu, cell.scheme, cell.workload, params, gpus)
+    return latency if latency is not None else catalog_latency_s(catalog, cell)
 
 
 def search_cell_seconds(
@@ -686,10 +762,20 @@ def reference_capacity(
     planned on (``searched_capacity``, on BF16's GPUs)."""
     if is_reference(catalog, cell) or spec.speed.reference != "stored" or cell.workload is None:
         return None
+    bf16 = reference_cell(catalog, cell)
+    if bf16 is None:
+        return None
+    gpus = max(1, bf16.requirement.count)
+    return searched_capacity(catalog, bf16, rates) * max(1, cell.requirement.count) / gpus
+
+
+def reference_cell(catalog: Catalog, cell: MatrixCell) -> MatrixCell | None:
+    """The cell's BF16 reference on its GPU kind, on BF16's served model (the cell itself for a BF16
+    cell), or ``None`` where that server is not run there."""
     server = served_models(catalog).get((cell.model, "bf16", cell.gpu))
     if server is None or server.skip_reason is not None:
         return None
-    bf16 = replace(
+    return replace(
         cell,
         scheme="bf16",
         served_model=server.key,
@@ -698,8 +784,6 @@ def reference_capacity(
         replicas=1,
         replica_tp=None,
     )
-    gpus = max(1, server.requirement.count)
-    return searched_capacity(catalog, bf16, rates) * max(1, cell.requirement.count) / gpus
 
 
 def searched_capacity(catalog: Catalog, cell: MatrixCell, rates: PublishedRates | None = None) -> float:

@@ -3,13 +3,14 @@
 ``.quantgate/durations.json`` (``quantgate-durations``) holds each cell's measured seconds (the sum of its
 tests' calls) and each served model's start-up; placement plans with them, and a cell never run falls
 back to ``quantgate.matrix.estimate_cell_seconds``, which times a capacity-searched scenario with
-``estimate_search_seconds`` here.
+``estimate_search_seconds`` here and a fixed load's runs with ``estimate_fixed_seconds``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,8 +31,9 @@ LOAD_GIB_PER_S = 1.0
 
 NonNegative = Annotated[float, Field(ge=0)]
 
-# A capacity search's step besides its requests: the bench worker starts the run and writes its file.
-SEARCH_STEP_OVERHEAD_S = 5.0
+# A bench run (a search's step or a fixed load's run) besides its requests: the bench worker starts the
+# run and writes its file.
+BENCH_RUN_OVERHEAD_S = 5.0
 
 
 class _DurationsFile(Strict):
@@ -115,4 +117,37 @@ def search_step_seconds(rate: float, capacity: float, prompts: int, drain_s: flo
     tool waits for every request; at the limits, TTFT + output tokens x TPOT), plus the run's overhead."""
     if not (rate > 0 and capacity > 0):
         raise ValueError(f"rate and capacity must be > 0 req/s, got {rate!r} and {capacity!r}")
-    return SEARCH_STEP_OVERHEAD_S + max(prompts / rate, prompts / capacity) + drain_s
+    return BENCH_RUN_OVERHEAD_S + max(prompts / rate, prompts / capacity) + drain_s
+
+
+def fixed_prompts(load: ScenarioLoad, requests_per_s: float) -> int:
+    """Prompts of one run of a fixed load: with ``duration_s``, those a server finishing
+    ``requests_per_s`` serves in that time, at least ``min_prompts`` and at most ``num_prompts``; else
+    ``num_prompts``.
+
+    Why: a count sized for a fast server is hours on a slow one (512 large-RAG requests are ~14 s of a
+    7B model on an H100 and ~80 min of a 70B on four A6000s at the cards' throughputs)."""
+    if load.duration_s is None:
+        return load.num_prompts
+    if not requests_per_s > 0:
+        raise ValueError(f"requests_per_s must be > 0, got {requests_per_s!r}")
+    wanted = math.ceil(load.duration_s * requests_per_s)
+    return max(load.min_prompts, min(load.num_prompts, wanted))
+
+
+def estimate_fixed_seconds(
+    load: ScenarioLoad, prompts: int, warmups: int, latency_s: float, capacity: float, runs: int
+) -> float:
+    """Seconds of ``runs`` runs of a fixed load of ``prompts`` requests, each run opened by ``warmups``
+    warm-up requests, as ``vllm bench serve`` sends them (at most ``max_concurrency`` at once): in
+    waves of ``max_concurrency`` requests of ``latency_s`` each (one request alone), but no faster than
+    the server's ``capacity`` req/s; without a concurrency limit all at once, at ``capacity``, with the
+    last request's own ``latency_s`` at the end (and once for the warm-ups), plus the run's overhead."""
+    if not (latency_s > 0 and capacity > 0):
+        raise ValueError(f"latency_s and capacity must be > 0, got {latency_s!r} and {capacity!r}")
+    if load.max_concurrency is None:
+        work = prompts / capacity + latency_s + (latency_s if warmups else 0.0)
+    else:
+        waves = math.ceil(prompts / load.max_concurrency) + math.ceil(warmups / load.max_concurrency)
+        work = max(waves * latency_s, (prompts + warmups) / capacity)
+    return runs * (BENCH_RUN_OVERHEAD_S + work)

@@ -4,18 +4,21 @@ Why: placement and sharding move whole jobs, and a job is a served model's cells
 set of devices. One served model can be longer than everything else of its shard together (a 70B INT4
 model on one H100 plans AIME, MATH-500 and GPQA-Diamond back to back, ~25 h), and then no assignment
 of whole served models balances the shards or fits a night. A replica is the same served model
-started again on other devices: its accuracy cells are spread over ``ceil(total / limit)`` replicas,
-longest cell first onto the least loaded replica (LPT), each replica its own server, lease and xdist
-unit. Speed cells all stay in replica 1, which needs its GPUs alone (speed is measured on an
-otherwise idle GPU, as without replicas), and the other replicas hold accuracy cells only, so that
-they may share GPUs within memory like any accuracy job.
+started again on other devices: its cells are spread over ``ceil(total / limit)`` replicas, longest
+first onto the least loaded replica (LPT), each replica its own server, lease and xdist unit. Speed
+cells go first, a workload's together (its scenarios share the served model's bench runs, warm-up run
+included), into as few replicas as hold them within the limit: those need their GPUs alone (speed is
+measured on an otherwise idle GPU, as without replicas; the BF16 figures it is judged against are
+stored per GPU kind, not per device). The other replicas hold accuracy cells only, so that they may
+share GPUs within memory like any accuracy job. Why speed replicas: a 70B INT4 model on one H100
+plans ~12 h of speed cells alone, one job longer than a night that no split of whole jobs balances.
 
 **Wider replicas.** An accuracy cell that alone is planned over the limit on its served model's GPUs
 (a 70B INT4 model's MATH-500 on one A100, ~23 h) would be longer than any night whatever the split.
 Such a cell is served by an accuracy-only replica at a larger tensor-parallel size (``Piece.tp``, chosen
 by ``quantgate.matrix``): accuracy is judged per item against the stored BF16 reference, so the TP of
 the candidate's server does not change what is measured, while the speed cells keep the catalog's
-deployment in replica 1. Cells of one wider TP are split among themselves (``split_replicas``), after
+deployment (the own-TP replicas). Cells of one wider TP are split among themselves (``split_replicas``), after
 the served model's own replicas, each wider replica its own job (``replica_job`` names its TP).
 
 The split is a function of the cells' estimates alone (``quantgate.matrix.estimate_cell_seconds``, from
@@ -44,19 +47,36 @@ class Piece:
     seconds: float
     exclusive: bool
     tp: int | None = None  # the larger tensor-parallel size of an accuracy-only replica; None: its own
+    group: str | None = None  # exclusive pieces of one group stay in one replica; None: the piece alone
+
+
+def _exclusive_groups(pieces: Sequence[Piece]) -> dict[str, list[Piece]]:
+    groups: dict[str, list[Piece]] = {}
+    for piece in sorted((p for p in pieces if p.exclusive), key=lambda p: p.name):
+        groups.setdefault(piece.group or piece.name, []).append(piece)
+    return groups
+
+
+def exclusive_replica_count(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) -> int:
+    """Replicas the exclusive pieces take: ``ceil(their total / limit)``, at most one per group, 0
+    without exclusive pieces."""
+    groups = _exclusive_groups(pieces)
+    total = sum(p.seconds for group in groups.values() for p in group)
+    return min(len(groups), max(1, math.ceil(total / limit_s - 1e-9))) if groups else 0
 
 
 def replica_count(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) -> int:
     """How many replicas a served model gets: ``ceil(total / limit)``, at most one per accuracy cell
-    (plus the speed cells' replica), at least 1."""
+    plus the exclusive pieces' (``exclusive_replica_count``), at least 1 and at least those."""
     total = sum(p.seconds for p in pieces)
     shareable = sum(1 for p in pieces if not p.exclusive)
-    most = shareable + (1 if any(p.exclusive for p in pieces) else 0)
-    return max(1, min(most, math.ceil(total / limit_s - 1e-9)))
+    exclusive = exclusive_replica_count(pieces, limit_s)
+    return max(1, exclusive, min(shareable + exclusive, math.ceil(total / limit_s - 1e-9)))
 
 
 def split_replicas(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) -> dict[str, int]:
-    """The replica (1-based) of each piece: exclusive pieces in 1, the others longest first (ties by
+    """The replica (1-based) of each piece: the exclusive pieces' groups longest first onto the least
+    loaded of the first ``exclusive_replica_count`` replicas, then the others longest first (ties by
     name) onto the replica with the least planned seconds (ties to the lowest number).
 
     Independent of the order of ``pieces``. Example: speed cells of 1 h and accuracy cells of 5, 3 and
@@ -65,10 +85,13 @@ def split_replicas(pieces: Sequence[Piece], limit_s: float = REPLICA_LIMIT_S) ->
     replicas = replica_count(pieces, limit_s)
     load = [0.0] * replicas
     out: dict[str, int] = {}
-    for piece in sorted(pieces, key=lambda p: p.name):
-        if piece.exclusive:
-            out[piece.name] = 1
-            load[0] += piece.seconds
+    groups = _exclusive_groups(pieces)
+    speed = range(exclusive_replica_count(pieces, limit_s))
+    for _, group in sorted(groups.items(), key=lambda g: (-sum(p.seconds for p in g[1]), g[0])):
+        target = min(speed, key=lambda r: (load[r], r))
+        for piece in group:
+            out[piece.name] = target + 1
+            load[target] += piece.seconds
     for piece in sorted((p for p in pieces if not p.exclusive), key=lambda p: (-p.seconds, p.name)):
         target = min(range(replicas), key=lambda r: (load[r], r))
         load[target] += piece.seconds

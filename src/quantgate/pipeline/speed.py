@@ -17,7 +17,7 @@ from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
 from quantgate.datafile import Strict, atomic_write_text, load_model
 from quantgate.errors import QuantgateError
 from quantgate.kinds import ScenarioLoad
-from quantgate.matrix import MatrixCell
+from quantgate.matrix import MatrixCell, planned_prompts
 from quantgate.outcomes import (
     SpeedOutcome,
     judge_speed_sequentially,
@@ -143,7 +143,15 @@ class SpeedStage(_Core):
         for repeat in range(first, first + (self.spec.speed.repeats if repeats is None else repeats)):
             plan += [(*entry, repeat) for entry in loads]
         return [
-            self.load_run(scenario, load, workload, input_len, output_len, repeat=repeat)
+            self.load_run(
+                scenario,
+                load,
+                workload,
+                input_len,
+                output_len,
+                repeat=repeat,
+                prompts=planned_prompts(self.catalog, cell, load),
+            )
             for scenario, load, workload, input_len, output_len, repeat in plan
         ]
 
@@ -159,15 +167,19 @@ class SpeedStage(_Core):
         rate: float | None = None,
         step: int | None = None,
         search: SearchSettings | None = None,
+        prompts: int | None = None,
     ) -> BenchRun:
-        """One run of a scenario's load; a search step's ``rate``, ``step`` and settings (its seed is
-        the repeat's and the step's, so every step offers fresh prompts and arrivals)."""
+        """One run of a scenario's load: a fixed load's run of ``prompts`` requests (default the load's
+        ``num_prompts``; ``matrix.planned_prompts`` sizes a ``duration_s`` load), or a search step at
+        ``rate`` with its ``step`` and settings (its seed is the repeat's and the step's, so every step
+        offers fresh prompts and arrivals)."""
+        fixed = prompts if prompts is not None else load.num_prompts
         return BenchRun(
             scenario,
             workload=workload,
             input_len=input_len,
             output_len=output_len,
-            num_prompts=search_prompts(load, rate) if step is not None else load.num_prompts,
+            num_prompts=search_prompts(load, rate) if step is not None else fixed,
             max_concurrency=load.max_concurrency,
             request_rate=rate or load.request_rate or math.inf,
             goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms} if load.goodput else {},
