@@ -139,20 +139,12 @@ class SpeedStage(_Core):
         loads = [entry for entry in self.loads(cell) if entry[1].search is None]
         if not loads:
             return []
-        plan = [("warm-up", *loads[0][1:], first)] if warm_up else []
+        plan = [(("warm-up", *loads[0][1:]), first)] if warm_up else []
         for repeat in range(first, first + (self.spec.speed.repeats if repeats is None else repeats)):
-            plan += [(*entry, repeat) for entry in loads]
+            plan += [(entry, repeat) for entry in loads]
         return [
-            self.load_run(
-                scenario,
-                load,
-                workload,
-                input_len,
-                output_len,
-                repeat=repeat,
-                prompts=planned_prompts(self.catalog, cell, load),
-            )
-            for scenario, load, workload, input_len, output_len, repeat in plan
+            self.load_run(*entry, repeat=repeat, prompts=planned_prompts(self.catalog, cell, entry[1]))
+            for entry, repeat in plan
         ]
 
     def load_run(
