@@ -24,12 +24,14 @@ from typing import Any
 import pytest
 
 from quantgate import paths
+from quantgate.catalog import load_catalog
 from quantgate.devices.leases import Lease
 from quantgate.envs import Envs
 from quantgate.errors import QuantgateError
 from quantgate.kinds import load_kind
-from quantgate.matrix import MatrixCell, expand
+from quantgate.matrix import MatrixCell, estimate_cell_seconds, expand
 from quantgate.pipeline import Pipeline
+from quantgate.pipeline.core import TIMEOUT_FACTOR, TIMEOUT_FLOOR_S, TIMEOUT_SLACK_S
 from quantgate.report import write_report
 from quantgate.runners.bench import BenchResult, BenchRun, read_bench_result
 from quantgate.runners.capacity import SearchSettings, planned_searches
@@ -180,14 +182,24 @@ def test_without_a_bf16_reference_the_cell_fails_naming_the_file_and_the_command
     assert 'pytest suites -m h100 -k "Qwen-32B-bf16-" --qg-update-baselines' in str(caught.value)
 
 
-def test_a_speed_reference_of_another_vllm_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "stored_value", "now"),
+    [("vllm", "0.31.0", "unknown"), ("prompts", "256", "512"), ("warmups", "4", "1")],
+    ids=["another-vllm", "other-prompts", "other-warm-ups"],
+)
+def test_a_speed_reference_measured_otherwise_is_refused(
+    tmp_path: Path, key: str, stored_value: str, now: str
+) -> None:
+    """Another vLLM, or runs of another size: a load sized by time sends what the catalog and the
+    published tables plan (``prompts``), which the kind file alone does not pin."""
     lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
     path = tmp_path / "baselines" / "h100" / "Qwen-32B" / "speed" / f"{cell('bf16').target}.json"
     stored = json.loads(path.read_text())
-    stored["provenance"]["vllm"] = "0.31.0"
+    assert stored["provenance"][key] == now
+    stored["provenance"][key] = stored_value
     path.write_text(json.dumps(stored))
-    with pytest.raises(QuantgateError, match=r"vllm: stored '0\.31\.0', now 'unknown'") as caught:
-        lane(tmp_path, 1.0).judge_speed(Server(), cell("int8-w8a8"))  # type: ignore[arg-type]
+    with pytest.raises(QuantgateError, match=rf"{key}: stored '{stored_value}', now '{now}'") as caught:
+        lane(tmp_path, 1.0).judge_speed(Server(), cell("int4-w4a16"))  # type: ignore[arg-type]
     assert caught.value.where == "provenance"
 
 
@@ -461,6 +473,10 @@ def test_a_gpu_bench_measures_a_warm_server_only(tmp_path: Path) -> None:
     runs = gpu_lane.bench_runs(cell("int4-w4a16"))
     assert runs[0].scenario == "warm-up"
     assert [r.scenario for r in runs[1:3]] == ["single-stream", "multi-stream"]
+    # its own prompts: with r0's seed it sent r0's single-stream prompts, which vLLM's prefix cache
+    # (on by default in 0.32) then served without their prefill
+    assert (runs[0].num_prompts, runs[0].input_len) == (runs[1].num_prompts, runs[1].input_len)
+    assert runs[0].seed not in {r.seed for r in runs[1:]}
     assert len(runs) == 1 + 3 * 2, "the server scenario is a capacity search, chosen as it goes"
     assert {(r.workload, r.input_len, r.output_len) for r in runs} == {("multi-turn-chat", 512, 256)}
     outcome = lane(tmp_path, 1.0, update=True).judge_speed(Server(), cell("bf16"))  # type: ignore[arg-type]
@@ -490,6 +506,28 @@ def test_a_slow_servers_fixed_runs_are_bounded_by_time_alike_for_every_scheme_pe
     assert gpus == {"bf16": 4, "int8-w8a8": 4, "int4-w4a16": 2}
     assert prompts["bf16"] == prompts["int8-w8a8"] == {"warm-up": 8, "single-stream": 8, "multi-stream": 31}
     assert prompts["int4-w4a16"] == {"warm-up": 8, "single-stream": 8, "multi-stream": 16}
+
+
+def test_an_unsized_bench_is_timed_out_on_its_own_runs_whichever_speed_cell_starts_it(tmp_path: Path) -> None:
+    """A workload's first speed cell benches every fixed scenario: BF16's 24 repeats of single- and
+    multi-stream after a warm-up run. The timeout is 3x those runs' planned seconds plus the slack,
+    the same whether the single- or the multi-stream cell starts them (the multi-stream cell's own
+    estimate left ~1.3x the work)."""
+    gpu_lane = lane(tmp_path, 1.0)
+    cells = {
+        c.scenario: c
+        for c in expand(kind="performance")
+        if c.cell_id.startswith("Qwen-1.5B-bf16-h100-") and c.cell_id.endswith("-stream-code-completion")
+    }
+    runs = gpu_lane.bench_runs(cells["multi-stream"], 24)
+    assert len(runs) == 1 + 24 * 2
+    catalog = load_catalog()
+    single, multi = (estimate_cell_seconds(catalog, cells[s]) for s in ("single-stream", "multi-stream"))
+    planned = single / 4 * 25 + multi / 3 * 24  # per run: 3 repeats and the warm-up run; 3 repeats
+    expected = max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * planned + TIMEOUT_SLACK_S)
+    assert gpu_lane.fixed_timeout(cells["multi-stream"], runs) == pytest.approx(expected)
+    assert gpu_lane.fixed_timeout(cells["single-stream"], runs) == pytest.approx(expected)
+    assert expected > gpu_lane.timeout(cells["multi-stream"], len(runs) / 3) * 1.5
 
 
 def test_what_differs_between_cpu_and_gpu_kinds_is_their_kind_files() -> None:

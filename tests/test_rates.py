@@ -393,14 +393,22 @@ def test_a_fixed_load_is_sized_by_time_within_its_counts_and_timed_as_the_tool_s
     with pytest.raises(ValueError, match="requests_per_s"):
         fixed_prompts(load, 0.0)
     # all at once: prompts over capacity, the last request's own latency, the warm-ups' together
-    assert estimate_fixed_seconds(load, 31, 1, 60.0, 0.34, runs=3) == pytest.approx(
+    assert estimate_fixed_seconds(31, 1, 60.0, 0.34, runs=3) == pytest.approx(
         3 * (BENCH_RUN_OVERHEAD_S + 31 / 0.34 + 60.0 + 60.0)
     )
-    single = ScenarioLoad(num_prompts=32, max_concurrency=1)
-    assert estimate_fixed_seconds(single, 8, 1, 60.0, 0.34, runs=4) == pytest.approx(
+    assert estimate_fixed_seconds(8, 1, 60.0, 0.34, max_concurrency=1, runs=4) == pytest.approx(
         4 * (BENCH_RUN_OVERHEAD_S + 9 * 60.0)
     )
-    # four at a time, but no faster than the server's capacity
-    four = ScenarioLoad(num_prompts=32, max_concurrency=4)
-    assert estimate_fixed_seconds(four, 32, 0, 1.0, 100.0, runs=1) == pytest.approx(BENCH_RUN_OVERHEAD_S + 8)
-    assert estimate_fixed_seconds(four, 32, 0, 1.0, 2.0, runs=1) == pytest.approx(BENCH_RUN_OVERHEAD_S + 16)
+    # four at a time, but no faster than the server's capacity, nor than the arrivals
+    four = {"max_concurrency": 4}
+    assert estimate_fixed_seconds(32, 0, 1.0, 100.0, **four) == pytest.approx(BENCH_RUN_OVERHEAD_S + 8)
+    assert estimate_fixed_seconds(32, 0, 1.0, 2.0, **four) == pytest.approx(BENCH_RUN_OVERHEAD_S + 16)
+    assert estimate_fixed_seconds(32, 0, 1.0, 100.0, max_concurrency=4, request_rate=1.0) == pytest.approx(
+        BENCH_RUN_OVERHEAD_S + 32
+    )
+    assert estimate_fixed_seconds(32, 0, 1.0, 100.0, request_rate=math.inf) == pytest.approx(
+        BENCH_RUN_OVERHEAD_S + 0.32 + 1.0
+    )
+    # a fixed request rate bounds the prompts a duration sizes
+    paced = ScenarioLoad(num_prompts=512, duration_s=90.0, request_rate=2.0)
+    assert fixed_prompts(paced, 10.0) == 180

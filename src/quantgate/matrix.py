@@ -689,7 +689,15 @@ def fixed_cell_seconds(
     fixed = [name for name, entry in spec.speed.scenarios.items() if entry.search is None]
     runs = spec.speed.repeats + (1 if fixed and fixed[0] == cell.scenario else 0)
     prompts = planned_prompts(catalog, cell, load, rates)
-    return estimate_fixed_seconds(load, prompts, spec.speed.warmups, latency_s, capacity, runs)
+    return estimate_fixed_seconds(
+        prompts,
+        spec.speed.warmups,
+        latency_s,
+        capacity,
+        max_concurrency=load.max_concurrency,
+        request_rate=load.request_rate,
+        runs=runs,
+    )
 
 
 def planned_prompts(

@@ -122,8 +122,8 @@ def search_step_seconds(rate: float, capacity: float, prompts: int, drain_s: flo
 
 def fixed_prompts(load: ScenarioLoad, requests_per_s: float) -> int:
     """Prompts of one run of a fixed load: with ``duration_s``, those a server finishing
-    ``requests_per_s`` serves in that time, at least ``min_prompts`` and at most ``num_prompts``; else
-    ``num_prompts``.
+    ``requests_per_s`` (at most the load's ``request_rate``) serves in that time, at least
+    ``min_prompts`` and at most ``num_prompts``; else ``num_prompts``.
 
     Why: a count sized for a fast server is hours on a slow one (512 large-RAG requests are ~14 s of a
     7B model on an H100 and ~80 min of a 70B on four A6000s at the cards' throughputs)."""
@@ -131,23 +131,35 @@ def fixed_prompts(load: ScenarioLoad, requests_per_s: float) -> int:
         return load.num_prompts
     if not requests_per_s > 0:
         raise ValueError(f"requests_per_s must be > 0, got {requests_per_s!r}")
-    wanted = math.ceil(load.duration_s * requests_per_s)
+    rate = min(requests_per_s, load.request_rate or math.inf)
+    wanted = math.ceil(load.duration_s * rate)
     return max(load.min_prompts, min(load.num_prompts, wanted))
 
 
 def estimate_fixed_seconds(
-    load: ScenarioLoad, prompts: int, warmups: int, latency_s: float, capacity: float, runs: int
+    prompts: int,
+    warmups: int,
+    latency_s: float,
+    capacity: float,
+    *,
+    max_concurrency: int | None = None,
+    request_rate: float | None = None,
+    runs: int = 1,
 ) -> float:
-    """Seconds of ``runs`` runs of a fixed load of ``prompts`` requests, each run opened by ``warmups``
-    warm-up requests, as ``vllm bench serve`` sends them (at most ``max_concurrency`` at once): in
-    waves of ``max_concurrency`` requests of ``latency_s`` each (one request alone), but no faster than
-    the server's ``capacity`` req/s; without a concurrency limit all at once, at ``capacity``, with the
-    last request's own ``latency_s`` at the end (and once for the warm-ups), plus the run's overhead."""
+    """Seconds of ``runs`` runs of ``prompts`` requests, each run opened by ``warmups`` warm-up
+    requests, as ``vllm bench serve`` sends them: the warm-ups at most ``max_concurrency`` at once, then
+    the requests arriving at ``request_rate`` (``None`` or infinite: all at once), at most
+    ``max_concurrency`` in flight. A request alone takes ``latency_s``; the server finishes at most
+    ``capacity`` req/s. So: waves of ``max_concurrency`` requests of ``latency_s`` each, but no faster
+    than the capacity or the arrivals; without a concurrency limit the prompts at the capacity or the
+    arrival rate, the last request's own ``latency_s`` at the end (and once for the warm-ups); plus the
+    run's overhead."""
     if not (latency_s > 0 and capacity > 0):
         raise ValueError(f"latency_s and capacity must be > 0, got {latency_s!r} and {capacity!r}")
-    if load.max_concurrency is None:
-        work = prompts / capacity + latency_s + (latency_s if warmups else 0.0)
+    arrivals = prompts / request_rate if request_rate and math.isfinite(request_rate) else 0.0
+    if max_concurrency is None:
+        work = max(prompts / capacity, arrivals) + latency_s + (latency_s if warmups else 0.0)
     else:
-        waves = math.ceil(prompts / load.max_concurrency) + math.ceil(warmups / load.max_concurrency)
-        work = max(waves * latency_s, (prompts + warmups) / capacity)
+        waves = math.ceil(prompts / max_concurrency) + math.ceil(warmups / max_concurrency)
+        work = max(waves * latency_s, (prompts + warmups) / capacity, arrivals)
     return runs * (BENCH_RUN_OVERHEAD_S + work)

@@ -43,7 +43,7 @@ TIMEOUT_SLACK_S = 600.0
 TIMEOUT_FLOOR_S = 900.0
 SPEED_REFERENCE_SCHEMA_VERSION = 1
 HUB_MUST_MATCH = ("model_repo", "temperature", "top_p", "max_tokens", "vllm", "lighteval")
-SPEED_MUST_MATCH = ("model_repo", "gpu", "scenario", "workload", "load", "vllm")
+SPEED_MUST_MATCH = ("model_repo", "gpu", "scenario", "workload", "load", "warmups", "prompts", "vllm")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 PROBE_PROMPT = "Solve: what is 12 + 30? Reply with the number."
 
@@ -405,8 +405,12 @@ class PipelineCore:
         the catalog's estimate, or for a local model (no estimate) the kind's limit of the step."""
         if self.local(cell.model) is not None:
             return self.spec.accuracy.timeout_s if cell.kind == "accuracy" else self.spec.speed.timeout_s
-        estimate = estimate_cell_seconds(self.catalog, cell) * share
-        return max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * estimate + TIMEOUT_SLACK_S)
+        return self.scaled_timeout(estimate_cell_seconds(self.catalog, cell) * share)
+
+    @staticmethod
+    def scaled_timeout(estimate_s: float) -> float:
+        """Seconds before an unsized tool job estimated at ``estimate_s`` is stopped as hung."""
+        return max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * estimate_s + TIMEOUT_SLACK_S)
 
     @staticmethod
     def sized_timeout(expected_s: float, cap_s: float) -> float:

@@ -15,9 +15,16 @@ from pydantic import Field
 
 from quantgate.budget import Cut, OverBudget, estimate_run_seconds, size_bench
 from quantgate.datafile import Strict, atomic_write_text, load_model
+from quantgate.devices.durations import estimate_fixed_seconds
 from quantgate.errors import QuantgateError
 from quantgate.kinds import ScenarioLoad
-from quantgate.matrix import MatrixCell, planned_prompts
+from quantgate.matrix import (
+    MatrixCell,
+    planned_latency_s,
+    planned_prompts,
+    reference_cell,
+    searched_capacity,
+)
 from quantgate.outcomes import (
     SpeedOutcome,
     judge_speed_sequentially,
@@ -50,6 +57,9 @@ from quantgate.pipeline.core import SPEED_MUST_MATCH, SPEED_REFERENCE_SCHEMA_VER
 
 # A confirmation's repeats (and the seeds of their prompts) are numbered apart from the series'.
 CONFIRMATION_FIRST_REPEAT = 1000
+# The warm-up run's prompts are seeded apart from every measured run's: with the first repeat's seed it
+# sent that repeat's very prompts, which vLLM's prefix cache then served without their prefill.
+WARM_UP_SEED = 2**31 - 1
 
 
 def search_prompts(load: ScenarioLoad, rate: float | None) -> int:
@@ -135,16 +145,19 @@ class SpeedStage(_Core):
         as it goes: ``search_runs``), repeats interleaved (r0 of each scenario, then r1, ...) to spread
         drift. With ``warm_up`` the plan opens with a discarded run (scenario ``warm-up``, the first
         scenario's load): the first measured run of a fresh server was up to 10x slower than the next
-        ones. Repeats (and their seeds) are numbered from ``first``."""
+        ones; its prompts are its own (``WARM_UP_SEED``). Repeats (and their seeds) are numbered from
+        ``first``."""
         loads = [entry for entry in self.loads(cell) if entry[1].search is None]
         if not loads:
             return []
-        plan = [(("warm-up", *loads[0][1:]), first)] if warm_up else []
+        plan = [(("warm-up", *loads[0][1:]), first, WARM_UP_SEED)] if warm_up else []
         for repeat in range(first, first + (self.spec.speed.repeats if repeats is None else repeats)):
-            plan += [(entry, repeat) for entry in loads]
+            plan += [(entry, repeat, repeat) for entry in loads]
         return [
-            self.load_run(*entry, repeat=repeat, prompts=planned_prompts(self.catalog, cell, entry[1]))
-            for entry, repeat in plan
+            self.load_run(
+                *entry, repeat=repeat, seed=seed, prompts=planned_prompts(self.catalog, cell, entry[1])
+            )
+            for entry, repeat, seed in plan
         ]
 
     def load_run(
@@ -160,6 +173,7 @@ class SpeedStage(_Core):
         step: int | None = None,
         search: SearchSettings | None = None,
         prompts: int | None = None,
+        seed: int | None = None,
     ) -> BenchRun:
         """One run of a scenario's load: a fixed load's run of ``prompts`` requests (default the load's
         ``num_prompts``; ``matrix.planned_prompts`` sizes a ``duration_s`` load), or a search step at
@@ -177,10 +191,32 @@ class SpeedStage(_Core):
             goodput={"ttft": load.goodput.ttft_ms, "tpot": load.goodput.tpot_ms} if load.goodput else {},
             repeat=repeat,
             num_warmups=self.spec.speed.warmups if step in (None, 0) else 0,
-            seed=repeat if step is None else repeat * 100 + step,
+            seed=(repeat if seed is None else seed) if step is None else repeat * 100 + step,
             step=step,
             search=search,
         )
+
+    def fixed_timeout(self, cell: MatrixCell, runs: list[BenchRun]) -> float:
+        """Seconds before an unsized bench of fixed-load ``runs`` is stopped: the planned seconds of
+        those runs on the cell's planned server (``devices.durations.estimate_fixed_seconds``, as the
+        plans time them), scaled as ``timeout`` scales an estimate. Why not the cell's estimate: a
+        workload's first speed cell benches every fixed scenario, its own and the others' (a
+        multi-stream cell's estimate left a BF16 bench 1.3x its planned work)."""
+        if self.local(cell.model) is not None:
+            return self.timeout(cell)
+        latency, capacity = planned_latency_s(self.catalog, cell), searched_capacity(self.catalog, cell)
+        planned = sum(
+            estimate_fixed_seconds(
+                run.num_prompts,
+                run.num_warmups,
+                latency,
+                capacity,
+                max_concurrency=run.max_concurrency,
+                request_rate=run.request_rate,
+            )
+            for run in runs
+        )
+        return self.scaled_timeout(planned)
 
     def run_seconds(self, run: BenchRun, rate: Rate) -> float:
         """A run's expected seconds at the probed rates, the tool's warm-up requests included."""
@@ -250,7 +286,7 @@ class SpeedStage(_Core):
             return []
         budget_s = self.spec.budget.speed_s
         if not math.isfinite(budget_s):
-            timeout = self.timeout(cell, len(runs) / speed.repeats)
+            timeout = self.fixed_timeout(cell, runs)
         else:
             rate = self.rate(server, cell)
             plan = self.bench_runs(cell, repeats=1)
@@ -478,7 +514,12 @@ class SpeedStage(_Core):
         return self.baselines / cell.gpu / cell.model / "speed" / f"{cell.target}.json"
 
     def speed_provenance(self, cell: MatrixCell) -> dict[str, str]:
+        """What BF16's stored speed figures were measured with, for the cell's scenario: the checkpoint,
+        GPU kind, load, warm-ups, vLLM, and for a load sized by time the prompts BF16's runs send
+        (``matrix.planned_prompts``: it follows the catalog and the published tables, not the kind
+        file alone)."""
         load = self.spec.speed.scenarios[cell.scenario or ""]  # type: ignore[index]
+        reference = reference_cell(self.catalog, cell) if load.duration_s is not None else None
         return {
             "model_repo": self.repository(cell.model, "bf16")
             if self.local(cell.model) is None
@@ -487,6 +528,8 @@ class SpeedStage(_Core):
             "scenario": cell.scenario or "",
             "workload": cell.workload or "",
             "load": json.dumps(load.model_dump(mode="json"), sort_keys=True),
+            "warmups": str(self.spec.speed.warmups),
+            "prompts": str(planned_prompts(self.catalog, reference or cell, load)),
             "vllm": self.envs.version("vllm"),
         }
 
