@@ -34,10 +34,10 @@ from quantgate.matrix import (
     estimate_cell_seconds,
     expand,
     gpu_kind,
+    planned_capacity,
     planned_cell_seconds,
     published_cell_seconds,
     reference_capacity,
-    searched_capacity,
 )
 from quantgate.published import load_published
 from quantgate.runners.capacity import SearchSettings, planned_searches, step_prompts
@@ -300,7 +300,7 @@ def test_a_bf16_server_cell_starts_its_first_search_at_the_probes_rate() -> None
     assert latency is not None
     assert reference_capacity(catalog, cell, spec) is None
     streams = spec.accuracy.concurrency * (spec.accuracy.first_samples or 1)
-    assert searched_capacity(catalog, cell) == pytest.approx(tps / 1536)
+    assert planned_capacity(catalog, cell) == pytest.approx(tps / 1536)
     expected, _ = walked_seconds(spec, tps / 1536, streams / latency, 1536)
     assert estimate_cell_seconds(catalog, cell) == pytest.approx(expected)
 
@@ -316,11 +316,11 @@ def test_a_quantized_cell_on_fewer_gpus_starts_at_bf16s_capacity_per_gpu() -> No
     bf16 = searched_cell(catalog, "Llama-70B-bf16-h100-server-rag")
     assert (int4.requirement.count, bf16.requirement.count) == (1, 4)
     start = reference_capacity(catalog, int4, spec)
-    assert start == pytest.approx(searched_capacity(catalog, bf16) / 4)
+    assert start == pytest.approx(planned_capacity(catalog, bf16) / 4)
     output = catalog.workload("rag").output_tokens
-    expected, _ = walked_seconds(spec, searched_capacity(catalog, int4), start, output)
+    expected, _ = walked_seconds(spec, planned_capacity(catalog, int4), start, output)
     assert estimate_cell_seconds(catalog, int4) == pytest.approx(expected)
-    whole, _ = walked_seconds(spec, searched_capacity(catalog, int4), 4 * start, output)
+    whole, _ = walked_seconds(spec, planned_capacity(catalog, int4), 4 * start, output)
     assert whole > expected, "whole-server parity would start 4x higher, through overloaded steps"
 
 
@@ -341,7 +341,7 @@ def test_without_stored_bf16_figures_a_quantized_cell_plans_its_first_search_fro
     latency = rates.latency_s("h100", "int4-w4a16", "multi-turn-chat", 7.62, 1)
     assert latency is not None
     streams = session.accuracy.concurrency * (session.accuracy.first_samples or 1)
-    expected, _ = walked_seconds(session, searched_capacity(catalog, cell), streams / latency, 256)
+    expected, _ = walked_seconds(session, planned_capacity(catalog, cell), streams / latency, 256)
     assert estimate_cell_seconds(catalog, cell) == pytest.approx(expected)
     assert expected > stored
 

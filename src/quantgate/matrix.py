@@ -706,7 +706,7 @@ def planned_prompts(
     """Prompts of one run of a fixed load on the cell (``devices.durations.fixed_prompts``), sized on
     its BF16 reference's planned server on the cell's GPU kind (the cell's own where BF16 has none), so
     that every scheme of a model, GPU kind and workload sends the same requests per GPU and their
-    figures compare like with like. The rate: BF16's planned capacity (``searched_capacity``) times the
+    figures compare like with like. The rate: BF16's planned capacity (``planned_capacity``) times the
     cell's GPUs over BF16's (a 70B INT4 server on one H100 is sent a quarter of what BF16 on four is);
     with a concurrency limit, at most that many requests per one request's latency on BF16's server
     (published, else the catalog's ``catalog_latency_s``)."""
@@ -714,7 +714,7 @@ def planned_prompts(
         return load.num_prompts
     reference = reference_cell(catalog, cell) or cell
     gpus = max(1, cell.requirement.count) / max(1, reference.requirement.count)
-    rate = searched_capacity(catalog, reference, rates) * gpus
+    rate = planned_capacity(catalog, reference, rates) * gpus
     if load.max_concurrency is not None:
         rate = min(rate, load.max_concurrency / planned_latency_s(catalog, reference, rates))
     return fixed_prompts(load, rate)
@@ -767,14 +767,14 @@ def reference_capacity(
     (``pipeline.speed.SpeedStage.first_anchor``), where the kind stores BF16's speed figures (``speed.
     reference: stored``) and the model's BF16 server runs on the cell's GPU kind (else there is no
     reference to start from); else ``None``. BF16's capacity is the one its own searched cell is
-    planned on (``searched_capacity``, on BF16's GPUs)."""
+    planned on (``planned_capacity``, on BF16's GPUs)."""
     if is_reference(catalog, cell) or spec.speed.reference != "stored" or cell.workload is None:
         return None
     bf16 = reference_cell(catalog, cell)
     if bf16 is None:
         return None
     gpus = max(1, bf16.requirement.count)
-    return searched_capacity(catalog, bf16, rates) * max(1, cell.requirement.count) / gpus
+    return planned_capacity(catalog, bf16, rates) * max(1, cell.requirement.count) / gpus
 
 
 def reference_cell(catalog: Catalog, cell: MatrixCell) -> MatrixCell | None:
@@ -794,11 +794,11 @@ def reference_cell(catalog: Catalog, cell: MatrixCell) -> MatrixCell | None:
     )
 
 
-def searched_capacity(catalog: Catalog, cell: MatrixCell, rates: PublishedRates | None = None) -> float:
-    """The capacity (req/s) a searched performance cell's server is planned with: the published batched
-    decode throughput of its GPU kind, scheme, workload and GPU count where the cards measured them
-    (``published_cell_seconds``), else the catalog's decode rate (``catalog_cell_seconds``), over the
-    workload's output tokens."""
+def planned_capacity(catalog: Catalog, cell: MatrixCell, rates: PublishedRates | None = None) -> float:
+    """The capacity (req/s) a performance cell's server is planned with (its search's, its fixed loads'):
+    the published batched decode throughput of its GPU kind, scheme, workload and GPU count where the
+    cards measured them (``published_cell_seconds``), else the catalog's decode rate
+    (``catalog_cell_seconds``), over the workload's output tokens."""
     assert cell.workload is not None
     rates = rates if rates is not None else published_rates(catalog)
     params, gpus = catalog.model(cell.model).params_b, max(1, cell.requirement.count)

@@ -20,10 +20,10 @@ from quantgate.errors import QuantgateError
 from quantgate.kinds import ScenarioLoad
 from quantgate.matrix import (
     MatrixCell,
+    planned_capacity,
     planned_latency_s,
     planned_prompts,
     reference_cell,
-    searched_capacity,
 )
 from quantgate.outcomes import (
     SpeedOutcome,
@@ -204,7 +204,7 @@ class SpeedStage(_Core):
         multi-stream cell's estimate left a BF16 bench 1.3x its planned work)."""
         if self.local(cell.model) is not None:
             return self.timeout(cell)
-        latency, capacity = planned_latency_s(self.catalog, cell), searched_capacity(self.catalog, cell)
+        latency, capacity = planned_latency_s(self.catalog, cell), planned_capacity(self.catalog, cell)
         planned = sum(
             estimate_fixed_seconds(
                 run.num_prompts,
